@@ -1,0 +1,230 @@
+"""The built-in ``rule`` reward source: declarative checks of a completion against the dataset row."""
+from __future__ import annotations
+
+import importlib
+import math
+import numbers
+import re
+import threading
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from feedback_rl import PluginContext, PluginOptions, RewardSource, Rollout, Score, UserError, hookimpl
+
+# The options each check reads besides check/reward_correct/reward_wrong; any other option that the
+# recipe sets is an error, so a typo'd or misplaced key never silently does nothing.
+_APPLIES = {
+    "exact": {"answer_key", "case_sensitive"},
+    "numeric": {"answer_key", "tolerance", "relative_tolerance"},
+    "regex": {"pattern", "mode", "case_sensitive"},
+    "final_answer": {"answer_key", "marker", "compare", "case_sensitive", "tolerance", "relative_tolerance"},
+    "custom": {"function", "timeout"},
+}
+_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_FRACTION = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
+_LATEX_FRACTION = re.compile(rf"(-?)\\[dt]?frac\{{\s*({_NUM})\s*\}}\{{\s*({_NUM})\s*\}}")
+_MAX_HUNG = 16  # leaked threads of timed-out custom calls, before the source refuses to start more
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite float from "1,234", "-3.5", "1e3", "3/4", "\\frac{1}{2}" or a number; None if not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    s = str(value).strip()
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    if m := _LATEX_FRACTION.fullmatch(s):
+        num, den = float(m[2]) * (-1 if m[1] else 1), float(m[3])
+        x = num / den if den else math.nan
+    elif m := _FRACTION.fullmatch(s):
+        num, den = float(m[1]), float(m[2])
+        x = num / den if den else math.nan
+    elif re.fullmatch(_NUM, s):
+        x = float(s)
+    else:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def normalize(text: str, case_sensitive: bool) -> str:
+    """Strip and collapse whitespace; casefold when the comparison ignores case."""
+    text = " ".join(str(text).split())
+    return text if case_sensitive else text.casefold()
+
+
+def extract_final(text: str, marker: str) -> str | None:
+    """The answer after the last ``marker`` (up to the end of its line), or the content of the last
+    ``\\boxed{...}`` with balanced braces when ``marker`` is "boxed"; None when there is none."""
+    if marker != "boxed":
+        i = text.rfind(marker)
+        if i < 0:
+            return None
+        rest = text[i + len(marker):].strip()
+        return rest.split("\n", 1)[0].strip()
+    start = text.rfind("\\boxed{")
+    while start >= 0:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1:j].strip()
+        start = text.rfind("\\boxed{", 0, start)  # unbalanced (truncated): try an earlier one
+    return None
+
+
+class RuleSource(RewardSource):
+    """Scores a completion by a declarative check against its dataset row.
+
+    Checks: ``exact`` (equal after normalising whitespace, optionally ignoring case); ``numeric``
+    (equal within ``tolerance`` absolute or ``relative_tolerance``, as in ``math.isclose``); ``regex``
+    (``pattern`` must ``fullmatch`` or ``search`` the completion; needs no gold answer);
+    ``final_answer`` (the text after the last ``marker``, or the last ``\\boxed{}`` when the marker is
+    ``boxed``, compared ``exact`` or ``numeric``); ``custom`` (``function: "module:name"``, called as
+    ``fn(completion, row)``: True/False map to ``reward_correct``/``reward_wrong``, a number is the
+    reward itself, None abstains).
+
+    Choices: a completion that is not a number, or a ``final_answer`` completion without the marker,
+    is a wrong answer (``reward_wrong``): a format failure is the policy's fault. A missing or
+    unparseable gold answer is the dataset's fault, so it is ``Score.error``. When the gold answer
+    itself holds the marker (GSM8K's ``answer`` is a worked solution ending ``#### 72``), the same
+    extraction applies to it. A custom check that raises, returns a wrong type or runs past
+    ``timeout`` is ``Score.error`` with the reason, never 0. It runs in a daemon thread: Python
+    cannot kill a thread, so a hung call keeps running in the background (it cannot block the loop
+    or process exit); after 16 such calls still hung, further calls are errors without starting one.
+    """
+
+    name = "rule"
+
+    class Options(PluginOptions):
+        check: Literal["exact", "numeric", "regex", "final_answer", "custom"]
+        answer_key: str = "answer"
+        reward_correct: float = 1.0
+        reward_wrong: float = 0.0
+        case_sensitive: bool = True
+        tolerance: float = Field(1e-6, ge=0)
+        relative_tolerance: float | None = Field(None, ge=0)
+        pattern: str | None = None
+        mode: Literal["fullmatch", "search"] = "fullmatch"
+        marker: str = Field("####", min_length=1)
+        compare: Literal["exact", "numeric"] = "exact"
+        function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
+        timeout: float = Field(5.0, gt=0)
+
+        @field_validator("pattern")
+        @classmethod
+        def _compiles(cls, pattern: str | None) -> str | None:
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+            return pattern
+
+        @model_validator(mode="after")
+        def _fits_check(self) -> RuleSource.Options:
+            applies = _APPLIES[self.check] | {"check", "reward_correct", "reward_wrong"}
+            if self.check == "final_answer":  # only the chosen comparison's options apply
+                applies -= {"tolerance", "relative_tolerance"} if self.compare == "exact" else {"case_sensitive"}
+            if extra := sorted(self.model_fields_set - applies):
+                where = f" with compare '{self.compare}'" if extra[0] in _APPLIES[self.check] else ""
+                raise ValueError(f"option '{extra[0]}' does not apply to check '{self.check}'{where}")
+            needed = {"regex": "pattern", "custom": "function"}.get(self.check)
+            if needed and getattr(self, needed) is None:
+                raise ValueError(f"check '{self.check}' needs option '{needed}'")
+            return self
+
+    def __init__(self, options: Options, context: PluginContext):
+        super().__init__(options, context)
+        o = self.options
+        self._regex = re.compile(o.pattern, 0 if o.case_sensitive else re.IGNORECASE) if o.pattern else None
+        self._fn = self._import(o.function) if o.check == "custom" else None
+        self._hung: list[threading.Thread] = []
+
+    def _import(self, spec: str) -> Any:
+        module, _, attr = spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as e:  # noqa: BLE001 - any failure to import is the user's to fix
+            raise UserError(f"rule source '{self.context.name}': cannot import custom check '{spec}': "
+                            f"{type(e).__name__}: {e}") from None
+        if not callable(obj):
+            raise UserError(f"rule source '{self.context.name}': custom check '{spec}' is not callable")
+        return obj
+
+    def describe(self) -> dict[str, Any]:
+        return self.options.model_dump(exclude_unset=True)
+
+    def score(self, rollouts: list[Rollout]) -> list[Score]:
+        return [self._score_one(r.completion.strip(), r.row) for r in rollouts]
+
+    def _verdict(self, correct: bool) -> Score:
+        return Score.ok(self.options.reward_correct if correct else self.options.reward_wrong)
+
+    def _score_one(self, completion: str, row: dict[str, Any]) -> Score:
+        o = self.options
+        if o.check == "regex":
+            match = self._regex.fullmatch if o.mode == "fullmatch" else self._regex.search
+            return self._verdict(match(completion) is not None)
+        if o.check == "custom":
+            return self._call_custom(completion, row)
+        if row.get(o.answer_key) is None:
+            return Score.error(f"row has no gold answer in field '{o.answer_key}'")
+        gold, compare = row[o.answer_key], o.check
+        if o.check == "final_answer":
+            if isinstance(gold, str):
+                gold = extract_final(gold, o.marker) or gold
+            completion, compare = extract_final(completion, o.marker), o.compare
+            if completion is None:
+                return self._verdict(False)  # format failure: no marker, so no answer
+        if compare == "exact":
+            return self._verdict(normalize(completion, o.case_sensitive) == normalize(gold, o.case_sensitive))
+        expected = parse_number(gold)
+        if expected is None:
+            return Score.error(f"gold answer {str(gold)[:80]!r} in field '{o.answer_key}' is not a number")
+        got = parse_number(completion)
+        return self._verdict(got is not None and math.isclose(
+            got, expected, abs_tol=o.tolerance, rel_tol=o.relative_tolerance or 0.0))
+
+    def _call_custom(self, completion: str, row: dict[str, Any]) -> Score:
+        o = self.options
+        self._hung = [t for t in self._hung if t.is_alive()]
+        if len(self._hung) >= _MAX_HUNG:
+            return Score.error(f"custom check {o.function}: {len(self._hung)} earlier calls still hung")
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                out["value"] = self._fn(completion, row)
+            except BaseException as e:  # noqa: BLE001 - reported as the score's reason
+                out["error"] = f"{type(e).__name__}: {e}"
+
+        # A daemon thread, not a ThreadPoolExecutor: the executor joins its workers at exit, so a hung
+        # check would block the process from ever ending.
+        thread = threading.Thread(target=run, name=f"rule-custom-{self.context.name}", daemon=True)
+        thread.start()
+        thread.join(o.timeout)
+        if thread.is_alive():
+            self._hung.append(thread)
+            return Score.error(f"custom check {o.function} timed out after {o.timeout:g}s")
+        if "error" in out:
+            return Score.error(f"custom check {o.function} raised {out['error'][:200]}")
+        value = out["value"]
+        if value is None:
+            return Score.abstain(f"custom check {o.function} returned None")
+        if isinstance(value, bool):
+            return self._verdict(value)
+        if isinstance(value, numbers.Real):  # numpy scalars too
+            return Score.ok(value)
+        return Score.error(f"custom check {o.function} returned {type(value).__name__}, "
+                           "expected float, bool or None")
+
+
+@hookimpl
+def frl_register_reward_sources(register):
+    register(RuleSource)
