@@ -1,0 +1,41 @@
+"""feedback_rl: train language models from feedback. The public API plugins import."""
+from __future__ import annotations
+
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("feedback_rl")
+
+from .base import (  # noqa: E402
+    Backend,
+    Generation,
+    Logger,
+    Models,
+    Optimizer,
+    Plugin,
+    PluginContext,
+    PluginOptions,
+    RewardSource,
+    SamplingParams,
+)
+from .batching import TokenBatch, masked_mean, sequence_logprobs, tokenize, tokenize_rollouts  # noqa: E402
+from .errors import RunStopped, UserError  # noqa: E402
+from .types import (  # noqa: E402
+    BinaryFeedback,
+    Demonstrations,
+    Feedback,
+    PairFeedback,
+    Preference,
+    Rollout,
+    ScalarFeedback,
+    Score,
+    Scored,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
+    "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "sequence_logprobs",
+    "tokenize", "tokenize_rollouts", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
+    "Preference", "Rollout", "ScalarFeedback", "Score", "Scored",
+]

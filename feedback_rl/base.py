@@ -1,0 +1,178 @@
+"""The base classes plugins implement. Each declares its options as a pydantic schema.
+
+A plugin class is registered by name through a ``frl_register_*`` hook; the recipe names it
+under ``type:``. The recipe loader validates the plugin's options with its ``Options`` schema,
+as strictly as the core's own keys (unknown keys are errors).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from .types import Feedback, FeedbackShape, Preference, Rollout, Score
+
+
+class PluginOptions(BaseModel):
+    """Base of every plugin's options schema: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class PluginContext:
+    """What the engine tells a plugin instance about where it runs."""
+
+    name: str                      # the instance name in the recipe (a source's `name`)
+    run_dir: Path
+    stage: str = ""
+    seed: int = 0
+    recipe_dir: Path = field(default_factory=Path.cwd)  # relative paths in options resolve here
+    warn: Any = print              # callable(str): user-facing warnings
+    sampling: Any = None           # the stage's SamplingParams (optimizers need the temperature)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the recipe, relative to the recipe's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.recipe_dir / p
+
+
+class Plugin:
+    """Common to every plugin class: a registered name, an options schema, a state."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
+
+    def __init__(self, options: PluginOptions, context: PluginContext):
+        self.options = options
+        self.context = context
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to continue this plugin exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def close(self) -> None:
+        """Release files, servers, connections."""
+
+
+class RewardSource(Plugin):
+    """Says how good a rollout is.
+
+    :meth:`score` returns one :class:`Score` per rollout: ``Score.ok(x)``,
+    ``Score.abstain()`` (not applicable) or ``Score.error(reason)``; never a silent 0.
+    A pairwise source also implements :meth:`compare`.
+    """
+
+    #: True when the source judges pairs natively (a human A/B queue, a pairwise judge).
+    pairwise: ClassVar[bool] = False
+
+    @classmethod
+    def gives(cls, options: PluginOptions) -> set[str]:
+        """The feedback shapes this source can feed (the engine adapts pointwise scores to all three)."""
+        return {"pairs"} if cls.pairwise else {"scalar", "pairs", "binary"}
+
+    def score(self, rollouts: list[Rollout]) -> list[Score]:
+        raise NotImplementedError
+
+    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
+        raise NotImplementedError(f"reward source '{self.name}' does not compare pairs")
+
+    def collect(self) -> list[Feedback]:
+        """Feedback that arrived since the last call (an asynchronous source, such as a human queue)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into the run lock about this source (e.g. a prompt template's hash)."""
+        return {}
+
+
+@dataclass
+class Models:
+    """The roles an optimizer asked for; the engine builds each once."""
+
+    policy: torch.nn.Module
+    tokenizer: Any
+    reference: torch.nn.Module | None = None
+    critic: torch.nn.Module | None = None
+    reward_model: torch.nn.Module | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def trainable(self) -> list[torch.nn.Module]:
+        return [m for m in (self.policy, self.critic) if m is not None]
+
+
+class Optimizer(Plugin):
+    """Says how the policy learns from feedback. Holds only its own math.
+
+    The engine generates, scores and batches; it calls :meth:`prepare` once per batch of
+    feedback (no gradients: old and reference log-probs, advantages), then :meth:`loss` for
+    every minibatch that :meth:`minibatches` yields, and takes an optimizer step after each.
+    """
+
+    #: the feedback shape this optimizer consumes
+    feedback: ClassVar[FeedbackShape] = "scalar"
+
+    @classmethod
+    def check_stage(cls, stage: Any, options: PluginOptions) -> tuple[tuple, str] | None:
+        """Recipe-level checks: ``((key, path, in, stage), message)`` for a problem, else None."""
+        return None
+
+    def roles(self) -> set[str]:
+        """Model roles besides the policy: any of ``reference``, ``critic``, ``reward_model``."""
+        return set()
+
+    def prepare(self, feedback: Feedback, models: Models) -> Any:
+        return feedback
+
+    def minibatches(self, prepared: Any) -> Iterable[Any]:
+        yield prepared
+
+    def loss(self, minibatch: Any, models: Models) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Called after the optimizer steps of one batch (e.g. to adapt a KL coefficient)."""
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    greedy: bool = False
+
+
+@dataclass
+class Generation:
+    """What a backend returns for one prompt: token ids and behaviour log-probs."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: torch.Tensor | None
+    truncated: bool
+
+
+class Backend(Plugin):
+    """Produces completions. The core's rollout path calls it; nothing else generates."""
+
+    def generate(self, model: torch.nn.Module, tokenizer: Any, prompts: list[str],
+                 sampling: SamplingParams) -> list[Generation]:
+        raise NotImplementedError
+
+    def sync_weights(self, model: torch.nn.Module, version: int) -> None:
+        """Called after each policy update (a separate inference engine reloads weights here)."""
+
+
+class Logger(Plugin):
+    """Receives metrics. Only the main process logs."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        raise NotImplementedError

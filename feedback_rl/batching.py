@@ -1,0 +1,116 @@
+"""Batching and log-probs: the one place sequences are padded and scored token by token.
+
+Training batches are right-padded; positions always come from the attention mask, so a
+sequence scores the same whether it was padded left (generation) or right (training).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TokenBatch:
+    """Prompt+completion sequences. ``completion_mask`` marks the completion tokens."""
+
+    input_ids: torch.Tensor        # [B, T]
+    attention_mask: torch.Tensor   # [B, T]
+    completion_mask: torch.Tensor  # [B, T]
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        """Mask aligned with :func:`sequence_logprobs` output ([B, T-1]): completion targets."""
+        return self.completion_mask[:, 1:].float()
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: torch.Tensor | list[int]) -> "TokenBatch":
+        return TokenBatch(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def to(self, device: Any) -> "TokenBatch":
+        return TokenBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int) -> TokenBatch:
+    """Concatenate each prompt with its completion and right-pad to the longest."""
+    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    comp = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attn[i, : len(s)] = 1
+        comp[i, len(p): len(s)] = 1
+    return TokenBatch(ids, attn, comp)
+
+
+def tokenize(tokenizer: Any, prompts: list[str], completions: list[str], add_eos: bool = True,
+             max_length: int | None = None) -> TokenBatch:
+    """Tokenize text pairs; the completion ends with EOS so the model learns to stop."""
+    p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    c_ids = []
+    for c in completions:
+        ids = tokenizer(c, add_special_tokens=False)["input_ids"]
+        if add_eos and tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        c_ids.append(ids)
+    if max_length is not None:
+        c_ids = [c[: max(0, max_length - len(p))] for p, c in zip(p_ids, c_ids)]
+    return pack(p_ids, c_ids, pad_id(tokenizer))
+
+
+def tokenize_rollouts(rollouts: list, tokenizer: Any) -> TokenBatch:
+    """Rollouts keep their generated token ids: no re-tokenization, no mismatch."""
+    return pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id(tokenizer))
+
+
+def pad_id(tokenizer: Any) -> int:
+    pid = tokenizer.pad_token_id
+    return pid if pid is not None else (tokenizer.eos_token_id or 0)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_logits(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask), use_cache=False)
+    return out.logits
+
+
+def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0,
+                      with_entropy: bool = False):
+    """Log-probability of each next token, ``[B, T-1]``; multiply by ``batch.target_mask``.
+
+    With ``with_entropy`` also returns the per-token entropy of the (tempered) distribution.
+    """
+    logits = forward_logits(model, batch)[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    logps = logp_all.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logps
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logps, entropy
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` is 1; 0 where the mask is empty (never NaN)."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return out if shift_mean else out + mean

@@ -1,0 +1,92 @@
+"""The ``frl`` command line. Plugins add subcommands through ``frl_register_commands``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import RunStopped, UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="feedback_rl")
+def cli() -> None:
+    """Train language models from feedback."""
+
+
+def _load(recipe_path: str, overrides: tuple[str, ...]):
+    from . import recipe as recipes
+    from .plugins import default
+    pm, reg = default()
+    return pm, reg, recipes.load(recipe_path, list(overrides), reg)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def train(recipe: str, overrides: tuple[str, ...], no_progress: bool) -> None:
+    """Run every stage of RECIPE."""
+    from .engine import Engine
+    from .runs import Run
+    from .summary import format_summary
+    pm, reg, rec = _load(recipe, overrides)
+    run = Run.create(Path(rec.output_dir), rec.name)
+    click.echo(f"run: {run.dir}")
+    summary = Engine(rec, pm, reg, run, progress=not no_progress).train()
+    click.echo(format_summary(summary))
+    click.echo(f"model: {run.dir / 'final'}")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+def validate(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE without loading any model."""
+    _, _, rec = _load(recipe, overrides)
+    stages = " -> ".join(f"{s.name} ({s.optimizer.type})" for s in rec.stages)
+    click.echo(f"{recipe}: ok: {stages}")
+
+
+@cli.command()
+def plugins() -> None:
+    """Installed plugins, their versions, and what each registers."""
+    from .plugins import default, plugin_versions
+    pm, reg = default()
+    versions = plugin_versions(pm)
+    by_plugin: dict[str, list[str]] = {}
+    for (kind, name), owner in sorted(reg.origin.items()):
+        module = reg.classes[kind][name].__module__
+        by_plugin.setdefault(module, []).append(f"{kind[:-1].replace('_', ' ')} '{name}'")
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
+        module = getattr(plugin, "__name__", name)
+        what = ", ".join(by_plugin.get(module, [])) or "hooks only"
+        click.echo(f"{name:<12} {versions.get(name, ''):<28} {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .plugins import default
+    try:
+        pm, _ = default()
+        pm.hook.frl_register_commands(cli=cli)
+        cli.main(args=argv, prog_name="frl", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except RunStopped as e:
+        click.echo(f"stopped: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The loop every method shares, read top to bottom:
+
+    sample prompts -> generate rollouts -> score and mix -> shape feedback -> optimizer step -> hooks
+
+The engine knows no algorithm and no reward kind by name: optimizers declare the feedback shape
+they consume and the model roles they need; reward sources return scores.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from . import feedback as shapes
+from .base import Models, PluginContext, SamplingParams
+from .errors import RunStopped, UserError
+from .evaluation import evaluate
+from .models import frozen_copy, load_policy
+from .plugins import Registry, plugin_versions
+from .recipe import Recipe, SourceSpec, StageSpec
+from .rewards import Mixer, Slot
+from .rollout import generate_rollouts
+from .runs import Run
+from .types import BinaryFeedback, Demonstrations, PairFeedback
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True):
+        self.recipe, self.pm, self.reg, self.run = recipe, pm, registry, run
+        self.progress = progress
+        self.loggers = [registry.get("loggers", spec.type)(recipe.options("logger", j), self._context(spec.type))
+                        for j, spec in enumerate(recipe.loggers)]
+        self.summary: dict[str, Any] = {"status": "running", "stages": {}}
+        self.global_step = 0
+
+    def _context(self, name: str, stage: str = "") -> PluginContext:
+        return PluginContext(name=name, run_dir=self.run.dir, stage=stage, seed=self.recipe.seed,
+                             recipe_dir=self.recipe.base_dir, warn=lambda msg: tqdm.write(f"warning: {msg}"))
+
+    # ------------------------------------------------------------------ the run
+    def train(self) -> dict[str, Any]:
+        recipe = self.recipe
+        seed_everything(recipe.seed)
+        policy, tokenizer = load_policy(recipe.model, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
+        self.policy, self.tokenizer = policy, tokenizer
+        self.run.write_lock(recipe, plugin_versions(self.pm), self._describe_sources())
+        self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
+        try:
+            for i, stage in enumerate(recipe.stages):
+                self.run_stage(i, stage)
+            self.summary["status"] = "finished"
+        except (RunStopped, KeyboardInterrupt) as e:
+            self.summary["status"] = "stopped"
+            self.summary["reason"] = str(e) or type(e).__name__
+            raise
+        except BaseException as e:
+            self.summary["status"] = "failed"
+            self.summary["reason"] = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.run.write_status(self.summary)
+            self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
+            for lg in self.loggers:
+                lg.close()
+        final = self.run.dir / "final"
+        self.policy.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        return self.summary
+
+    def run_stage(self, i: int, stage: StageSpec) -> None:
+        recipe = self.recipe
+        seed_everything(recipe.seed + 1000 * i)
+        ctx = self._context(stage.optimizer.type, stage.name)
+        ctx.sampling = self._sampling(stage)
+        optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
+        roles = optimizer.roles()
+        models = Models(policy=self.policy, tokenizer=self.tokenizer,
+                        reference=frozen_copy(self.policy) if "reference" in roles else None)
+        backend = self.reg.get("backends", stage.rollout.backend)(PluginOptions_for(self.reg, stage), ctx)
+        mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
+        eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
+                                 "none", 1.0)
+        train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
+        eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
+            if stage.data.eval is not None else []
+        self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
+        sampler = datasets.Sampler(len(train_rows), recipe.seed + i) if train_rows is not None else None
+
+        eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
+        do_eval = lambda: evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer,  # noqa: E731
+                                   eval_tokens, stage.eval.batch_size)
+        before = do_eval()
+        self._log({**before, "stage": stage.name, "step": 0})
+        params = [p for m in models.trainable() for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
+                                betas=stage.train.adam_betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
+        self.policy.train()
+        bar = tqdm(range(1, stage.train.steps + 1), desc=f"{stage.name}", disable=not self.progress,
+                   dynamic_ncols=True, leave=True)
+        version = 0
+        for step in bar:
+            t0 = time.perf_counter()
+            rows = [train_rows[k] for k in sampler.take(stage.train.batch_size)]
+            metrics: dict[str, Any] = {}
+            if optimizer.feedback == "demonstrations" or not mixer.slots:
+                fb = _offline_feedback(optimizer.feedback, rows)
+            else:
+                rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, ctx.sampling,
+                                             stage.rollout.num_generations, policy_version=version)
+                self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=rollouts)
+                scored, reward_metrics = mixer.score(rollouts)
+                self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=scored)
+                metrics.update(reward_metrics)
+                metrics.update(_rollout_metrics(rollouts))
+                self._log_rollouts(stage.name, step, scored)
+                fb = self._shape(optimizer.feedback, scored, stage)
+            t_gen = time.perf_counter() - t0
+            metrics.update(self._optimize(optimizer, models, fb, opt, stage))
+            sched.step()
+            version += 1
+            backend.sync_weights(self.policy, version)
+            optimizer.after_step(metrics)
+            metrics.update({"stage": stage.name, "step": step, "lr": sched.get_last_lr()[0],
+                            "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
+            if stage.eval.every and step % stage.eval.every == 0 and step < stage.train.steps:
+                metrics.update(do_eval())
+            self._log(metrics)
+            self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
+            bar.set_postfix(_postfix(metrics), refresh=False)
+        bar.close()
+        after = do_eval()
+        self._log({**after, "stage": stage.name, "step": stage.train.steps})
+        self.summary["stages"][stage.name] = {"eval_before": before, "eval_after": after}
+        out = self.run.dir / "stages" / stage.name
+        self.policy.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
+        mixer.close()
+        eval_mixer.close()
+        optimizer.close()
+        backend.close()
+
+    # ------------------------------------------------------------------ pieces
+    def _optimize(self, optimizer: Any, models: Models, fb: Any, opt: Any, stage: StageSpec) -> dict[str, float]:
+        prepared = optimizer.prepare(fb, models)
+        totals: dict[str, list[float]] = {}
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for mb in optimizer.minibatches(prepared):
+            opt.zero_grad(set_to_none=True)
+            loss, m = optimizer.loss(mb, models)
+            if not torch.isfinite(loss):
+                raise RunStopped(f"stage '{stage.name}': the loss is {loss.item()} (not finite)")
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
+            opt.step()
+            for k, v in {"loss": loss.item(), "grad_norm": float(gnorm), **m}.items():
+                totals.setdefault(k, []).append(float(v))
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def _shape(self, shape: str, scored: list, stage: StageSpec) -> Any:
+        if shape == "scalar":
+            return shapes.to_scalar(scored)
+        if shape == "pairs":
+            return shapes.to_pairs(shapes.best_worst_pairs(scored, stage.feedback.pair_min_margin))
+        if shape == "binary":
+            return shapes.to_binary(scored, stage.feedback.binary_threshold)
+        raise UserError(f"stage '{stage.name}': feedback shape '{shape}' cannot come from reward sources")
+
+    def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float) -> Mixer:
+        slots = []
+        for j, spec in enumerate(specs):
+            cls = self.reg.get("reward_sources", spec.type)
+            ctx = self._context(spec.name, self.recipe.stages[i].name)
+            slots.append(Slot(spec, cls(self.recipe.options(key, i, j), ctx)))
+        return Mixer(slots, normalize, max_error_rate)
+
+    def _describe_sources(self) -> dict[str, Any]:
+        return {}
+
+    def _check_rows(self, rows: Any, shape: str, online: bool, stage: StageSpec) -> None:
+        if rows is None:
+            return
+        need: dict[str, Any] = {"prompt": str}
+        if shape == "demonstrations":
+            need["completion"] = str
+        elif not online and shape == "pairs":
+            need.update(chosen=str, rejected=str)
+        elif not online and shape == "binary":
+            need.update(completion=str, label=bool)
+        rows.require(need, f"stage '{stage.name}' ({stage.optimizer.type})")
+        limit = getattr(self.policy.config, "n_positions", None) or getattr(self.policy.config,
+                                                                              "max_position_embeddings", None)
+        if limit:
+            budget = limit - (stage.rollout.max_new_tokens if online else 0)
+            for row, line in zip(rows, rows.lines):
+                n = len(self.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+                if n > budget:
+                    raise UserError(f"{rows.origin}:{line}: prompt is {n} tokens; with max_new_tokens "
+                                    f"{stage.rollout.max_new_tokens} it exceeds the model's context of {limit}")
+
+    @staticmethod
+    def _sampling(stage: StageSpec) -> SamplingParams:
+        r = stage.rollout
+        return SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+
+    def _log(self, metrics: dict[str, Any]) -> None:
+        self.global_step += 1
+        for lg in self.loggers:
+            lg.log(metrics, self.global_step)
+
+    def _log_rollouts(self, stage: str, step: int, scored: list) -> None:
+        self.run.append_rollouts([{
+            "stage": stage, "step": step, "group": s.rollout.group, "prompt": s.rollout.prompt,
+            "completion": s.rollout.completion, "truncated": s.rollout.truncated, "reward": s.reward,
+            "scores": {k: {"status": v.status, "value": v.value, **({"reason": v.reason} if v.reason else {})}
+                       for k, v in s.scores.items()},
+        } for s in scored])
+
+
+def PluginOptions_for(reg: Registry, stage: StageSpec) -> Any:
+    return reg.get("backends", stage.rollout.backend).Options()
+
+
+def _offline_feedback(shape: str, rows: list[dict]) -> Any:
+    prompts = [r["prompt"] for r in rows]
+    if shape == "demonstrations":
+        return Demonstrations(prompts, [r["completion"] for r in rows])
+    if shape == "pairs":
+        return PairFeedback(prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows],
+                            [1.0] * len(rows))
+    if shape == "binary":
+        return BinaryFeedback(prompts, [r["completion"] for r in rows], [bool(r["label"]) for r in rows])
+    raise UserError(f"feedback shape '{shape}' needs reward sources")
+
+
+def _rollout_metrics(rollouts: list) -> dict[str, float]:
+    n = max(1, len(rollouts))
+    return {"rollout/completion_len": sum(len(r.completion_ids) for r in rollouts) / n,
+            "rollout/truncated_rate": sum(r.truncated for r in rollouts) / n}
+
+
+def _schedule(train: Any):
+    def f(step: int) -> float:
+        if train.warmup_steps and step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+        if train.scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        if train.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+    return f
+
+
+def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, label in (("reward/mean", "reward"), ("loss", "loss")):
+        v = metrics.get(key)
+        if isinstance(v, float) and math.isfinite(v):
+            out[label] = f"{v:.3f}"
+    return out

@@ -1,0 +1,60 @@
+"""Loading models: the built-in tiny GPT-2, a local HF folder, a hub id, or a GGUF file."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .recipe import ModelSpec
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[str, dict[str, Any]]:
+    """Where to load the model from, and extra ``from_pretrained`` keyword arguments."""
+    path = spec.path
+    if path.startswith("builtin:"):
+        kind = path.split(":", 1)[1]
+        if kind != "tiny-gpt2":
+            raise UserError(f"model.path: unknown built-in model '{kind}' (available: tiny-gpt2)")
+        from .tiny import build_tiny_gpt2
+        return str(build_tiny_gpt2(build_dir, seed=seed, **spec.tiny.model_dump())), {}
+    local = Path(path).expanduser()
+    if not local.is_absolute() and (base_dir / local).exists():
+        local = base_dir / local
+    if local.suffix == ".gguf":   # transformers dequantises a GGUF file found in its folder
+        return str(local.parent), {"gguf_file": local.name}
+    kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    return (str(local) if local.exists() else path), kwargs
+
+
+def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    quiet_transformers()
+    where, kwargs = resolve_path(spec, base_dir, build_dir, seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[spec.dtype], **kwargs)
+    except OSError as e:
+        raise UserError(f"model.path: cannot load '{spec.path}': {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen, eval-mode copy (the reference policy of a stage)."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

@@ -1,0 +1,487 @@
+"""YAML -> a validated recipe. Every mistake fails here, before any model loads.
+
+Errors name the file, the line, the key's path, what was expected, and a did-you-mean.
+Each plugin validates its own options with its ``Options`` schema, as strictly as the core.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError, did_you_mean
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinySpec(Strict):
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    n_positions: int = Field(64, ge=8)
+
+
+class ModelSpec(Strict):
+    path: str = "builtin:tiny-gpt2"
+    tiny: TinySpec = TinySpec()
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    gguf_file: str | None = None
+
+
+class GeneratedData(Strict):
+    """A synthetic dataset the project generates (``feedback_rl.synthetic``)."""
+
+    generator: str
+    split: Literal["train", "eval"] = "train"
+    size: int | None = Field(None, ge=1)
+    holdout: int = Field(500, ge=1)
+    seed: int = 0
+
+
+DataRef = str | GeneratedData
+
+
+class DataSpec(Strict):
+    train: DataRef | None = None
+    eval: DataRef | None = None
+
+
+class GateSpec(Strict):
+    source: str
+    threshold: float = 0.5
+
+
+class SourceSpec(BaseModel):
+    """A reward source: core keys here; every other key is the plugin's own option."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    type: str
+    weight: float = 1.0
+    gate: GateSpec | None = None
+    tasks: list[str] | None = None
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _gate_shorthand(cls, v: Any) -> Any:
+        return {"source": v} if isinstance(v, str) else v
+
+    @property
+    def plugin_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RewardsSpec(Strict):
+    normalize: Literal["none", "sum_then_normalize", "normalize_then_sum"] = "none"
+    max_error_rate: float = Field(0.5, ge=0.0, le=1.0)
+    sources: list[SourceSpec] = []
+
+
+class FeedbackSpec(Strict):
+    pair_min_margin: float = Field(0.0, ge=0.0)
+    binary_threshold: float = 0.5
+
+
+class RolloutSpec(Strict):
+    backend: str = "hf"
+    num_generations: int = Field(8, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+
+
+class TrainSpec(Strict):
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+
+
+class EvalSpec(Strict):
+    every: int = Field(0, ge=0)
+    num_prompts: int = Field(200, ge=1)
+    batch_size: int = Field(100, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    sources: list[SourceSpec] | None = None
+
+
+class CheckpointSpec(Strict):
+    every: int = Field(0, ge=0)
+    keep: int = Field(2, ge=1)
+
+
+class OptimizerSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @property
+    def plugin_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StageSpec(Strict):
+    name: str
+    optimizer: OptimizerSpec
+    data: DataSpec = DataSpec()
+    rewards: RewardsSpec = RewardsSpec()
+    feedback: FeedbackSpec = FeedbackSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+    @property
+    def eval_sources(self) -> list[SourceSpec]:
+        return self.eval.sources if self.eval.sources is not None else self.rewards.sources
+
+
+class LoggerSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    output_dir: str = "runs"
+    model: ModelSpec = ModelSpec()
+    loggers: list[LoggerSpec] = [LoggerSpec(type="jsonl")]
+    stages: list[StageSpec] = Field(min_length=1)
+
+    # filled by load(): where relative paths resolve, and each plugin's validated options
+    _path: Path | None = None
+    _options: dict[tuple, Any] = {}
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _logger_shorthand(cls, v: Any) -> Any:
+        return [{"type": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+    @property
+    def path(self) -> Path:
+        return self._path or Path("recipe.yaml")
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def options(self, *key: Any) -> Any:
+        """A plugin's validated options: ("stage", i, "optimizer"), ("source", i, j), ("eval_source", i, j),
+        ("logger", k), ("backend", i)."""
+        return self._options[key]
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- loading
+
+def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> Recipe:
+    """Read, override, validate. Raises :class:`UserError` with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such recipe file")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a mapping of keys (name, model, stages, ...), got {_kind(data)}")
+    for item in overrides:
+        apply_override(data, item)
+    return validate(data, path, registry, lines)
+
+
+def validate(data: dict, path: Path, registry: Any = None, lines: dict | None = None) -> Recipe:
+    lines = lines or {}
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_pydantic_message(e, path, lines, Recipe)) from None
+    recipe._path = path
+    if registry is None:
+        from .plugins import default
+        registry = default()[1]
+    recipe._options = {}
+    _check_plugins(recipe, registry, lines)
+    _check_files(recipe, lines)
+    return recipe
+
+
+def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
+    from .synthetic import GENERATORS
+
+    def fail(loc: tuple, msg: str) -> None:
+        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: {msg}")
+
+    def plugin_options(kind: str, type_name: str, opts: dict, loc: tuple, core_keys: set[str]) -> Any:
+        try:
+            cls = reg.get(kind, type_name)
+        except UserError as e:
+            fail(loc + ("type",), str(e))
+        try:
+            return cls.Options.model_validate(opts)
+        except ValidationError as e:
+            first = e.errors()[0]
+            if first["type"] == "extra_forbidden":
+                key = first["loc"][0]
+                choices = list(cls.Options.model_fields) + sorted(core_keys)
+                fail(loc + tuple(first["loc"]),
+                     f"unknown key for {type_name}{did_you_mean(key, choices)}; "
+                     f"expected one of: {', '.join(choices)}")
+            fail(loc + tuple(first["loc"]), _expected(first))
+
+    for j, lg in enumerate(recipe.loggers):
+        recipe._options[("logger", j)] = plugin_options("loggers", lg.type, lg.model_extra or {},
+                                                        ("loggers", j), {"type"})
+    names = [s.name for s in recipe.stages]
+    for i, stage in enumerate(recipe.stages):
+        loc = ("stages", i)
+        if names.count(stage.name) > 1:
+            fail(loc + ("name",), f"stage name '{stage.name}' is used twice")
+        recipe._options[("stage", i, "optimizer")] = plugin_options(
+            "optimizers", stage.optimizer.type, stage.optimizer.plugin_options, loc + ("optimizer",), {"type"})
+        opt_cls = reg.get("optimizers", stage.optimizer.type)
+        try:
+            reg.get("backends", stage.rollout.backend)
+        except UserError as e:
+            fail(loc + ("rollout", "backend"), str(e))
+        for group, sources in (("rewards", stage.rewards.sources), ("eval", stage.eval.sources or [])):
+            key = "source" if group == "rewards" else "eval_source"
+            seen: list[str] = []
+            for j, src in enumerate(sources):
+                sloc = loc + ((group, "sources", j) if group == "rewards" else ("eval", "sources", j))
+                if src.name in seen:
+                    fail(sloc + ("name",), f"source name '{src.name}' is used twice in this stage")
+                if src.gate is not None and src.gate.source not in seen:
+                    others = [s.name for s in sources if s.name != src.name]
+                    hint = did_you_mean(src.gate.source, others)
+                    fail(sloc + ("gate", "source"), f"gate source '{src.gate.source}' must be a source listed "
+                         f"before '{src.name}'{hint}")
+                seen.append(src.name)
+                recipe._options[(key, i, j)] = plugin_options(
+                    "reward_sources", src.type, src.plugin_options, sloc,
+                    {"name", "type", "weight", "gate", "tasks"})
+        _check_feedback_shape(recipe, i, opt_cls, reg, fail)
+        for split in ("train", "eval"):
+            ref = getattr(stage.data, split)
+            if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:
+                fail(loc + ("data", split, "generator"), f"unknown generator '{ref.generator}'"
+                     f"{did_you_mean(ref.generator, GENERATORS)}; available: {', '.join(sorted(GENERATORS))}")
+        problem = opt_cls.check_stage(stage, recipe._options[("stage", i, "optimizer")])
+        if problem:
+            key, msg = problem
+            fail(loc + tuple(key), msg)
+
+
+def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail: Any) -> None:
+    stage = recipe.stages[i]
+    loc = ("stages", i)
+    shape = opt_cls.feedback
+    sources = stage.rewards.sources
+    if shape == "demonstrations":
+        if stage.data.train is None:
+            fail(loc + ("data", "train"), f"optimizer '{opt_cls.name}' trains on a dataset of prompt/completion "
+                 "rows; set data.train")
+        return
+    if not sources:
+        if shape == "scalar":
+            fail(loc + ("rewards", "sources"), f"optimizer '{opt_cls.name}' consumes scalar feedback; "
+                 "add at least one reward source")
+        if stage.data.train is None:
+            fail(loc + ("data", "train"), f"optimizer '{opt_cls.name}' needs reward sources or an offline "
+                 f"{shape} dataset in data.train")
+        return
+    if stage.data.train is None:
+        fail(loc + ("data", "train"), "set data.train: the prompts to generate rollouts from")
+    for j, src in enumerate(sources):
+        cls = reg.get("reward_sources", src.type)
+        gives = cls.gives(recipe.options("source", i, j))
+        if shape not in gives:
+            fail(loc + ("rewards", "sources", j), f"optimizer '{opt_cls.name}' consumes {shape} feedback, but reward "
+                 f"source '{src.name}' ({src.type}) gives only {', '.join(sorted(gives))}")
+    if shape == "pairs" and stage.rollout.num_generations < 2:
+        fail(loc + ("rollout", "num_generations"), "pairs are formed within a prompt's group: set it to 2 or more")
+
+
+def _check_files(recipe: Recipe, lines: dict) -> None:
+    def missing(loc: tuple, value: str) -> None:
+        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: file not found: {value}")
+
+    for i, stage in enumerate(recipe.stages):
+        for split in ("train", "eval"):
+            ref = getattr(stage.data, split)
+            if isinstance(ref, str) and not (recipe.base_dir / ref).expanduser().exists() and not Path(ref).is_absolute():
+                missing(("stages", i, "data", split), ref)
+            if isinstance(ref, str) and Path(ref).is_absolute() and not Path(ref).exists():
+                missing(("stages", i, "data", split), ref)
+    p = recipe.model.path
+    if _looks_local(p) and not (recipe.base_dir / p).expanduser().exists() and not Path(p).expanduser().exists():
+        missing(("model", "path"), p)
+
+
+def _looks_local(p: str) -> bool:
+    return p.startswith((".", "/", "~")) or p.endswith(".gguf")
+
+
+# --------------------------------------------------------------------------- --set
+
+def apply_override(data: dict, item: str) -> None:
+    """``key.path=value``: the value is parsed as YAML; a stage may be named instead of indexed."""
+    if "=" not in item:
+        raise UserError(f"--set {item}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"--set {item}: empty key path")
+    node: Any = data
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        here = ".".join(parts[: n + 1])
+        if isinstance(node, list):
+            idx = _list_index(node, part, here)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise UserError(f"--set {item}: '{'.'.join(parts[:n])}' is a {_kind(node)}, not a mapping or list")
+
+
+def _list_index(node: list, part: str, here: str) -> int:
+    if re.fullmatch(r"-?\d+", part):
+        idx = int(part)
+        if not -len(node) <= idx < len(node):
+            raise UserError(f"--set {here}: index out of range (the list has {len(node)} items)")
+        return idx
+    names = [x.get("name") for x in node if isinstance(x, dict)]
+    if part in names:
+        return names.index(part)
+    raise UserError(f"--set {here}: no item named '{part}'{did_you_mean(part, [n for n in names if n])}")
+
+
+# --------------------------------------------------------------------------- messages
+
+def _line_map(node: Any, loc: tuple = ()) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+    if node is None:
+        return out
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[loc + (k.value,)] = k.start_mark.line + 1
+            sub = _line_map(v, loc + (k.value,))
+            sub.pop(loc + (k.value,), None)
+            out.update(sub)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_line_map(v, loc + (i,)))
+    return out
+
+
+def _where(path: Path, lines: dict, loc: tuple) -> str:
+    loc = tuple(loc)
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    line = lines.get(loc)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _kind(v: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", int: "integer", float: "number",
+            bool: "boolean", type(None): "nothing"}.get(type(v), type(v).__name__)
+
+
+def _expected(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "missing":
+        return "missing required key"
+    if msg.startswith("Input should be "):
+        msg = "expected " + msg[len("Input should be "):]
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
+    return msg
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic adds union branch names ('str', 'GeneratedData') to a location; drop them
+    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in ("str", "function-after")))
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema class at a location, to list its keys in a did-you-mean."""
+    import typing
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        cur = _unwrap(ann, typing)
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _unwrap(ann: Any, typing: Any) -> Any:
+    for arg in (typing.get_args(ann) or (ann,)):
+        inner = typing.get_args(arg)
+        for cand in (inner or (arg,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                return cand
+    return ann
+
+
+def _pydantic_message(e: ValidationError, path: Path, lines: dict, root: type[BaseModel]) -> str:
+    errors = e.errors()
+    # a union (path or generator mapping) reports one error per branch: prefer the mapping branch
+    first = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = _clean_loc(first["loc"])
+    where = _where(path, lines, loc)
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        choices = list(parent.model_fields) if parent else []
+        return f"{where}: {_dotted(loc)}: unknown key{did_you_mean(loc[-1], choices)}" + \
+            (f"; expected one of: {', '.join(choices)}" if choices else "")
+    return f"{where}: {_dotted(loc)}: {_expected(first)}"
+

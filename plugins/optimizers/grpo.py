@@ -1,0 +1,130 @@
+"""GRPO: group-relative advantages, a clipped ratio, and an optional k3 KL to the reference.
+
+Advantages need no critic: each completion is compared with the other completions of its prompt.
+``loss_type`` picks how per-token losses are aggregated:
+- ``grpo``:    mean over each sequence's tokens, then over sequences (favours short answers);
+- ``dr_grpo``: sum over all tokens / (sequences x max_new_tokens), a constant (Dr. GRPO);
+- ``dapo``:    sum over all tokens / number of tokens in the batch (token-level, DAPO).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from feedback_rl import (
+    Optimizer, PluginOptions, TokenBatch, hookimpl, masked_mean, sequence_logprobs, tokenize_rollouts,
+)
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: str = "group",
+                     eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean of its group), divided by the group's std (``group``), the batch's (``batch``) or 1 (``none``)."""
+    adv = torch.empty_like(rewards)
+    stds = torch.empty_like(rewards)
+    for g in groups.unique():
+        idx = groups == g
+        r = rewards[idx]
+        adv[idx] = r - r.mean()
+        stds[idx] = r.std(unbiased=True) if r.numel() > 1 else 0.0
+    if scale == "group":
+        return adv / (stds + eps)
+    if scale == "batch":
+        return adv / (rewards.std(unbiased=True) + eps)
+    return adv
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased)."""
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1
+
+
+def clipped_objective(logps, old_logps, advantages, eps_low: float, eps_high: float):
+    """Per-token PPO-clip loss ``-min(r A, clip(r) A)`` and whether each token was clipped."""
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(-1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
+    return -torch.min(unclipped, clipped), (clipped < unclipped).float()
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_len: int) -> torch.Tensor:
+    if loss_type == "grpo":
+        return masked_mean(per_token, mask, dim=1).mean()
+    if loss_type == "dr_grpo":
+        return (per_token * mask).sum() / (per_token.shape[0] * max_len)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)  # dapo
+
+
+@dataclass
+class GRPOBatch:
+    tokens: TokenBatch
+    advantages: torch.Tensor
+    old_logps: torch.Tensor | None
+    ref_logps: torch.Tensor | None
+
+
+class GRPO(Optimizer):
+    name = "grpo"
+    feedback = "scalar"
+
+    class Options(PluginOptions):
+        beta: float = Field(0.0, ge=0.0, description="KL weight; 0 loads no reference model")
+        epsilon: float = Field(0.2, gt=0.0)
+        epsilon_high: float | None = Field(None, gt=0.0, description="upper clip (DAPO clip-higher); default epsilon")
+        loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+        scale_rewards: Literal["group", "batch", "none"] = "group"
+        num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch of rollouts")
+
+    @classmethod
+    def check_stage(cls, stage, options):
+        if stage.rollout.num_generations < 2:
+            return ("rollout", "num_generations"), "GRPO compares completions of one prompt: set it to 2 or more"
+        return None
+
+    def roles(self):
+        return {"reference"} if self.options.beta > 0 else set()
+
+    def prepare(self, feedback, models):
+        if not feedback.rollouts:
+            return None
+        tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer)
+        groups = torch.tensor([r.group for r in feedback.rollouts])
+        adv = group_advantages(feedback.rewards, groups, self.options.scale_rewards)
+        self._zero_std = float((adv == 0).float().mean())
+        temp = self.context.sampling.temperature
+        with torch.no_grad():
+            # with one pass the old policy is the current one: the ratio is 1 and only its gradient matters
+            old = sequence_logprobs(models.policy, tokens, temp) if self.options.num_iterations > 1 else None
+            ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else None
+        return GRPOBatch(tokens, adv, old, ref)
+
+    def minibatches(self, prepared):
+        if prepared is None:
+            return
+        for _ in range(self.options.num_iterations):
+            yield prepared
+
+    def loss(self, batch, models):
+        o = self.options
+        logps, entropy = sequence_logprobs(models.policy, batch.tokens, self.context.sampling.temperature,
+                                           with_entropy=True)
+        mask = batch.tokens.target_mask
+        old = batch.old_logps if batch.old_logps is not None else logps.detach()
+        per_token, clipped = clipped_objective(logps, old, batch.advantages, o.epsilon, o.epsilon_high or o.epsilon)
+        metrics = {"clip_frac": masked_mean(clipped, mask).item(), "entropy": masked_mean(entropy, mask).item(),
+                   "adv_zero_frac": self._zero_std}
+        if batch.ref_logps is not None:
+            kl = k3_kl(logps, batch.ref_logps)
+            per_token = per_token + o.beta * kl
+            metrics["kl"] = masked_mean(kl, mask).item()
+        loss = aggregate(per_token, mask, o.loss_type, self.context.sampling.max_new_tokens)
+        return loss, metrics
+
+
+@hookimpl
+def frl_register_optimizers(register):
+    register(GRPO)
