@@ -18,6 +18,7 @@ from .base import (  # noqa: E402
     SamplingParams,
 )
 from .batching import TokenBatch, masked_mean, sequence_logprobs, tokenize, tokenize_rollouts  # noqa: E402
+from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
 from .types import (  # noqa: E402
     BinaryFeedback,
@@ -36,6 +37,6 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "sequence_logprobs",
-    "tokenize", "tokenize_rollouts", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
+    "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored",
 ]

@@ -22,10 +22,11 @@ from . import feedback as shapes
 from .base import Models, PluginContext, SamplingParams
 from .errors import RunStopped, UserError
 from .evaluation import evaluate
-from .models import frozen_copy, load_policy
+from .models import load_policy
 from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, Slot
+from .roles import build_models
 from .rollout import generate_rollouts
 from .runs import Run
 from .types import BinaryFeedback, Demonstrations, PairFeedback
@@ -86,9 +87,7 @@ class Engine:
         ctx = self._context(stage.optimizer.type, stage.name)
         ctx.sampling = self._sampling(stage)
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
-        roles = optimizer.roles()
-        models = Models(policy=self.policy, tokenizer=self.tokenizer,
-                        reference=frozen_copy(self.policy) if "reference" in roles else None)
+        models = build_models(optimizer.roles(), self.policy, self.tokenizer)
         backend = self.reg.get("backends", stage.rollout.backend)(PluginOptions_for(self.reg, stage), ctx)
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
@@ -127,9 +126,13 @@ class Engine:
                 metrics.update(reward_metrics)
                 metrics.update(_rollout_metrics(rollouts))
                 self._log_rollouts(stage.name, step, scored)
-                fb = self._shape(optimizer.feedback, scored, stage)
+                prefs = self._compare(mixer, rollouts)
+                fb = shapes.merge(self._shape(optimizer.feedback, scored, prefs, stage, bool(mixer.pointwise)),
+                                  [f for slot in mixer.slots for f in slot.source.collect()])
             t_gen = time.perf_counter() - t0
-            metrics.update(self._optimize(optimizer, models, fb, opt, stage))
+            metrics["feedback/size"] = float(len(fb))
+            if len(fb):
+                metrics.update(self._optimize(optimizer, models, fb, opt, stage))
             sched.step()
             version += 1
             backend.sync_weights(self.policy, version)
@@ -171,14 +174,26 @@ class Engine:
                 totals.setdefault(k, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
-    def _shape(self, shape: str, scored: list, stage: StageSpec) -> Any:
+    def _shape(self, shape: str, scored: list, prefs: list, stage: StageSpec, pointwise: bool) -> Any:
         if shape == "scalar":
             return shapes.to_scalar(scored)
         if shape == "pairs":
-            return shapes.to_pairs(shapes.best_worst_pairs(scored, stage.feedback.pair_min_margin))
+            mixed = shapes.best_worst_pairs(scored, stage.feedback.pair_min_margin) if pointwise else []
+            return shapes.to_pairs(mixed + prefs)
         if shape == "binary":
-            return shapes.to_binary(scored, stage.feedback.binary_threshold)
+            fb = shapes.to_binary(scored, stage.feedback.binary_threshold) if pointwise else shapes.to_binary([], 0)
+            return shapes.merge(fb, [shapes.pairs_to_binary(prefs)])
         raise UserError(f"stage '{stage.name}': feedback shape '{shape}' cannot come from reward sources")
+
+    def _compare(self, mixer: Mixer, rollouts: list) -> list:
+        """Pairwise sources judge candidate pairs (two completions of each prompt) directly."""
+        prefs = []
+        for slot in mixer.slots:
+            if slot.source.pairwise:
+                for p in slot.source.compare(shapes.candidate_pairs(rollouts)):
+                    p.source = slot.spec.name
+                    prefs.append(p)
+        return prefs
 
     def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float) -> Mixer:
         slots = []

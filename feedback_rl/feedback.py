@@ -7,11 +7,12 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import torch
 
-from .types import BinaryFeedback, PairFeedback, Preference, ScalarFeedback, Scored
+from .types import BinaryFeedback, Feedback, PairFeedback, Preference, Rollout, ScalarFeedback, Scored
 
 
 def to_scalar(scored: list[Scored]) -> ScalarFeedback:
@@ -47,6 +48,42 @@ def to_pairs(preferences: list[Preference]) -> PairFeedback:
         fb.rejected.append(lose.completion)
         fb.margins.append(p.margin)
     return fb
+
+
+def candidate_pairs(rollouts: list[Rollout]) -> list[tuple[Rollout, Rollout]]:
+    """For pairwise sources: the first two completions of each prompt group."""
+    groups: dict[int, list[Rollout]] = defaultdict(list)
+    for r in rollouts:
+        groups[r.group].append(r)
+    return [(m[0], m[1]) for m in groups.values() if len(m) >= 2]
+
+
+def pairs_to_binary(preferences: list[Preference]) -> BinaryFeedback:
+    """A preference makes its winner desirable and its loser undesirable (ties give nothing)."""
+    fb = BinaryFeedback([], [], [])
+    for p in preferences:
+        if p.winner is None:
+            continue
+        win, lose = (p.a, p.b) if p.winner == 0 else (p.b, p.a)
+        for r, good in ((win, True), (lose, False)):
+            fb.prompts.append(r.prompt)
+            fb.completions.append(r.completion)
+            fb.desirable.append(good)
+    return fb
+
+
+def merge(base: Feedback, extra: list[Feedback]) -> Feedback:
+    """Append feedback of the same shape (e.g. labels that arrived from an asynchronous source)."""
+    for fb in extra:
+        if type(fb) is not type(base):
+            continue
+        if isinstance(base, ScalarFeedback):
+            base.rollouts += fb.rollouts
+            base.rewards = torch.cat([base.rewards, fb.rewards])
+        else:
+            for f in dataclasses.fields(base):
+                getattr(base, f.name).extend(getattr(fb, f.name))
+    return base
 
 
 def to_binary(scored: list[Scored], threshold: float) -> BinaryFeedback:

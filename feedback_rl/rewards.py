@@ -35,13 +35,14 @@ class Mixer:
         self.max_error_rate = max_error_rate
 
     @property
-    def names(self) -> list[str]:
-        return [s.spec.name for s in self.slots]
+    def pointwise(self) -> list[Slot]:
+        """Sources that score rollouts one by one (pairwise sources are asked to compare instead)."""
+        return [s for s in self.slots if not s.source.pairwise]
 
     def score(self, rollouts: list[Rollout], prefix: str = "reward") -> tuple[list[Scored], dict[str, float]]:
         scored = [Scored(r) for r in rollouts]
         metrics: dict[str, float] = {}
-        for slot in self.slots:
+        for slot in self.pointwise:
             metrics.update(self._run_source(slot, scored, prefix))
         self._mix(scored)
         rewards = [s.reward for s in scored if s.reward is not None]
@@ -101,13 +102,13 @@ class Mixer:
 
     def _mix(self, scored: list[Scored]) -> None:
         values = {slot.spec.name: _zscore_map(scored, slot.spec.name) if self.normalize == "normalize_then_sum"
-                  else None for slot in self.slots}
+                  else None for slot in self.pointwise}
         for k, s in enumerate(scored):
             if any(sc.status == "error" for sc in s.scores.values()):
                 s.reward = None
                 continue
             total, any_ok = 0.0, False
-            for slot in self.slots:
+            for slot in self.pointwise:
                 sc = s.scores[slot.spec.name]
                 if sc.is_ok:
                     v = values[slot.spec.name][k] if values[slot.spec.name] is not None else sc.value

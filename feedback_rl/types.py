@@ -97,6 +97,9 @@ class ScalarFeedback:
     rollouts: list[Rollout]
     rewards: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.rollouts)
+
 
 @dataclass
 class PairFeedback:
@@ -107,6 +110,9 @@ class PairFeedback:
     rejected: list[str]
     margins: list[float] = field(default_factory=list)
 
+    def __len__(self) -> int:
+        return len(self.prompts)
+
 
 @dataclass
 class BinaryFeedback:
@@ -116,6 +122,9 @@ class BinaryFeedback:
     completions: list[str]
     desirable: list[bool]
 
+    def __len__(self) -> int:
+        return len(self.prompts)
+
 
 @dataclass
 class Demonstrations:
@@ -123,6 +132,9 @@ class Demonstrations:
 
     prompts: list[str]
     completions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
 
 
 Feedback = ScalarFeedback | PairFeedback | BinaryFeedback | Demonstrations
