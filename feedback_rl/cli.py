@@ -65,9 +65,17 @@ def plugins() -> None:
         click.echo(f"{name:<12} {versions.get(name, ''):<28} {what}")
 
 
+# Core commands that live in modules of their own; each module defines ``register(cli)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from .plugins import default
     try:
+        for module in COMMAND_MODULES:
+            importlib.import_module(module).register(cli)
         pm, _ = default()
         pm.hook.frl_register_commands(cli=cli)
         cli.main(args=argv, prog_name="frl", standalone_mode=False)
