@@ -1,0 +1,100 @@
+"""DPO: learn from (prompt, chosen, rejected) pairs directly, with no reward model and no sampling.
+
+The implicit reward of a completion is ``beta * (log pi(y|x) - log ref(y|x))`` (sequence log-probs,
+summed over completion tokens). ``loss`` picks how the margin ``h`` between the chosen and the
+rejected log-ratio is penalised:
+- ``sigmoid``: ``-log sigmoid(beta h)`` (DPO); with ``label_smoothing`` e, the conservative cDPO
+  ``-(1-e) log sigmoid(beta h) - e log sigmoid(-beta h)`` for labels that are wrong with probability e;
+- ``hinge``:   ``max(0, 1 - beta h)`` (SLiC);
+- ``ipo``:     ``(h - 1/(2 beta))^2`` (IPO), on length-normalised log-probs (mean per completion
+  token, not the sum), as TRL does, so the target margin ``1/(2 beta)`` does not depend on length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, sequence_logprobs, tokenize
+
+
+def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-pair loss from ``log pi - log ref`` of the chosen and of the rejected completion."""
+    h = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * h)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    raise ValueError(f"unknown DPO loss '{loss_type}'")
+
+
+def pair_logps(model: torch.nn.Module, tokens: TokenBatch, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence log-probs of a batch of chosen rows stacked on rejected rows: one forward for both."""
+    mask = tokens.target_mask
+    logps = (sequence_logprobs(model, tokens) * mask).sum(-1)
+    if normalize:
+        logps = logps / mask.sum(-1).clamp(min=1.0)
+    n = len(tokens) // 2
+    return logps[:n], logps[n:]
+
+
+@dataclass
+class DPOBatch:
+    tokens: TokenBatch          # chosen rows, then rejected rows
+    ref_chosen: torch.Tensor    # reference sequence log-probs, computed once per pair
+    ref_rejected: torch.Tensor
+
+
+class DPO(Optimizer):
+    name = "dpo"
+    feedback = "pairs"
+
+    class Options(PluginOptions):
+        beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference")
+        loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+        label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: probability a label is wrong")
+        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
+
+    @classmethod
+    def check_stage(cls, stage, options):
+        if options.label_smoothing > 0 and options.loss != "sigmoid":
+            return ("optimizer", "label_smoothing"), f"label smoothing (cDPO) applies to the sigmoid loss only, " \
+                                                     f"not to '{options.loss}'"
+        return None
+
+    def roles(self):
+        return {"reference"}
+
+    def prepare(self, feedback, models):
+        if not len(feedback):
+            return None
+        tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
+                          max_length=self.options.max_length)
+        with torch.no_grad():
+            ref_chosen, ref_rejected = pair_logps(models.reference, tokens, self.options.loss == "ipo")
+        return DPOBatch(tokens, ref_chosen, ref_rejected)
+
+    def minibatches(self, prepared):
+        if prepared is not None:
+            yield prepared
+
+    def loss(self, batch, models):
+        o = self.options
+        chosen, rejected = pair_logps(models.policy, batch.tokens, o.loss == "ipo")
+        chosen_lr, rejected_lr = chosen - batch.ref_chosen, rejected - batch.ref_rejected
+        loss = dpo_loss(chosen_lr, rejected_lr, o.beta, o.loss, o.label_smoothing).mean()
+        r_chosen, r_rejected = o.beta * chosen_lr.detach(), o.beta * rejected_lr.detach()
+        return loss, {"rewards/chosen": r_chosen.mean().item(), "rewards/rejected": r_rejected.mean().item(),
+                      "rewards/accuracy": (r_chosen > r_rejected).float().mean().item(),
+                      "rewards/margin": (r_chosen - r_rejected).mean().item()}
+
+
+@hookimpl
+def frl_register_optimizers(register):
+    register(DPO)
