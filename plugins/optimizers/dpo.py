@@ -6,8 +6,9 @@ rejected log-ratio is penalised:
 - ``sigmoid``: ``-log sigmoid(beta h)`` (DPO); with ``label_smoothing`` e, the conservative cDPO
   ``-(1-e) log sigmoid(beta h) - e log sigmoid(-beta h)`` for labels that are wrong with probability e;
 - ``hinge``:   ``max(0, 1 - beta h)`` (SLiC);
-- ``ipo``:     ``(h - 1/(2 beta))^2`` (IPO), on length-normalised log-probs (mean per completion
-  token, not the sum), as TRL does, so the target margin ``1/(2 beta)`` does not depend on length.
+- ``ipo``:     ``(h - 1/(2 beta))^2`` (IPO), where each log-ratio is divided by its completion's
+  token count, as TRL does (and the IPO authors confirmed), so the target margin ``1/(2 beta)``
+  does not depend on length. The logged rewards stay un-normalised for every loss.
 """
 from __future__ import annotations
 
@@ -34,12 +35,9 @@ def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, b
     raise ValueError(f"unknown DPO loss '{loss_type}'")
 
 
-def pair_logps(model: torch.nn.Module, tokens: TokenBatch, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence log-probs of a batch of chosen rows stacked on rejected rows: one forward for both."""
-    mask = tokens.target_mask
-    logps = (sequence_logprobs(model, tokens) * mask).sum(-1)
-    if normalize:
-        logps = logps / mask.sum(-1).clamp(min=1.0)
+    logps = (sequence_logprobs(model, tokens) * tokens.target_mask).sum(-1)
     n = len(tokens) // 2
     return logps[:n], logps[n:]
 
@@ -49,6 +47,7 @@ class DPOBatch:
     tokens: TokenBatch          # chosen rows, then rejected rows
     ref_chosen: torch.Tensor    # reference sequence log-probs, computed once per pair
     ref_rejected: torch.Tensor
+    lengths: torch.Tensor       # completion tokens per row (chosen, then rejected)
 
 
 class DPO(Optimizer):
@@ -77,8 +76,8 @@ class DPO(Optimizer):
         tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
                           max_length=self.options.max_length)
         with torch.no_grad():
-            ref_chosen, ref_rejected = pair_logps(models.reference, tokens, self.options.loss == "ipo")
-        return DPOBatch(tokens, ref_chosen, ref_rejected)
+            ref_chosen, ref_rejected = pair_logps(models.reference, tokens)
+        return DPOBatch(tokens, ref_chosen, ref_rejected, tokens.target_mask.sum(-1).clamp(min=1.0))
 
     def minibatches(self, prepared):
         if prepared is not None:
@@ -86,9 +85,13 @@ class DPO(Optimizer):
 
     def loss(self, batch, models):
         o = self.options
-        chosen, rejected = pair_logps(models.policy, batch.tokens, o.loss == "ipo")
+        chosen, rejected = pair_logps(models.policy, batch.tokens)
         chosen_lr, rejected_lr = chosen - batch.ref_chosen, rejected - batch.ref_rejected
-        loss = dpo_loss(chosen_lr, rejected_lr, o.beta, o.loss, o.label_smoothing).mean()
+        if o.loss == "ipo":
+            n = len(chosen_lr)
+            loss = dpo_loss(chosen_lr / batch.lengths[:n], rejected_lr / batch.lengths[n:], o.beta, "ipo").mean()
+        else:
+            loss = dpo_loss(chosen_lr, rejected_lr, o.beta, o.loss, o.label_smoothing).mean()
         r_chosen, r_rejected = o.beta * chosen_lr.detach(), o.beta * rejected_lr.detach()
         return loss, {"rewards/chosen": r_chosen.mean().item(), "rewards/rejected": r_rejected.mean().item(),
                       "rewards/accuracy": (r_chosen > r_rejected).float().mean().item(),
