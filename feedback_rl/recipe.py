@@ -435,6 +435,8 @@ def _expected(err: dict) -> str:
     msg = err["msg"]
     if err["type"] == "missing":
         return "missing required key"
+    if err["type"] == "too_short":
+        return f"expected at least {err['ctx']['min_length']} item(s), got none"
     if msg.startswith("Input should be "):
         msg = "expected " + msg[len("Input should be "):]
     elif msg.startswith("Value error, "):

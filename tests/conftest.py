@@ -1,0 +1,45 @@
+"""Shared test setup: slow and GPU tiers are skipped unless asked for."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--runslow"):
+        skip = pytest.mark.skip(reason="slow: run with --runslow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="gpu: no CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The built-in tiny GPT-2, built once per test session."""
+    from feedback_rl.tiny import build_tiny_gpt2
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture
+def registry():
+    from feedback_rl.plugins import build_registry, get_plugin_manager
+    pm = get_plugin_manager()
+    return build_registry(pm)
