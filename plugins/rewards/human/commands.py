@@ -1,0 +1,122 @@
+"""``frl label ...``: serve the web app, add annotators, label in a terminal, export and import."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from feedback_rl import UserError
+
+from .store import LabelError, LabelStore
+
+_DB = click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="The labels' SQLite file.")
+
+
+@click.group()
+def label() -> None:
+    """Human labeling: the queue a `human` reward source fills."""
+
+
+@label.command()
+@_DB
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback by default; 0.0.0.0 exposes it.")
+@click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port.")
+def serve(db: str, host: str, port: int) -> None:
+    """Serve the labeling web app."""
+    from .app import serve as run_server
+    run_server(db, host, port)
+
+
+@label.command("add-annotator")
+@click.argument("name")
+@_DB
+def add_annotator(name: str, db: str) -> None:
+    """Create an annotator and print their token (shown once; stored only as a hash)."""
+    try:
+        click.echo(LabelStore(db).add_annotator(name))
+    except LabelError as e:
+        raise UserError(f"add-annotator: {e}") from None
+
+
+@label.command("cli")
+@_DB
+@click.option("--annotator", default=None, help="Label as this annotator (default: $USER, created if new).")
+def terminal(db: str, annotator: str | None) -> None:
+    """Label in the terminal."""
+    import getpass
+
+    from .terminal import label_loop
+    store = LabelStore(db)
+    name = annotator or getpass.getuser()
+    if not store.has_annotator(name):
+        store.add_annotator(name)
+    n = label_loop(store, name)
+    click.echo(f"{n} labels stored")
+
+
+@label.command("export")
+@_DB
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False))
+def export(db: str, out: str) -> None:
+    """Labels as JSONL: pairwise -> prompt/chosen/rejected (DPO, RM); thumbs, rating -> prompt/completion/label (KTO)."""
+    n = 0
+    with open(out, "w") as f:
+        for row in export_rows(LabelStore(db)):
+            f.write(json.dumps(row) + "\n")
+            n += 1
+    click.echo(f"{n} rows -> {out}")
+
+
+@label.command("import")
+@_DB
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--annotator", default="import", show_default=True, help="For rows without an annotator.")
+def import_(db: str, path: str, annotator: str) -> None:
+    """Read labels from JSONL (the export formats); importing a file twice stores each label once."""
+    store = LabelStore(db)
+    stored = 0
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            stored += import_row(store, json.loads(line), annotator) == "stored"
+        except (ValueError, KeyError, TypeError, LabelError) as e:
+            raise UserError(f"{path}:{line_no}: {e}") from None
+    click.echo(f"{stored} labels imported")
+
+
+def export_rows(store: LabelStore) -> list[dict]:
+    rows = []
+    for x in store.all_labels():
+        base = {"prompt": x.prompt, "annotator": x.annotator, "task": x.task}
+        if x.task == "pairwise":
+            if x.choice == "tie":
+                continue
+            win, lose = (x.a, x.b) if x.choice == "a" else (x.b, x.a)
+            rows.append({**base, "chosen": win, "rejected": lose})
+        elif x.task == "thumbs":
+            rows.append({**base, "completion": x.a, "label": x.choice == "up"})
+        else:
+            rows.append({**base, "completion": x.a, "label": int(x.choice) >= 4, "rating": int(x.choice)})
+    return rows
+
+
+def import_row(store: LabelStore, row: dict, default_annotator: str) -> str:
+    """One exported row back into the store: the item (found or created) and its label."""
+    if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+        raise ValueError("each line must be a JSON object with a string 'prompt'")
+    who = row.get("annotator") or default_annotator
+    if "chosen" in row:
+        task, a, b, choice = "pairwise", str(row["chosen"]), str(row["rejected"]), "a"
+    elif "rating" in row:
+        task, a, b, choice = "rating", str(row["completion"]), None, str(int(row["rating"]))
+    elif "label" in row:
+        task, a, b = "thumbs", str(row["completion"]), None
+        choice = "up" if row["label"] is True else "down" if row["label"] is False else None
+        if choice is None:
+            raise ValueError("'label' must be true or false")
+    else:
+        raise ValueError("a row needs 'chosen'/'rejected', or 'completion' with 'label' or 'rating'")
+    item_id = store.find_item(task, row["prompt"], a, b) or store.enqueue(task, row["prompt"], a, b)
+    return store.submit(item_id, who, choice)

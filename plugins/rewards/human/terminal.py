@@ -1,0 +1,51 @@
+"""Terminal labeling (``frl label cli``) for machines without a browser: the same queue, no HTTP."""
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from .store import CHOICES, LabelError, LabelStore
+
+_KEYS = {"pairwise": {"1": "a", "a": "a", "2": "b", "b": "b", "3": "tie", "t": "tie"},
+         "thumbs": {"1": "up", "u": "up", "2": "down", "d": "down"},
+         "rating": {str(k): str(k) for k in range(1, 6)}}
+
+
+def label_loop(store: LabelStore, annotator: str, read: Callable[[str], str] = input,
+               echo: Callable[[str], None] = click.echo, limit: int | None = None) -> int:
+    """Show items one by one; a key labels, ``s`` skips, ``q`` (or end of input) quits."""
+    done = 0
+    while limit is None or done < limit:
+        item = store.next_item(annotator)
+        if item is None:
+            echo("nothing to label")
+            break
+        echo(f"\n--- item {item['id']} ({item['task']}); pending: {int(store.stats()['queue_depth'])}")
+        echo(f"prompt: {item['prompt']!r}")
+        if item["task"] == "pairwise":
+            echo(f"  A: {item['a']!r}\n  B: {item['b']!r}")
+        else:
+            echo(f"  completion: {item['a']!r}")
+        keys = _KEYS[item["task"]]
+        hint = "/".join(CHOICES[item["task"]])
+        while True:
+            try:
+                key = read(f"[{hint}; keys {', '.join(k for k in keys if k.isdigit())}; s=skip, q=quit] ").strip()
+            except EOFError:
+                return done
+            if key == "q":
+                return done
+            if key == "s":
+                store.skip(item["id"], annotator)
+                break
+            if key in keys or key in CHOICES[item["task"]]:
+                try:
+                    echo(store.submit(item["id"], annotator, keys.get(key, key)))
+                except LabelError as e:
+                    echo(f"error: {e}")
+                    continue
+                done += 1
+                break
+            echo(f"unknown key {key!r}")
+    return done
