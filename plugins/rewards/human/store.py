@@ -101,8 +101,7 @@ class LabelStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        self._conn().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
 
     # ------------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:

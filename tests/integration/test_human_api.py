@@ -1,0 +1,151 @@
+"""The labeling web app over real HTTP (uvicorn on 127.0.0.1, an ephemeral port)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import urllib.request
+
+import pytest
+
+from frl_plugins.rewards.human.annotator import Client, decide, run
+from frl_plugins.rewards.human.app import spawn
+from frl_plugins.rewards.human.store import LabelStore
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    db = tmp_path_factory.mktemp("labels") / "labels.sqlite"
+    store = LabelStore(db)
+    proc, url = spawn(db)
+    yield store, url
+    proc.terminate()
+    proc.wait(10)
+
+
+def raw(url, path, body=None, token=None, method=None, data=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    payload = data if data is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=payload, headers=headers,
+                                 method=method or ("GET" if payload is None else "POST"))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def count_labels(store):
+    return store._conn().execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/api/next", "/api/stats", "/nowhere"])
+def test_every_page_and_api_call_needs_a_token(server, path):
+    store, url = server
+    assert raw(url, path)[0] == 401
+    assert raw(url, path, token="not-a-token")[0] == 401
+
+
+def test_posts_without_a_token_are_401_and_store_nothing(server):
+    store, url = server
+    item = store.enqueue("pairwise", "1+1=", "2", "3")
+    before = count_labels(store)
+    assert raw(url, "/api/label", {"item_id": item, "choice": "a"})[0] == 401
+    assert count_labels(store) == before
+
+
+def test_page_is_served_with_a_strict_content_security_policy(server):
+    store, url = server
+    token = store.add_annotator("page")
+    status, text, headers = raw(url, f"/?token={token}")
+    assert status == 200 and "<script src=\"/static/app.js\"" in text
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frl_token=" in headers["set-cookie"] and "httponly" in headers["set-cookie"].lower()
+
+
+def test_label_roundtrip_is_idempotent_and_changes_go_to_history(server):
+    store, url = server
+    token = store.add_annotator("alice")
+    item = store.enqueue("pairwise", "2+2=", "4", "5")
+    c = Client(url, token)
+    assert c.call("/api/label", {"item_id": item, "choice": "a"}) == (201, {"status": "stored"})
+    assert c.call("/api/label", {"item_id": item, "choice": "a"}) == (200, {"status": "unchanged"})
+    assert c.call("/api/label", {"item_id": item, "choice": "b"}) == (200, {"status": "changed"})
+    rows = store._conn().execute("SELECT choice FROM labels WHERE item_id=?", (item,)).fetchall()
+    assert [r[0] for r in rows] == ["b"]
+    assert store.history()[-1]["old_choice"] == "a"
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"item_id": 10**9, "choice": "a"}, 404),                 # unknown item
+    ({"item_id": "1", "choice": "a"}, 422),                   # wrong type
+    ({"item_id": True, "choice": "a"}, 422),
+    ({"choice": "a"}, 422),                                   # missing field
+    ({"item_id": "ITEM", "choice": "maybe"}, 422),            # wrong choice
+    ({"item_id": "ITEM", "choice": 1}, 422),
+    ([1, 2], 400),                                            # not an object
+    (b"{not json", 400),                                      # malformed
+    (b"x" * 20000, 413),                                      # too large
+])
+def test_bad_input_is_4xx_with_a_message_and_stores_nothing(server, body, status):
+    store, url = server
+    token = store.add_annotator("mallory")
+    item = store.enqueue("pairwise", "3+3=", "6", "7")
+    if isinstance(body, dict) and body.get("item_id") == "ITEM":
+        body = {**body, "item_id": item}
+    before = count_labels(store)
+    if isinstance(body, bytes):
+        got, text, _ = raw(url, "/api/label", token=token, data=body)
+    else:
+        got, text, _ = raw(url, "/api/label", body, token=token)
+    assert got == status
+    assert json.loads(text)["error"]
+    assert count_labels(store) == before
+
+
+def test_next_serves_items_and_skip_moves_on(server):
+    store, url = server
+    token = store.add_annotator("skipper")
+    c = Client(url, token)
+    first = c.call("/api/next")[1]["item"]
+    assert c.call("/api/skip", {"item_id": first["id"]}) == (200, {"status": "skipped"})
+    second = c.call("/api/next")[1]
+    assert second["item"] is None or second["item"]["id"] != first["id"]
+    assert second["pending"] >= 1 and second["annotator"] == "skipper"
+
+
+def test_simulated_annotator_prefers_the_correct_sum():
+    assert decide({"task": "pairwise", "prompt": "12+30=", "a": "41", "b": "42"}) == "b"
+    assert decide({"task": "pairwise", "prompt": "12+30=", "a": "40", "b": "x"}) == "a"   # closer wins
+    assert decide({"task": "pairwise", "prompt": "12+30=", "a": "41", "b": "43"}) == "tie"
+    assert decide({"task": "thumbs", "prompt": "12+30=", "a": "42"}) == "up"
+    assert decide({"task": "rating", "prompt": "12+30=", "a": "45"}) == "4"
+
+
+def test_load_16_clients_1000_labels_exactly_1000_rows(tmp_path):
+    db = tmp_path / "load.sqlite"
+    store = LabelStore(db)
+    store.enqueue_many([("pairwise", f"{k}+1=", str(k + 1), str(k), {}) for k in range(1000)])
+    tokens = [store.add_annotator(f"client{k}") for k in range(16)]
+    proc, url = spawn(db)
+    try:
+        counts = [0] * 16
+
+        def worker(k):
+            counts[k] = run(url, tokens[k], idle_exit=1.0)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    db2 = sqlite3.connect(db)
+    assert db2.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 1000
+    assert db2.execute("SELECT COUNT(DISTINCT item_id) FROM labels").fetchone()[0] == 1000
+    assert sum(counts) == 1000
+    assert db2.execute("SELECT COUNT(*) FROM labels WHERE choice != 'a'").fetchone()[0] == 0

@@ -1,0 +1,140 @@
+"""The human source: enqueue without blocking, labels come back once and in the optimizer's shapes."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from feedback_rl import BinaryFeedback, PairFeedback, PluginContext, Rollout, ScalarFeedback
+from frl_plugins.rewards.human.source import HumanOptions, HumanSource
+
+
+def make(tmp_path, **opts):
+    ctx = PluginContext(name="people", run_dir=tmp_path, stage="dpo", warn=lambda m: warnings.append(m))
+    return HumanSource(HumanOptions(**opts), ctx)
+
+
+warnings: list[str] = []
+
+
+def ro(prompt, completion, group=0, logprobs=None):
+    return Rollout(prompt=prompt, completion=completion, row={"answer": "2"}, group=group, prompt_ids=[1, 2],
+                   completion_ids=[3], logprobs=None if logprobs is None else torch.tensor(logprobs))
+
+
+def test_gives_matches_the_task():
+    assert HumanSource.gives(HumanOptions(task="pairwise")) == {"pairs", "binary"}
+    assert HumanSource.gives(HumanOptions(task="thumbs")) == {"binary"}
+    assert HumanSource.gives(HumanOptions(task="rating")) == {"scalar", "binary", "pairs"}
+
+
+def test_async_compare_enqueues_and_returns_ties_at_once(tmp_path):
+    src = make(tmp_path, per_step=2)
+    assert src.pairwise
+    pairs = [(ro(f"{k}+1=", "2", k), ro(f"{k}+1=", "3", k)) for k in range(3)] + [(ro("x", "same"), ro("x", "same"))]
+    t0 = time.monotonic()
+    prefs = src.compare(pairs)
+    assert time.monotonic() - t0 < 1.0
+    assert [p.winner for p in prefs] == [None] * 4
+    assert (tmp_path / "labels.sqlite").exists()
+    assert src.metrics()["queue_depth"] == 2  # per_step items; identical completions are never sent
+    assert src.collect() == []
+
+
+def test_labels_come_back_once_as_pairs_and_binary(tmp_path):
+    src = make(tmp_path, per_step=3)
+    src.compare([(ro(f"{k}+1=", "A", k), ro(f"{k}+1=", "B", k)) for k in range(3)])
+    items = [src.store.next_item(f"ann{k}") for k in range(3)]
+    for item, choice in zip(items, ["a", "b", "tie"]):
+        src.store.submit(item["id"], "ann", choice)
+    pairs, binary = src.collect()
+    assert isinstance(pairs, PairFeedback) and isinstance(binary, BinaryFeedback)
+    assert pairs.chosen == ["A", "B"] and pairs.rejected == ["B", "A"]  # the tie gives nothing
+    assert binary.completions == ["A", "B", "B", "A"] and binary.desirable == [True, False, True, False]
+    assert src.collect() == []
+    assert src.metrics()["labels_consumed"] == 3
+
+
+def test_a_restarted_source_does_not_see_consumed_labels_again(tmp_path):
+    src = make(tmp_path, per_step=2)
+    src.compare([(ro(f"{k}+1=", "A", k), ro(f"{k}+1=", "B", k)) for k in range(2)])
+    first = src.store.next_item("ann")
+    src.store.submit(first["id"], "ann", "a")
+    assert len(src.collect()[0]) == 1
+    src.close()
+    again = make(tmp_path, per_step=2)
+    assert again.collect() == []
+    assert again.store.next_item("bob")["id"] != first["id"]  # the other item is still pending
+
+
+def test_thumbs_and_ratings_become_binary_and_scalars(tmp_path):
+    thumbs = make(tmp_path / "t", task="thumbs", per_step=2)
+    thumbs.score([ro("1+1=", "2"), ro("1+1=", "5")])
+    for who in ("a1", "a2"):
+        item = thumbs.store.next_item(who)
+        thumbs.store.submit(item["id"], who, "up" if item["a"] == "2" else "down")
+    (fb,) = thumbs.collect()
+    assert sorted(zip(fb.completions, fb.desirable)) == [("2", True), ("5", False)]
+
+    rating = make(tmp_path / "r", task="rating", per_step=2)
+    assert [s.status for s in rating.score([ro("1+1=", "2"), ro("1+1=", "7")])] == ["abstain", "abstain"]
+    for who in ("a1", "a2"):
+        item = rating.store.next_item(who)
+        rating.store.submit(item["id"], who, "5" if item["a"] == "2" else "1")
+    scalar, binary, pairs = rating.collect()
+    assert isinstance(scalar, ScalarFeedback)
+    got = dict(zip([r.completion for r in scalar.rollouts], scalar.rewards.tolist()))
+    assert got == {"2": 1.0, "7": -1.0}  # (rating - 3) / 2
+    assert scalar.rollouts[0].prompt_ids == [1, 2]
+    assert pairs.chosen == ["2"] and pairs.rejected == ["7"] and pairs.margins == [4.0]
+    assert sorted(zip(binary.completions, binary.desirable)) == [("2", True), ("7", False)]
+
+
+def test_uncertain_sampling_picks_the_pair_the_policy_is_least_sure_about(tmp_path):
+    src = make(tmp_path, per_step=1, sampling="uncertain")
+    sure = (ro("1+1=", "A", 0, [-0.1]), ro("1+1=", "B", 0, [-5.0]))
+    unsure = (ro("2+1=", "C", 1, [-1.0]), ro("2+1=", "D", 1, [-1.1]))
+    src.compare([sure, unsure])
+    assert src.store.next_item("ann")["prompt"] == "2+1="
+
+
+def test_blocking_mode_waits_for_labels_then_collect_has_them(tmp_path):
+    src = make(tmp_path, per_step=1, mode="blocking", timeout=10)
+
+    def person():
+        while (item := src.store.next_item("ann")) is None:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        src.store.submit(item["id"], "ann", "a")
+
+    t = threading.Thread(target=person)
+    t.start()
+    t0 = time.monotonic()
+    src.compare([(ro("1+1=", "A"), ro("1+1=", "B"))])
+    waited = time.monotonic() - t0
+    t.join()
+    assert 0.25 < waited < 5
+    assert src.collect()[0].chosen == ["A"]
+
+
+def test_blocking_mode_times_out_with_a_warning(tmp_path):
+    warnings.clear()
+    src = make(tmp_path, per_step=1, mode="blocking", timeout=0.3)
+    t0 = time.monotonic()
+    src.compare([(ro("1+1=", "A"), ro("1+1=", "B"))])
+    assert 0.3 <= time.monotonic() - t0 < 2
+    assert warnings and "not all labeled" in warnings[0]
+    assert src.metrics()["queue_depth"] == 1
+
+
+def test_db_option_resolves_relative_to_the_recipe(tmp_path):
+    ctx = PluginContext(name="people", run_dir=tmp_path / "run", stage="s", recipe_dir=tmp_path)
+    src = HumanSource(HumanOptions(db="shared/labels.sqlite"), ctx)
+    assert src.store.path == tmp_path / "shared" / "labels.sqlite"
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(Exception):
+        HumanOptions(per_stp=3)
