@@ -288,3 +288,17 @@ def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
         if isinstance(v, float) and math.isfinite(v):
             out[label] = f"{v:.3f}"
     return out
+
+
+def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any = None,
+                 progress: bool = False) -> tuple[Run, dict[str, Any]]:
+    """Run a recipe in this process (the CLI's ``frl train``, for tests and notebooks)."""
+    from . import recipe as recipes
+    from .plugins import build_registry, default
+    if pm is None:
+        pm, reg = default()
+    else:
+        reg = build_registry(pm)
+    rec = recipe if isinstance(recipe, Recipe) else recipes.load(recipe, list(overrides), reg)
+    run = Run.create(Path(rec.output_dir), rec.name)
+    return run, Engine(rec, pm, reg, run, progress=progress).train()
