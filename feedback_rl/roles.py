@@ -1,18 +1,125 @@
-"""Model roles: the engine builds each role an optimizer asks for, once per stage."""
+"""Model roles: the engine builds each role an optimizer asks for, once per stage.
+
+- ``reference``: the stage's starting policy, frozen (none is built when not asked for, e.g. GRPO
+  with beta 0);
+- ``critic``: a copy of the policy's trunk with a scalar value head (PPO's default);
+- ``critic:shared``: a value head on the policy's own trunk (fewer weights; the value loss also
+  moves the policy's trunk);
+- ``reward_model``: a trainable copy of the policy's trunk with a scalar head, an HF
+  ``...ForSequenceClassification`` model with one label, so ``save_pretrained`` writes a folder that
+  ``AutoModelForSequenceClassification.from_pretrained`` loads.
+
+A scalar model is read token by token (:func:`token_values`). A sequence's score is the value at its
+last real token, found from the attention mask, never from the pad id: HF's own sequence
+classifiers look for the last token that is not the pad id, which is wrong when the pad id is also
+the EOS that ends every completion (the tiny model's tokenizer, and many others, pad with EOS).
+"""
 from __future__ import annotations
 
+import copy
+import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .base import Models
+from .batching import TokenBatch, pad_id, position_ids
+from .errors import UserError
 from .models import frozen_copy
+
+ROLES = {"reference", "critic", "critic:shared", "reward_model"}
 
 
 def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Models:
-    """The policy plus each requested role. The reference is the stage's starting policy, frozen;
-    none is built when not asked for (e.g. GRPO with beta 0)."""
+    """The policy plus each requested role."""
+    if unknown := set(roles) - ROLES:
+        raise ValueError(f"unknown model role(s) {sorted(unknown)}; known: {sorted(ROLES)}")
     models = Models(policy=policy, tokenizer=tokenizer)
     if "reference" in roles:
         models.reference = frozen_copy(policy)
+    if "critic" in roles:
+        models.critic = scalar_model(policy, pad_id(tokenizer))
+    elif "critic:shared" in roles:
+        models.critic = SharedValueHead(policy)
+    if "reward_model" in roles:
+        models.reward_model = scalar_model(policy, pad_id(tokenizer))
     return models
+
+
+def scalar_model(policy: torch.nn.Module, pad_token_id: int | None = None) -> torch.nn.Module:
+    """A sequence-classification model (one label) with a copy of the policy's trunk and a fresh head."""
+    from transformers import AutoModelForSequenceClassification
+    config = copy.deepcopy(policy.config)
+    config.num_labels = 1
+    config.pad_token_id = pad_token_id
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.base_model.load_state_dict(policy.base_model.state_dict())
+    _init_head(_head(model))
+    p = next(policy.parameters())
+    return model.to(device=p.device, dtype=p.dtype)
+
+
+class SharedValueHead(torch.nn.Module):
+    """A value head on the policy's own trunk. The trunk is not registered as a submodule, so its
+    weights are trained once, through the policy, and not listed twice in the optimizer."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_policy", policy)
+        p = next(policy.parameters())
+        self.score = torch.nn.Linear(policy.config.hidden_size, 1, device=p.device, dtype=p.dtype)
+        _init_head(self.score)
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        return self._policy.base_model
+
+
+def _init_head(head: torch.nn.Linear) -> None:
+    # small and centred, as in OpenAI's lm-human-preferences and TRL: scores start near 0
+    torch.nn.init.normal_(head.weight, std=1 / math.sqrt(head.in_features + 1))
+    if head.bias is not None:
+        torch.nn.init.zeros_(head.bias)
+
+
+def _head(model: torch.nn.Module) -> torch.nn.Linear:
+    for name in ("score", "classifier"):  # decoder models name it `score`, encoders `classifier`
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Linear):
+            return head
+    raise TypeError(f"{type(model).__name__} has no linear `score` head")
+
+
+def token_values(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """The scalar head read at every position, ``[B, T]`` (position t has seen tokens 0..t)."""
+    out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           position_ids=position_ids(batch.attention_mask), use_cache=False)
+    return _head(model)(out[0]).squeeze(-1).float()
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token, from the mask alone (works for left and right padding)."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(-1)
+
+
+def sequence_scores(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """One score per sequence, ``[B]``: the head's value at the last real token."""
+    values = token_values(model, batch)
+    return values.gather(1, last_token_index(batch.attention_mask).unsqueeze(1)).squeeze(1)
+
+
+def load_scalar_model(path: str | Path, device: Any = "cpu") -> torch.nn.Module:
+    """A saved reward model (an HF sequence-classification folder), frozen, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a reward model from '{path}': {str(e).splitlines()[0]}") from None
+    if model.config.num_labels != 1:
+        raise UserError(f"'{path}' is a classifier with {model.config.num_labels} labels; a reward model has 1")
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,111 @@
+"""Reward-model training: a scalar head on a copy of the policy's trunk, fitted to preference pairs.
+
+Bradley-Terry: P(chosen > rejected) = sigmoid(r_chosen - r_rejected), so the loss is
+``-log sigmoid(r_c - r_r - m)``, where the margin ``m = margin_coef * margin`` (Llama 2) asks a
+clearer preference for a larger gap; ``margin_coef: 0`` is plain Bradley-Terry. A score is the head's
+value at the last real token of prompt+completion (found from the attention mask).
+
+The stage trains the ``reward_model`` role and never the policy. The reward model is written, in HF
+format (``AutoModelForSequenceClassification``, one label), to ``runs/<run>/stages/<stage>/``, where
+a later stage's ``reward_model`` source finds it as ``path: stage:<stage>``.
+"""
+from __future__ import annotations
+
+import shutil
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, tokenize
+
+try:  # the public API, once the core exports the roles' scalar-model helpers
+    from feedback_rl import sequence_scores
+except ImportError:  # pragma: no cover
+    from feedback_rl.roles import sequence_scores
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
+                       margin: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Mean of ``-log sigmoid(r_chosen - r_rejected - margin)`` over the pairs."""
+    return -F.logsigmoid(chosen - rejected - margin).mean()
+
+
+def pair_scores(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of a batch of chosen rows stacked on rejected rows: one forward for both."""
+    scores = sequence_scores(model, tokens)
+    n = len(tokens) // 2
+    return scores[:n], scores[n:]
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: torch.nn.Module, tokenizer, rows: list[dict], batch_size: int = 64) -> float:
+    """Share of ``{prompt, chosen, rejected}`` rows the model scores chosen above rejected."""
+    was_training = model.training
+    model.eval()
+    right = 0
+    for start in range(0, len(rows), batch_size):
+        part = rows[start: start + batch_size]
+        prompts = [r["prompt"] for r in part]
+        tokens = tokenize(tokenizer, prompts * 2, [r["chosen"] for r in part] + [r["rejected"] for r in part])
+        chosen, rejected = pair_scores(model, tokens.to(next(model.parameters()).device))
+        right += int((chosen > rejected).sum())
+    model.train(was_training)
+    return right / max(1, len(rows))
+
+
+class RewardModelTraining(Optimizer):
+    name = "rm"
+    feedback = "pairs"
+
+    class Options(PluginOptions):
+        margin_coef: float = Field(0.0, ge=0.0, description="weight of each pair's margin in the loss (Llama 2)")
+        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
+
+    def roles(self):
+        return {"reward_model"}
+
+    def prepare(self, feedback, models):
+        self._models = models  # close() saves the reward model
+        if not len(feedback):
+            return None
+        tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
+                          max_length=self.options.max_length)
+        margins = torch.tensor(feedback.margins or [0.0] * len(feedback), dtype=torch.float32)
+        return tokens, margins * self.options.margin_coef
+
+    def minibatches(self, prepared):
+        if prepared is not None:
+            yield prepared
+
+    def loss(self, batch, models):
+        tokens, margins = batch
+        models.reward_model.train()
+        chosen, rejected = pair_scores(models.reward_model, tokens)
+        loss = bradley_terry_loss(chosen, rejected, margins.to(chosen.device))
+        return loss, {"accuracy": float((chosen > rejected).float().mean()),
+                      "score/chosen": float(chosen.mean()), "score/rejected": float(rejected.mean()),
+                      "score/gap": float((chosen - rejected).mean())}
+
+    def evaluate(self, rows: list[dict], models) -> dict[str, float]:
+        """Held-out pairwise accuracy on eval rows with ``chosen``/``rejected`` (for the engine's eval)."""
+        if not rows or "chosen" not in rows[0]:
+            return {}
+        return {"eval/pairwise_accuracy": pairwise_accuracy(models.reward_model, models.tokenizer, rows)}
+
+    def close(self):
+        # The engine has just saved the (untouched) policy to the stage folder; the stage's output is
+        # the reward model, so it takes the folder's place. See docs: an engine-level "stage output"
+        # would make this unnecessary.
+        models = getattr(self, "_models", None)
+        if models is None or models.reward_model is None:
+            return
+        out = self.context.run_dir / "stages" / self.context.stage
+        shutil.rmtree(out, ignore_errors=True)
+        models.reward_model.save_pretrained(out)
+        models.tokenizer.save_pretrained(out)
+
+
+@hookimpl
+def frl_register_optimizers(register):
+    register(RewardModelTraining)

@@ -1,0 +1,139 @@
+"""PPO's math against values computed by hand on tiny tensors."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from feedback_rl import PluginContext, SamplingParams
+from frl_plugins.optimizers.ppo import (
+    PPO, AdaptiveKLController, explained_variance, gae, kl_penalised_rewards, policy_loss, ppo_objective,
+    value_loss,
+)
+
+
+def test_gae_three_steps_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7]])
+    mask = torch.ones(1, 3)
+    g, lam = 0.9, 0.8
+    # backwards: the value after the last token is 0 (the episode ended)
+    d2 = 1.0 + g * 0.0 - 0.7
+    a2 = d2
+    d1 = 0.0 + g * 0.7 - 0.6
+    a1 = d1 + g * lam * a2
+    d0 = 0.0 + g * 0.6 - 0.5
+    a0 = d0 + g * lam * a1
+    adv, ret = gae(rewards, values, mask, g, lam)
+    assert adv[0].tolist() == pytest.approx([a0, a1, a2], abs=1e-6)
+    assert [a0, a1, a2] == pytest.approx([0.21712, 0.246, 0.3], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([a0 + 0.5, a1 + 0.6, a2 + 0.7], abs=1e-6)
+
+
+def test_gae_ignores_padding_after_the_last_token():
+    rewards = torch.tensor([[0.5, 2.0, 9.0]])
+    values = torch.tensor([[1.0, 3.0, 9.0]])   # the padded step's value must not leak back
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    # gamma 1, lam 1: A_t = sum of future rewards - V_t
+    adv, ret = gae(rewards, values, mask, 1.0, 1.0)
+    assert adv[0].tolist() == pytest.approx([2.5 - 1.0, 2.0 - 3.0, 0.0])
+    assert ret[0, :2].tolist() == pytest.approx([2.5, 2.0])
+
+
+def test_kl_penalty_per_token_and_score_at_the_last_completion_token():
+    logps = torch.tensor([[-1.0, -0.5, -2.0, -0.1], [-1.0, -1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -0.5, -1.0, -0.1], [-2.0, -1.0, -1.0, -1.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # row 2: one completion token
+    rewards, kl = kl_penalised_rewards(torch.tensor([3.0, -1.0]), logps, ref, mask, kl_coef=0.1)
+    assert kl.flatten().tolist() == pytest.approx([0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    assert rewards.flatten().tolist() == pytest.approx([0.0, 0.0, 0.1 + 3.0, 0.0, -0.1 - 1.0, 0.0, 0.0, 0.0])
+
+
+def test_policy_loss_clips_the_ratio():
+    old = torch.zeros(1, 3)
+    logps = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))
+    adv = torch.tensor([[1.0, -1.0, 2.0]])
+    loss, clipfrac = policy_loss(logps, old, adv, torch.ones(1, 3), clip=0.2)
+    # token 1: max(-1.5, -1.2) = -1.2 (clipped); token 2: max(0.5, 0.8) = 0.8 (clipped);
+    # token 3: ratio 1.1 is inside [0.8, 1.2]: -2.2
+    assert float(loss) == pytest.approx((-1.2 + 0.8 - 2.2) / 3, abs=1e-6)
+    assert float(clipfrac) == pytest.approx(2 / 3)
+
+
+def test_value_loss_clips_around_the_old_values():
+    old = torch.tensor([[1.0, 1.0, 5.0]])
+    new = torch.tensor([[1.5, 0.9, 0.0]])
+    returns = torch.tensor([[2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    loss, clipfrac = value_loss(new, old, returns, mask, clip=0.2)
+    # token 1: clipped value 1.2, max((1.5-2)^2, (1.2-2)^2) = 0.64 (clipped); token 2: 0.9^2 = 0.81
+    assert float(loss) == pytest.approx(0.5 * (0.64 + 0.81) / 2, abs=1e-6)
+    assert float(clipfrac) == pytest.approx(0.5)
+
+
+def test_adaptive_kl_controller_update():
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    ctl.update(9.0, n_steps=256)           # error 0.5 clipped to 0.2
+    assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 256 / 10000))
+    before = ctl.value
+    ctl.update(5.4, n_steps=100)           # error -0.1
+    assert ctl.value == pytest.approx(before * (1 - 0.1 * 100 / 10000))
+
+
+def test_objective_mixes_value_and_ptx_terms():
+    pg, vf, ptx = torch.tensor(0.5), torch.tensor(2.0), torch.tensor(3.0)
+    assert float(ppo_objective(pg, vf, 0.1)) == pytest.approx(0.5 + 0.1 * 2.0)
+    assert float(ppo_objective(pg, vf, 0.1, ptx, 0.5)) == pytest.approx(0.5 + 0.2 + 0.5 * 3.0)
+
+
+def test_explained_variance_by_hand():
+    returns = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    values = torch.tensor([[1.0, 2.0, 2.0, -5.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # Var(R) = 2/3; R - V = [0, 0, 1], Var = 2/9; 1 - (2/9)/(2/3) = 2/3
+    assert explained_variance(values, returns, mask) == pytest.approx(2 / 3, rel=1e-6)
+
+
+def _ppo(tmp_path: Path, tiny_model_dir: Path, **options):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from feedback_rl.roles import build_models
+    from feedback_rl.types import Rollout, ScalarFeedback
+    ctx = PluginContext(name="ppo", run_dir=tmp_path, seed=0, sampling=SamplingParams(temperature=1.0))
+    ppo = PPO(PPO.Options(**options), ctx)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    models = build_models(ppo.roles(), AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
+    ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rollouts = [Rollout(f"{a}+1=", str(a + 1), {}, k, ids(f"{a}+1="), ids(str(a + 1)) + [tok.eos_token_id])
+                for k, a in enumerate((10, 23, 57))]
+    return ppo, models, ScalarFeedback(rollouts, torch.tensor([1.0, 0.0, 0.5]))
+
+
+def test_ptx_term_is_added_with_its_coefficient(tmp_path, tiny_model_dir):
+    ref = {"generator": "addition", "split": "train", "size": 8}
+    with_ptx, models, fb = _ppo(tmp_path, tiny_model_dir, ptx_data=ref, ptx_coef=0.5, ppo_epochs=1)
+    without, _, _ = _ppo(tmp_path, tiny_model_dir, ppo_epochs=1)
+    batch = with_ptx.prepare(fb, models)
+    mb = next(iter(with_ptx.minibatches(batch)))
+    with torch.no_grad():
+        loss, m = with_ptx.loss(mb, models)
+        plain, _ = without.loss(mb, models)
+    assert m["ptx_loss"] > 0
+    assert float(loss) == pytest.approx(float(plain) + 0.5 * m["ptx_loss"], rel=1e-5)
+    assert float(plain) == pytest.approx(m["policy_loss"] + 0.1 * m["value_loss"], rel=1e-5)
+
+
+def test_minibatches_cover_every_rollout_each_epoch_and_kl_state_round_trips(tmp_path, tiny_model_dir):
+    ppo, models, fb = _ppo(tmp_path, tiny_model_dir, ppo_epochs=2, num_minibatches=2, target_kl=1.0)
+    batch = ppo.prepare(fb, models)
+    sizes = [len(mb.tokens) for mb in ppo.minibatches(batch)]
+    assert sizes == [2, 1, 2, 1]
+    ppo.after_step({"kl": 3.0})           # far above target: the coefficient grows by 1 + 0.2 * 3 / 10000
+    assert ppo.kl_ctl.value == pytest.approx(0.05 * (1 + 0.2 * 3 / 10000))
+    fresh, _, _ = _ppo(tmp_path, tiny_model_dir, target_kl=1.0)
+    fresh.load_state_dict(ppo.state_dict())
+    assert fresh.kl_ctl.value == ppo.kl_ctl.value
+    assert not math.isnan(ppo._stats["explained_variance"])
