@@ -17,7 +17,9 @@ from .base import (  # noqa: E402
     RewardSource,
     SamplingParams,
 )
-from .batching import TokenBatch, masked_mean, sequence_logprobs, tokenize, tokenize_rollouts  # noqa: E402
+from .batching import (  # noqa: E402
+    TokenBatch, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize, tokenize_rollouts,
+)
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
 from .types import (  # noqa: E402
@@ -36,7 +38,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
-    "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "sequence_logprobs",
+    "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
+    "sequence_logprobs",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored",
 ]

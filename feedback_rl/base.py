@@ -105,7 +105,8 @@ class Models:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def trainable(self) -> list[torch.nn.Module]:
-        return [m for m in (self.policy, self.critic) if m is not None]
+        # a frozen role adds no parameters: the engine keeps only those that require grad
+        return [m for m in (self.policy, self.critic, self.reward_model) if m is not None]
 
 
 class Optimizer(Plugin):
