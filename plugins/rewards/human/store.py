@@ -4,7 +4,8 @@ WAL mode, so the trainer, the web app and the terminal labeler (separate process
 one file at once. Every write is one ``BEGIN IMMEDIATE`` transaction: a crash loses nothing that
 was acknowledged. A label is unique per (item, annotator): resubmitting it stores nothing new,
 changing it updates the row and appends to ``label_history``. Consumers (training runs) keep a
-persisted cursor over label ids, so a restarted trainer never sees a label twice.
+persisted cursor over label ids, so a restarted trainer never sees a label twice; ``consumed``
+records which consumer took which label, as an audit trail.
 """
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ CREATE TABLE IF NOT EXISTS skips (
 CREATE TABLE IF NOT EXISTS cursors (
     consumer TEXT PRIMARY KEY,
     last_label_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumed (
+    consumer TEXT NOT NULL,
+    label_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (consumer, label_id)
 );
 CREATE INDEX IF NOT EXISTS labels_item ON labels(item_id);
 """
@@ -239,6 +246,9 @@ class LabelStore:
                               "FROM labels l JOIN items i ON i.id=l.item_id WHERE l.id > ? ORDER BY l.id",
                               (last,)).fetchall()
             if rows:
+                # the audit trail: a plain INSERT, so handing out a label twice would fail loudly
+                db.executemany("INSERT INTO consumed(consumer, label_id, at) VALUES (?,?,?)",
+                               [(consumer, r["id"], time.time()) for r in rows])
                 db.execute("INSERT INTO cursors(consumer, last_label_id) VALUES (?,?) ON CONFLICT(consumer) "
                            "DO UPDATE SET last_label_id=excluded.last_label_id", (consumer, rows[-1]["id"]))
         out = [Label(r["id"], r["item_id"], r["annotator"], r["choice"], r["task"], r["prompt"], r["a"], r["b"],
