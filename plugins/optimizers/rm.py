@@ -83,6 +83,7 @@ class RewardModelTraining(Optimizer):
         models.reward_model.train()
         chosen, rejected = pair_scores(models.reward_model, tokens)
         loss = bradley_terry_loss(chosen, rejected, margins.to(chosen.device))
+        chosen, rejected = chosen.detach(), rejected.detach()
         return loss, {"accuracy": float((chosen > rejected).float().mean()),
                       "score/chosen": float(chosen.mean()), "score/rejected": float(rejected.mean()),
                       "score/gap": float((chosen - rejected).mean())}
