@@ -27,19 +27,19 @@ class TinySpec(Strict):
 
 
 class ModelSpec(Strict):
-    path: str = "builtin:tiny-gpt2"
+    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, a local HF folder, a hub id, or a .gguf file")
     tiny: TinySpec = TinySpec()
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gguf_file: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    gguf_file: str | None = Field(None, description="a GGUF file inside `path` (transformers dequantises it)")
 
 
 class GeneratedData(Strict):
     """A synthetic dataset the project generates (``feedback_rl.synthetic``)."""
 
-    generator: str
+    generator: str = Field(description="a generator from feedback_rl/synthetic.py, e.g. addition")
     split: Literal["train", "eval"] = "train"
-    size: int | None = Field(None, ge=1)
-    holdout: int = Field(500, ge=1)
+    size: int | None = Field(None, ge=1, description="keep only this many rows")
+    holdout: int = Field(500, ge=1, description="rows reserved for the eval split (never in train)")
     seed: int = 0
 
 
@@ -47,24 +47,24 @@ DataRef = str | GeneratedData
 
 
 class DataSpec(Strict):
-    train: DataRef | None = None
-    eval: DataRef | None = None
+    train: DataRef | None = Field(None, description="JSONL path or generator: prompts, demonstrations or offline feedback")
+    eval: DataRef | None = Field(None, description="held-out rows for evaluation")
 
 
 class GateSpec(Strict):
-    source: str
-    threshold: float = 0.5
+    source: str = Field(description="a source listed earlier in the same stage")
+    threshold: float = Field(0.5, description="the gated source scores only rollouts the gate scored >= this")
 
 
 class SourceSpec(BaseModel):
     """A reward source: core keys here; every other key is the plugin's own option."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
-    type: str
-    weight: float = 1.0
-    gate: GateSpec | None = None
-    tasks: list[str] | None = None
+    name: str = Field(description="this source's name in metrics and rollouts")
+    type: str = Field(description="the registered reward source class")
+    weight: float = Field(1.0, description="weight in the mix")
+    gate: GateSpec | None = Field(None, description="score only what another source passed (a name is shorthand for {source: name})")
+    tasks: list[str] | None = Field(None, description="score only rows whose `task` is listed")
 
     @field_validator("gate", mode="before")
     @classmethod
@@ -77,19 +77,19 @@ class SourceSpec(BaseModel):
 
 
 class RewardsSpec(Strict):
-    normalize: Literal["none", "sum_then_normalize", "normalize_then_sum"] = "none"
-    max_error_rate: float = Field(0.5, ge=0.0, le=1.0)
+    normalize: Literal["none", "sum_then_normalize", "normalize_then_sum"] = Field("none", description="z-score the mix, or each source before summing")
+    max_error_rate: float = Field(0.5, ge=0.0, le=1.0, description="stop the run when a source errs on more of a step's rollouts than this")
     sources: list[SourceSpec] = []
 
 
 class FeedbackSpec(Strict):
-    pair_min_margin: float = Field(0.0, ge=0.0)
-    binary_threshold: float = 0.5
+    pair_min_margin: float = Field(0.0, ge=0.0, description="pairs: best and worst must differ by at least this")
+    binary_threshold: float = Field(0.5, description="binary: desirable when the mixed score is at least this")
 
 
 class RolloutSpec(Strict):
-    backend: str = "hf"
-    num_generations: int = Field(8, ge=1)
+    backend: str = Field("hf", description="generation backend plugin")
+    num_generations: int = Field(8, ge=1, description="completions per prompt (a group)")
     max_new_tokens: int = Field(32, ge=1)
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -97,8 +97,8 @@ class RolloutSpec(Strict):
 
 
 class TrainSpec(Strict):
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(16, ge=1)
+    steps: int = Field(100, ge=1, description="optimizer steps in this stage")
+    batch_size: int = Field(16, ge=1, description="prompts (online) or rows (offline) per step")
     lr: float = Field(1e-5, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
@@ -108,11 +108,11 @@ class TrainSpec(Strict):
 
 
 class EvalSpec(Strict):
-    every: int = Field(0, ge=0)
-    num_prompts: int = Field(200, ge=1)
+    every: int = Field(0, ge=0, description="evaluate every N steps (0: only before and after the stage)")
+    num_prompts: int = Field(200, ge=1, description="held-out prompts, completed greedily")
     batch_size: int = Field(100, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
-    sources: list[SourceSpec] | None = None
+    sources: list[SourceSpec] | None = Field(None, description="eval scorers; default: the stage's reward sources")
 
 
 class CheckpointSpec(Strict):
@@ -122,7 +122,7 @@ class CheckpointSpec(Strict):
 
 class OptimizerSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
+    type: str = Field(description="the registered optimizer class; its options sit beside this key")
 
     @property
     def plugin_options(self) -> dict[str, Any]:
@@ -157,8 +157,8 @@ class LoggerSpec(BaseModel):
 
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
-    output_dir: str = "runs"
+    seed: int = Field(0, description="seeds Python, NumPy and torch; the CPU run is reproducible")
+    output_dir: str = Field("runs", description="parent folder of the run folder")
     model: ModelSpec = ModelSpec()
     loggers: list[LoggerSpec] = [LoggerSpec(type="jsonl")]
     stages: list[StageSpec] = Field(min_length=1)

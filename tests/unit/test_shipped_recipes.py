@@ -1,0 +1,26 @@
+"""Every recipe in recipes/ validates, and docs/recipes.md matches the schema and plugins."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedback_rl.cli import main
+
+ROOT = Path(__file__).parents[2]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert any(p.name == "quickstart.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_recipe_validates(path, capsys):
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_recipe_reference_is_up_to_date():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_reference.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
