@@ -1,0 +1,76 @@
+"""`frl label ...`: annotators, terminal labeling, export to the offline formats and import back."""
+from __future__ import annotations
+
+import json
+
+from feedback_rl.cli import main
+from frl_plugins.rewards.human.commands import export_rows, import_row
+from frl_plugins.rewards.human.store import LabelStore
+from frl_plugins.rewards.human.terminal import label_loop
+
+
+def test_add_annotator_prints_a_working_token(tmp_path, capsys):
+    db = tmp_path / "l.sqlite"
+    assert main(["label", "add-annotator", "ann", "--db", str(db)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert LabelStore(db).annotator_for(token) == "ann"
+
+
+def test_terminal_labels_with_keys_skips_and_quits(tmp_path):
+    store = LabelStore(tmp_path / "l.sqlite")
+    ids = store.enqueue_many([("pairwise", "1+1=", "2", "3", {}), ("thumbs", "2+2=", "4", None, {}),
+                              ("rating", "3+3=", "6", None, {}), ("thumbs", "4+4=", "9", None, {})])
+    keys = iter(["x", "2", "d", "5", "s"])  # x: unknown key, asked again
+    shown: list[str] = []
+    n = label_loop(store, "me", read=lambda _: next(keys), echo=shown.append)
+    assert n == 3
+    assert {(x.item_id, x.choice) for x in store.all_labels()} == {(ids[0], "b"), (ids[1], "down"), (ids[2], "5")}
+    assert any("unknown key" in s for s in shown)
+    assert store.next_item("me") is None  # the last one was skipped
+
+
+def test_terminal_shows_model_text_as_a_quoted_literal(tmp_path):
+    store = LabelStore(tmp_path / "l.sqlite")
+    store.enqueue("thumbs", "p", "\x1b[2Jgotcha")
+    shown: list[str] = []
+    label_loop(store, "me", read=lambda _: "q", echo=shown.append)
+    assert not any("\x1b" in s for s in shown) and any("\\x1b[2Jgotcha" in s for s in shown)
+
+
+def test_export_writes_offline_formats_and_import_is_idempotent(tmp_path, capsys):
+    src = LabelStore(tmp_path / "src.sqlite")
+    p = src.enqueue("pairwise", "1+1=", "3", "2")
+    t = src.enqueue("thumbs", "2+2=", "4")
+    r = src.enqueue("rating", "3+3=", "7")
+    tie = src.enqueue("pairwise", "4+4=", "1", "2")
+    for item, choice in ((p, "b"), (t, "up"), (r, "2"), (tie, "tie")):
+        src.submit(item, "ann", choice)
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", "export", "--db", str(tmp_path / "src.sqlite"), "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows == [
+        {"prompt": "1+1=", "annotator": "ann", "task": "pairwise", "chosen": "2", "rejected": "3"},
+        {"prompt": "2+2=", "annotator": "ann", "task": "thumbs", "completion": "4", "label": True},
+        {"prompt": "3+3=", "annotator": "ann", "task": "rating", "completion": "7", "label": False, "rating": 2},
+    ]
+    dst = tmp_path / "dst.sqlite"
+    for _ in range(2):
+        assert main(["label", "import", "--db", str(dst), str(out)]) == 0
+    assert export_rows(LabelStore(dst)) == rows
+
+
+def test_import_reports_the_bad_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p"}\n')
+    assert main(["label", "import", "--db", str(tmp_path / "d.sqlite"), str(bad)]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err
+
+
+def test_import_row_rejects_a_non_boolean_label(tmp_path):
+    store = LabelStore(tmp_path / "d.sqlite")
+    try:
+        import_row(store, {"prompt": "p", "completion": "c", "label": "yes"}, "x")
+    except ValueError as e:
+        assert "true or false" in str(e)
+    else:
+        raise AssertionError("accepted label 'yes'")
