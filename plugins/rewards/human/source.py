@@ -17,11 +17,11 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    BinaryFeedback, Feedback, PairFeedback, PluginContext, Preference, RewardSource, Rollout, ScalarFeedback, Score,
+    BinaryFeedback, Feedback, PairFeedback, PluginContext, PluginOptions, Preference, RewardSource, Rollout,
+    ScalarFeedback, Score,
 )
-from feedback_rl import PluginOptions
 
-from .store import LabelStore, Label
+from .store import Label, LabelStore
 
 
 class HumanOptions(PluginOptions):
