@@ -53,3 +53,12 @@ def test_rm_stage_ranks_held_out_pairs_and_leaves_the_policy_alone(tmp_path):
     accuracy = sum(c > r for c, r in zip(scores[::2], scores[1::2])) / len(pairs)
     print(f"held-out pairwise accuracy: {accuracy:.3f}")
     assert accuracy >= 0.9
+
+
+def test_reward_model_source_names_a_missing_stage(tmp_path):
+    import pytest
+
+    from feedback_rl import UserError
+    source = RewardModelSource(RewardModelSource.Options(path="stage:rm"), PluginContext(name="judge", run_dir=tmp_path))
+    with pytest.raises(UserError, match=r"reward source 'judge': path: no reward model at .*stages/rm \(is there"):
+        source.score([Rollout("p", "c", {}, 0, [5], [6])])
