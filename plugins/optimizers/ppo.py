@@ -136,6 +136,8 @@ class PPO(Optimizer):
         vf_coef: float = Field(0.1, ge=0.0)
         ppo_epochs: int = Field(4, ge=1, description="passes over each batch of rollouts")
         num_minibatches: int = Field(1, ge=1, description="optimizer steps per pass")
+        missing_eos_penalty: float | None = Field(None, ge=0.0, description="subtract from the score of a "
+                                                  "completion cut at max_new_tokens (before whitening)")
         whiten_rewards: bool = Field(False, description="z-score the scores over the batch")
         reward_clip: float | None = Field(None, gt=0.0, description="clip scores to [-c, c] (after whitening)")
         whiten_advantages: bool = True
@@ -179,6 +181,9 @@ class PPO(Optimizer):
         tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer).to(device)
         mask = tokens.target_mask
         scores = feedback.rewards.to(device).float()
+        if o.missing_eos_penalty is not None:  # a reward model often scores unfinished text well: a known hack
+            cut = torch.tensor([r.truncated for r in feedback.rollouts], device=device)
+            scores = scores - o.missing_eos_penalty * cut.float()
         if o.whiten_rewards and len(scores) > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         if o.reward_clip is not None:

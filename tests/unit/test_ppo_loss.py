@@ -137,3 +137,14 @@ def test_minibatches_cover_every_rollout_each_epoch_and_kl_state_round_trips(tmp
     fresh.load_state_dict(ppo.state_dict())
     assert fresh.kl_ctl.value == ppo.kl_ctl.value
     assert not math.isnan(ppo._stats["explained_variance"])
+
+
+def test_missing_eos_penalty_lowers_the_return_of_a_cut_completion(tmp_path, tiny_model_dir):
+    ppo, models, fb = _ppo(tmp_path, tiny_model_dir, missing_eos_penalty=2.0, gamma=1.0, lam=1.0,
+                           whiten_advantages=False)
+    fb.rollouts[1].truncated = True
+    batch = ppo.prepare(fb, models)
+    last = batch.tokens.target_mask.cumsum(-1).argmax(-1)   # the last completion position of each row
+    # the reference is the starting policy: the KL is 0, so the return at the last token is the score
+    got = batch.returns[torch.arange(3), last].tolist()
+    assert got == pytest.approx([1.0, 0.0 - 2.0, 0.5], abs=1e-5)
