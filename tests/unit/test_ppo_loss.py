@@ -148,3 +148,13 @@ def test_missing_eos_penalty_lowers_the_return_of_a_cut_completion(tmp_path, tin
     # the reference is the starting policy: the KL is 0, so the return at the last token is the score
     got = batch.returns[torch.arange(3), last].tolist()
     assert got == pytest.approx([1.0, 0.0 - 2.0, 0.5], abs=1e-5)
+
+
+def test_shared_critic_trains_the_head_and_the_policy_trunk_in_one_loss(tmp_path, tiny_model_dir):
+    ppo, models, fb = _ppo(tmp_path, tiny_model_dir, critic="shared", ppo_epochs=1)
+    assert ppo.roles() == {"critic:shared", "reference"}
+    loss, metrics = ppo.loss(next(iter(ppo.minibatches(ppo.prepare(fb, models)))), models)
+    loss.backward()
+    assert models.critic.score.weight.grad is not None
+    assert models.policy.base_model.wte.weight.grad is not None
+    assert metrics["value_loss"] > 0
