@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import click
 
 from .errors import RunStopped, UserError
@@ -26,15 +24,13 @@ def _load(recipe_path: str, overrides: tuple[str, ...]):
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(recipe: str, overrides: tuple[str, ...], no_progress: bool) -> None:
+@click.option("--resume", is_flag=True, help="Continue the run from its latest complete checkpoint.")
+def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool) -> None:
     """Run every stage of RECIPE."""
-    from .engine import Engine
-    from .runs import Run
+    from .engine import train_recipe
     from .summary import format_summary
     pm, reg, rec = _load(recipe, overrides)
-    run = Run.create(Path(rec.output_dir), rec.name)
-    click.echo(f"run: {run.dir}")
-    summary = Engine(rec, pm, reg, run, progress=not no_progress).train()
+    run, summary = train_recipe(rec, pm=pm, progress=not no_progress, resume=resume, say=click.echo)
     click.echo(format_summary(summary))
     click.echo(f"model: {run.dir / 'final'}")
 
@@ -66,7 +62,7 @@ def plugins() -> None:
 
 
 # Core commands that live in modules of their own; each module defines ``register(cli)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check",)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from . import data as datasets
 from . import feedback as shapes
 from .base import Models, PluginContext, SamplingParams
 from .errors import RunStopped, UserError
 from .evaluation import evaluate
+from .health import Health
 from .models import load_policy
 from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
@@ -39,13 +42,19 @@ def seed_everything(seed: int) -> None:
 
 
 class Engine:
-    def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True):
+    def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True,
+                 resume: Path | None = None):
         self.recipe, self.pm, self.reg, self.run = recipe, pm, registry, run
         self.progress = progress
+        self.resume_path = resume
+        self.resumed = ckpt.load_state(resume) if resume is not None else None
+        if self.resumed is not None:  # lines logged after the checkpoint are replayed, not duplicated
+            ckpt.truncate_logs(run.dir, self.resumed["logs"])
         self.loggers = [registry.get("loggers", spec.type)(recipe.options("logger", j), self._context(spec.type))
                         for j, spec in enumerate(recipe.loggers)]
-        self.summary: dict[str, Any] = {"status": "running", "stages": {}}
-        self.global_step = 0
+        self.summary: dict[str, Any] = self.resumed["summary"] if self.resumed else {"status": "running", "stages": {}}
+        self.global_step = self.resumed["global_step"] if self.resumed else 0
+        self.signal: str | None = None
 
     def _context(self, name: str, stage: str = "") -> PluginContext:
         return PluginContext(name=name, run_dir=self.run.dir, stage=stage, seed=self.recipe.seed,
@@ -55,16 +64,22 @@ class Engine:
     def train(self) -> dict[str, Any]:
         recipe = self.recipe
         seed_everything(recipe.seed)
-        policy, tokenizer = load_policy(recipe.model, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
-        self.policy, self.tokenizer = policy, tokenizer
-        self.run.write_lock(recipe, plugin_versions(self.pm), self._describe_sources())
+        spec = recipe.model if self.resumed is None else \
+            recipe.model.model_copy(update={"path": str(self.resume_path / "policy"), "gguf_file": None})
+        self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
+        if self.resumed is None:
+            self.run.write_lock(recipe, plugin_versions(self.pm), self._describe_sources())
+        self.summary["status"] = "running"
         self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            first = self.resumed["stage_index"] if self.resumed else 0
             for i, stage in enumerate(recipe.stages):
-                self.run_stage(i, stage)
+                if i >= first:
+                    self.run_stage(i, stage, self.resumed if self.resumed and i == first else None)
             self.summary["status"] = "finished"
         except (RunStopped, KeyboardInterrupt) as e:
-            self.summary["status"] = "stopped"
+            self.summary["status"] = "interrupted" if self.signal else "stopped"
             self.summary["reason"] = str(e) or type(e).__name__
             raise
         except BaseException as e:
@@ -72,7 +87,9 @@ class Engine:
             self.summary["reason"] = f"{type(e).__name__}: {e}"
             raise
         finally:
-            self.run.write_status(self.summary)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.run.write_status({**self.summary, "global_step": self.global_step})
             self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
             for lg in self.loggers:
                 lg.close()
@@ -81,7 +98,13 @@ class Engine:
         self.tokenizer.save_pretrained(final)
         return self.summary
 
-    def run_stage(self, i: int, stage: StageSpec) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # finish the current step, checkpoint, then stop (a second signal stops at once)
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def run_stage(self, i: int, stage: StageSpec, resumed: dict | None = None) -> None:
         recipe = self.recipe
         seed_everything(recipe.seed + 1000 * i)
         ctx = self._context(stage.optimizer.type, stage.name)
@@ -96,21 +119,50 @@ class Engine:
         eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
             if stage.data.eval is not None else []
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
-        sampler = datasets.Sampler(len(train_rows), recipe.seed + i) if train_rows is not None else None
-
-        eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
-        do_eval = lambda: evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer,  # noqa: E731
-                                   eval_tokens, stage.eval.batch_size)
-        before = do_eval()
-        self._log({**before, "stage": stage.name, "step": 0})
+        sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
+        health = Health(stage.health, stage.name, ctx.warn)
         params = [p for m in models.trainable() for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
                                 betas=stage.train.adam_betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
+
+        eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
+        do_eval = lambda: evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer,  # noqa: E731
+                                   eval_tokens, stage.eval.batch_size)
+        state = {"version": 0, "eval_before": None}
+        plugins = {"optimizer": optimizer, "backend": backend,
+                   **{f"source:{slot.spec.name}": slot.source for slot in mixer.slots}}
+        if resumed is None:
+            state["eval_before"] = do_eval()
+            self._log({**state["eval_before"], "stage": stage.name, "step": 0})
+            first = 1
+        else:
+            opt.load_state_dict(resumed["optimizer"])
+            sched.load_state_dict(resumed["scheduler"])
+            sampler.load_state_dict(resumed["sampler"])
+            for key, plugin in plugins.items():
+                plugin.load_state_dict(resumed["plugins"].get(key, {}))
+            for role, module in _roles(models).items():
+                module.load_state_dict(torch.load(self.resume_path / f"{role}.pt", weights_only=True))
+            state.update(version=resumed["version"], eval_before=resumed["eval_before"])
+            first = resumed["step"] + 1
+            ckpt.set_rng_state(resumed["rng"])  # last: building models above drew random numbers
+
+        def save_checkpoint(step: int) -> Path:
+            path = ckpt.save(self.run.dir, ckpt.tag(i, stage.name, step), self.policy, self.tokenizer,
+                             _roles(models), {
+                                 "stage_index": i, "stage": stage.name, "step": step, "global_step": self.global_step,
+                                 "version": state["version"], "eval_before": state["eval_before"],
+                                 "summary": self.summary, "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
+                                 "plugins": {k: p.state_dict() for k, p in plugins.items()},
+                             }, stage.checkpoint.keep)
+            self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=step, path=path)
+            return path
+
         self.policy.train()
-        bar = tqdm(range(1, stage.train.steps + 1), desc=f"{stage.name}", disable=not self.progress,
-                   dynamic_ncols=True, leave=True)
-        version = 0
+        bar = tqdm(range(first, stage.train.steps + 1), desc=f"{stage.name}", disable=not self.progress,
+                   dynamic_ncols=True, leave=True, initial=first - 1, total=stage.train.steps)
         for step in bar:
             t0 = time.perf_counter()
             rows = [train_rows[k] for k in sampler.take(stage.train.batch_size)]
@@ -119,12 +171,12 @@ class Engine:
                 fb = _offline_feedback(optimizer.feedback, rows)
             else:
                 rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, ctx.sampling,
-                                             stage.rollout.num_generations, policy_version=version)
+                                             stage.rollout.num_generations, policy_version=state["version"])
                 self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=rollouts)
                 scored, reward_metrics = mixer.score(rollouts)
                 self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=scored)
                 metrics.update(reward_metrics)
-                metrics.update(_rollout_metrics(rollouts))
+                metrics.update(_rollout_metrics(rollouts, scored))
                 self._log_rollouts(stage.name, step, scored)
                 prefs = self._compare(mixer, rollouts)
                 fb = shapes.merge(self._shape(optimizer.feedback, scored, prefs, stage, bool(mixer.pointwise)),
@@ -132,47 +184,68 @@ class Engine:
             t_gen = time.perf_counter() - t0
             metrics["feedback/size"] = float(len(fb))
             if len(fb):
-                metrics.update(self._optimize(optimizer, models, fb, opt, stage))
+                metrics.update(self._optimize(optimizer, models, fb, opt, stage, step))
             sched.step()
-            version += 1
-            backend.sync_weights(self.policy, version)
+            state["version"] += 1
+            backend.sync_weights(self.policy, state["version"])
             optimizer.after_step(metrics)
             metrics.update({"stage": stage.name, "step": step, "lr": sched.get_last_lr()[0],
                             "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
             if stage.eval.every and step % stage.eval.every == 0 and step < stage.train.steps:
                 metrics.update(do_eval())
+            metrics.update(health.check(step, metrics))
             self._log(metrics)
             self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
             bar.set_postfix(_postfix(metrics), refresh=False)
+            if self.signal or (stage.checkpoint.every and step % stage.checkpoint.every == 0):
+                path = save_checkpoint(step)
+                if self.signal:
+                    raise RunStopped(f"{self.signal} received: checkpoint saved at {path}; "
+                                     f"continue with frl train RECIPE --resume")
         bar.close()
         after = do_eval()
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
-        self.summary["stages"][stage.name] = {"eval_before": before, "eval_after": after}
+        self.summary["stages"][stage.name] = {"eval_before": state["eval_before"], "eval_after": after}
         out = self.run.dir / "stages" / stage.name
         self.policy.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
-        mixer.close()
-        eval_mixer.close()
-        optimizer.close()
-        backend.close()
+        for closable in (mixer, eval_mixer, optimizer, backend):
+            closable.close()
 
     # ------------------------------------------------------------------ pieces
-    def _optimize(self, optimizer: Any, models: Models, fb: Any, opt: Any, stage: StageSpec) -> dict[str, float]:
+    def _optimize(self, optimizer: Any, models: Models, fb: Any, opt: Any, stage: StageSpec,
+                  step: int) -> dict[str, float]:
         prepared = optimizer.prepare(fb, models)
         totals: dict[str, list[float]] = {}
         params = [p for g in opt.param_groups for p in g["params"]]
-        for mb in optimizer.minibatches(prepared):
+        for k, mb in enumerate(optimizer.minibatches(prepared)):
             opt.zero_grad(set_to_none=True)
             loss, m = optimizer.loss(mb, models)
-            if not torch.isfinite(loss):
-                raise RunStopped(f"stage '{stage.name}': the loss is {loss.item()} (not finite)")
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
+                finite = bool(torch.isfinite(gnorm))
+            if not finite:  # skip the update; keep the batch for a post-mortem
+                opt.zero_grad(set_to_none=True)
+                where = self._save_bad_batch(stage.name, step, k, fb, mb)
+                msg = f"stage '{stage.name}' step {step}: non-finite loss or gradient; batch saved to {where}"
+                if stage.health.nonfinite == "stop":
+                    raise RunStopped(msg)
+                tqdm.write(f"warning: {msg}; step skipped")
+                totals.setdefault("health/nonfinite_skips", []).append(1.0)
+                continue
             opt.step()
-            for k, v in {"loss": loss.item(), "grad_norm": float(gnorm), **m}.items():
-                totals.setdefault(k, []).append(float(v))
+            for key, v in {"loss": loss.item(), "grad_norm": float(gnorm), **m}.items():
+                totals.setdefault(key, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def _save_bad_batch(self, stage: str, step: int, k: int, feedback: Any, minibatch: Any) -> Path:
+        where = self.run.dir / "bad_batches" / f"{stage}-step{step}-mb{k}.pt"
+        where.parent.mkdir(exist_ok=True)
+        torch.save({"feedback": feedback, "minibatch": minibatch}, where)
+        return where
 
     def _shape(self, shape: str, scored: list, prefs: list, stage: StageSpec, pointwise: bool) -> Any:
         if shape == "scalar":
@@ -262,10 +335,25 @@ def _offline_feedback(shape: str, rows: list[dict]) -> Any:
     raise UserError(f"feedback shape '{shape}' needs reward sources")
 
 
-def _rollout_metrics(rollouts: list) -> dict[str, float]:
+def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:
     n = max(1, len(rollouts))
+    groups: dict[int, set] = {}
+    counts: dict[int, int] = {}
+    for s in scored:
+        if s.reward is not None:
+            groups.setdefault(s.rollout.group, set()).add(s.reward)
+            counts[s.rollout.group] = counts.get(s.rollout.group, 0) + 1
+    multi = [g for g in groups if counts[g] > 1]
+    flat = sum(len(groups[g]) == 1 for g in multi)
     return {"rollout/completion_len": sum(len(r.completion_ids) for r in rollouts) / n,
-            "rollout/truncated_rate": sum(r.truncated for r in rollouts) / n}
+            "rollout/truncated_rate": sum(r.truncated for r in rollouts) / n,
+            "rollout/zero_variance_groups": flat / len(multi) if multi else 0.0}
+
+
+def _roles(models: Models) -> dict[str, torch.nn.Module]:
+    """The roles a checkpoint saves besides the policy (the reference too: it is the stage's start)."""
+    return {name: m for name in ("reference", "critic", "reward_model")
+            if isinstance(m := getattr(models, name), torch.nn.Module)}
 
 
 def _schedule(train: Any):
@@ -291,14 +379,25 @@ def _postfix(metrics: dict[str, Any]) -> dict[str, str]:
 
 
 def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any = None,
-                 progress: bool = False) -> tuple[Run, dict[str, Any]]:
-    """Run a recipe in this process (the CLI's ``frl train``, for tests and notebooks)."""
+                 progress: bool = False, resume: bool = False, say: Any = None) -> tuple[Run, dict[str, Any]]:
+    """Run a recipe in this process (``frl train``; also for tests and notebooks).
+
+    With ``resume``, continue ``<output_dir>/<name>`` from its latest complete checkpoint; a recipe
+    changed in a way that breaks resume is refused with the difference.
+    """
     from . import recipe as recipes
     from .plugins import build_registry, default
+    from .resume import find_resumable
     if pm is None:
         pm, reg = default()
     else:
         reg = build_registry(pm)
     rec = recipe if isinstance(recipe, Recipe) else recipes.load(recipe, list(overrides), reg)
-    run = Run.create(Path(rec.output_dir), rec.name)
-    return run, Engine(rec, pm, reg, run, progress=progress).train()
+    say = say or (lambda msg: None)
+    checkpoint = None
+    if resume:
+        run, checkpoint = find_resumable(rec, say)
+    if checkpoint is None:
+        run = Run.create(Path(rec.output_dir), rec.name)
+    say(f"run: {run.dir}" + (f" (resuming from {checkpoint.name})" if checkpoint else ""))
+    return run, Engine(rec, pm, reg, run, progress=progress, resume=checkpoint).train()

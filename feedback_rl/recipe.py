@@ -116,8 +116,26 @@ class EvalSpec(Strict):
 
 
 class CheckpointSpec(Strict):
-    every: int = Field(0, ge=0)
-    keep: int = Field(2, ge=1)
+    every: int = Field(0, ge=0, description="save a full-state checkpoint every N steps (0: only on SIGINT/SIGTERM)")
+    keep: int = Field(2, ge=1, description="how many checkpoints to keep")
+
+
+class Limit(Strict):
+    limit: float
+    action: Literal["warn", "stop"] = "warn"
+
+
+class HealthSpec(Strict):
+    nonfinite: Literal["skip", "stop"] = Field("skip", description="a non-finite loss or gradient: skip the step "
+                                              "and save the batch, or stop")
+    max_kl: Limit | None = Field(None, description="KL to the reference above the limit")
+    min_entropy: Limit | None = Field(None, description="policy entropy below the limit (collapse)")
+    max_truncated_rate: Limit | None = Field(Limit(limit=0.5), description="fraction of completions cut by max_new_tokens")
+    max_zero_variance_groups: Limit | None = Field(Limit(limit=0.95), description="fraction of prompt groups whose "
+                                                   "completions all got one reward")
+    max_reward_error_rate: Limit | None = Field(None, description="any source's error rate in a step")
+    min_grad_norm: Limit | None = Field(Limit(limit=0.0), description="a gradient norm at or below the limit")
+    warn_every: int = Field(50, ge=1, description="repeat a warning at most every N steps")
 
 
 class OptimizerSpec(BaseModel):
@@ -139,6 +157,7 @@ class StageSpec(Strict):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    health: HealthSpec = HealthSpec()
 
     @field_validator("optimizer", mode="before")
     @classmethod
