@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, hookimpl, load_dataset, masked_mean, masked_whiten,
+    Optimizer, PluginOptions, TokenBatch, UserError, hookimpl, load_dataset, masked_mean, masked_whiten,
     sequence_logprobs, tokenize, tokenize_rollouts,
 )
 
@@ -157,10 +157,16 @@ class PPO(Optimizer):
         super().__init__(options, context)
         o = self.options
         self.kl_ctl = AdaptiveKLController(o.kl_coef, o.target_kl or 1.0, o.horizon)
-        self._ptx = load_dataset(o.ptx_data, context.recipe_dir).require(
-            {"prompt": str, "completion": str}, "ppo ptx_data") if o.ptx_data is not None else None
+        self._ptx = None
+        if o.ptx_data is not None:
+            try:
+                self._ptx = load_dataset(o.ptx_data, context.recipe_dir)
+            except KeyError as e:
+                raise UserError(f"stage '{context.stage}': optimizer.ptx_data: unknown generator {e}") from None
+            self._ptx.require({"prompt": str, "completion": str}, "ppo ptx_data")
         self._rng = random.Random(context.seed)
         self._stats: dict[str, float] = {}
+        self._batch_size = 0
 
     def roles(self):
         critic = "critic" if self.options.critic == "separate" else "critic:shared"
@@ -234,8 +240,8 @@ class PPO(Optimizer):
         return loss, metrics
 
     def _ptx_loss(self, models) -> torch.Tensor:
-        rows = [self._ptx[k] for k in self._rng.sample(range(len(self._ptx)), min(len(self._ptx),
-                                                                                  self.options.ptx_batch_size))]
+        k = min(len(self._ptx), self.options.ptx_batch_size)
+        rows = [self._ptx[i] for i in self._rng.sample(range(len(self._ptx)), k)]
         tokens = tokenize(models.tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows])
         tokens = tokens.to(next(models.policy.parameters()).device)
         return -masked_mean(sequence_logprobs(models.policy, tokens), tokens.target_mask)
