@@ -46,6 +46,24 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option("--dir", "root", default="runs", show_default=True, type=click.Path(file_okay=False))
+def runs(root: str) -> None:
+    """List runs with their status, last step and best eval."""
+    from pathlib import Path
+
+    from .runs import list_runs
+    rows = list_runs(Path(root))
+    if not rows:
+        click.echo(f"no runs in {root}")
+        return
+    head = ("name", "status", "stage", "step", "best_eval", "checkpoint")
+    table = [head] + [tuple(str(r[k]) for k in head) for r in rows]
+    widths = [max(len(r[c]) for r in table) for c in range(len(head))]
+    for r in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+@cli.command()
 def plugins() -> None:
     """Installed plugins, their versions, and what each registers."""
     from .plugins import default, plugin_versions
@@ -62,7 +80,7 @@ def plugins() -> None:
 
 
 # Core commands that live in modules of their own; each module defines ``register(cli)``.
-COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check",)
+COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check", "feedback_rl.plots")
 
 
 def main(argv: list[str] | None = None) -> int:

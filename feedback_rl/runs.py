@@ -75,3 +75,29 @@ def git_commit(where: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Each run folder under ``root``: status, last stage and step, best eval reward."""
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        metrics = d / "metrics.jsonl"
+        if not metrics.exists():
+            continue
+        status = json.loads((d / "status.json").read_text()) if (d / "status.json").exists() else {}
+        last, best = {}, None
+        for line in metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            last = row
+            value = row.get("eval/reward")
+            if isinstance(value, (int, float)) and (best is None or value > best[0]):
+                best = (value, row.get("stage"))
+        out.append({"name": d.name, "status": status.get("status", "running or killed"),
+                    "stage": last.get("stage", ""), "step": last.get("step", 0),
+                    "best_eval": f"{best[0]:.3f} ({best[1]})" if best else "",
+                    "checkpoint": (d / "checkpoints" / "latest").read_text().strip()
+                    if (d / "checkpoints" / "latest").exists() else ""})
+    return out
