@@ -21,7 +21,7 @@ def start_annotator(url: str, token: str, *extra: str) -> subprocess.Popen:
                              "--token", token, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.slow  # ~6 minutes on 2 busy cores (SFT 200 steps, DPO 60 steps)
+@pytest.mark.slow  # 21 minutes on 2 heavily shared cores (SFT 200 steps, DPO 60 steps)
 def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
     db = tmp_path / "labels.sqlite"
     token = LabelStore(db).add_annotator("sim")
