@@ -1,0 +1,131 @@
+"""``frl check RECIPE``: run every reward source of every stage on a few generated rollouts.
+
+Finds a broken judge prompt, a wrong URL or a missing key in seconds instead of after hours of
+compute. Rollouts come from the recipe's starting model through the core generation path; the
+sources are mixed by the core mixer (so gates and routing apply as in training). Prints a table
+per source and, for a source with ``explain()`` (the judge), the exact prompt it sent and the reply
+it parsed. Exits 1 when any source errored or could not start.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .base import PluginContext, SamplingParams
+from .errors import RunStopped, UserError
+from .feedback import candidate_pairs
+from .rewards import Mixer, Slot
+from .rollout import generate_rollouts
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("recipe", type=click.Path(dir_okay=False))
+    @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+    @click.option("--prompts", "num_prompts", default=2, show_default=True, help="Prompts per stage.")
+    @click.option("--generations", default=2, show_default=True, help="Rollouts per prompt.")
+    @click.option("--show", default=2, show_default=True, help="Judge prompts and replies shown per source.")
+    def check(recipe: str, overrides: tuple[str, ...], num_prompts: int, generations: int, show: int) -> None:
+        """Run every reward source of RECIPE on a few rollouts; exit 1 if any fails."""
+        from .cli import _load
+        _, reg, rec = _load(recipe, overrides)
+        failed = run_check(rec, reg, num_prompts, generations, show, click.echo)
+        if failed:  # RunStopped: the CLI prints it and exits 1
+            raise RunStopped(f"check failed: {', '.join(failed)}")
+        click.echo("check: ok")
+
+
+def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int, echo: Any) -> list[str]:
+    """Checks every stage; returns the names (``stage/source``) of the sources that failed."""
+    from . import data as datasets
+    from .models import load_policy
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="frl-check-") as tmp:
+        run_dir = Path(tmp)
+        policy, tokenizer = load_policy(rec.model, rec.base_dir, run_dir / "base_model", rec.seed)
+        for i, stage in enumerate(rec.stages):
+            groups = [("source", stage.rewards.sources)]
+            if stage.eval.sources is not None:
+                groups.append(("eval_source", stage.eval.sources))
+            if not any(specs for _, specs in groups):
+                continue
+            ref = stage.data.train if stage.data.train is not None else stage.data.eval
+            if ref is None:
+                echo(f"stage '{stage.name}': no data to generate rollouts from; skipped")
+                continue
+            rows = list(datasets.load(ref, rec.base_dir))[:num_prompts]
+            ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
+                                recipe_dir=rec.base_dir)
+            backend = reg.get("backends", stage.rollout.backend)(reg.get("backends", stage.rollout.backend).Options(), ctx)
+            r = stage.rollout
+            sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                      top_k=r.top_k)
+            rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling, generations)
+            echo(f"== stage '{stage.name}': {len(rollouts)} rollouts of {len(rows)} prompts "
+                 "(from the recipe's starting model)")
+            for key, specs in groups:
+                if not specs:
+                    continue
+                failed += [f"{stage.name}/{n}" for n in _check_sources(rec, reg, i, key, specs, rollouts, run_dir,
+                                                                       show, echo)]
+            backend.close()
+    return failed
+
+
+def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: list, run_dir: Path,
+                   show: int, echo: Any) -> list[str]:
+    failed, slots = [], []
+    for j, spec in enumerate(specs):
+        ctx = PluginContext(name=spec.name, run_dir=run_dir, stage=rec.stages[i].name, seed=rec.seed,
+                            recipe_dir=rec.base_dir)
+        try:
+            slots.append(Slot(spec, reg.get("reward_sources", spec.type)(rec.options(key, i, j), ctx)))
+        except UserError as e:
+            echo(f"{spec.name:<16} {spec.type:<10} cannot start: {e}")
+            failed.append(spec.name)
+    mixer = Mixer([s for s in slots], "none", max_error_rate=1.0)
+    try:
+        scored, metrics = mixer.score(rollouts, prefix="check")
+        echo(f"{'source':<16} {'type':<10} {'n':>3} {'ok':>3} {'abstain':>7} {'error':>5} {'mean':>8} "
+             f"{'latency_s':>9}  scores")
+        for slot in slots:
+            name = slot.spec.name
+            scores = [s.scores[name] for s in scored]
+            values = [sc.value for sc in scores if sc.is_ok]
+            errors = [sc for sc in scores if sc.status == "error"]
+            mean = f"{statistics.fmean(values):.3f}" if values else "-"
+            shown = " ".join(f"{sc.value:g}" if sc.is_ok else sc.status for sc in scores)
+            echo(f"{name:<16} {slot.spec.type:<10} {len(scores):>3} {len(values):>3} "
+                 f"{sum(sc.status == 'abstain' for sc in scores):>7} {len(errors):>5} {mean:>8} "
+                 f"{metrics.get(f'check/{name}/latency_s', 0.0):>9.3f}  {shown}")
+            if slot.source.pairwise:
+                prefs = slot.source.compare(candidate_pairs(rollouts))
+                echo(f"{'':<16} pairwise: {len(prefs)} pairs judged, winners "
+                     f"{[p.winner for p in prefs]}")
+            if errors:
+                echo(f"{'':<16} error: {errors[0].reason.removeprefix('UserError: ')}")
+                failed.append(name)
+            explain = getattr(slot.source, "explain", None)
+            if callable(explain) and show:
+                for item in explain(show):
+                    _show_judgment(item, echo)
+    finally:
+        mixer.close()
+    return failed
+
+
+def _show_judgment(item: dict, echo: Any) -> None:
+    echo("  ---- prompt sent:")
+    for m in item.get("messages", []):
+        echo(f"  [{m['role']}] " + m["content"].replace("\n", "\n  "))
+    if "failure" in item:
+        echo(f"  ---- call failed: {item['failure']}")
+    else:
+        cached = " (cached)" if item.get("cached") else ""
+        echo(f"  ---- reply{cached}: {item.get('reply', '')!r}")
+        echo(f"  ---- parsed: {item.get('parsed')!r} ({item.get('status')}"
+             + (f": {item['reason']}" if item.get("reason") else "") + ")")

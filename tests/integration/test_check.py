@@ -1,0 +1,63 @@
+"""`frl check`: every source runs on a few rollouts; the judge's prompt and parsed reply are shown."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from feedback_rl.cli import main
+from frl_plugins.serve.server import ServerThread
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "mixed-rule-judge.yaml"
+
+
+def _server(seen: list):
+    async def handle(request):
+        seen.append((await request.json())["messages"][-1]["content"])
+        return JSONResponse({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "usage": None,
+                             "choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": 'Clean. {"score": 7}'}}]})
+    return ServerThread(Starlette(routes=[Route("/v1/chat/completions", handle, methods=["POST"])]))
+
+
+def _args(url: str, *extra: str) -> list[str]:
+    sets = [f"stages.grpo.rewards.sources.style.base_url={url}",
+            # every rollout passes the gate, so the judge sees them all
+            "stages.grpo.rewards.sources.correct.check=regex", "stages.grpo.rewards.sources.correct.pattern='(?s).*'",
+            *extra]
+    return ["check", str(RECIPE), "--prompts", "2", "--generations", "2"] + [a for s in sets for a in ("--set", s)]
+
+
+def test_check_prints_each_source_and_the_judge_prompt_and_parsed_reply(capsys):
+    seen: list[str] = []
+    with _server(seen) as server:
+        code = main(_args(server.url))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "== stage 'grpo': 4 rollouts" in out
+    style_row = next(line for line in out.splitlines() if line.startswith("style "))
+    assert style_row.split()[2:6] == ["4", "4", "0", "0"] and "7 7 7 7" in style_row
+    assert "---- prompt sent:" in out and "Rate how cleanly this answer is written" in out
+    assert "---- parsed: 7.0 (ok)" in out and "check: ok" in out
+    assert len(seen) >= 1
+
+
+def test_check_shows_a_broken_template_as_one_line_naming_template_and_variable(capsys, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Rate {completion} for {audience}")
+    seen: list[str] = []
+    with _server(seen) as server:
+        code = main(_args(server.url, f"stages.grpo.rewards.sources.style.template_file={bad}"))
+    cap = capsys.readouterr()
+    assert code == 1, cap.out + cap.err
+    line = next(x for x in cap.out.splitlines() if "undefined variable" in x)
+    assert f"judge template {bad}: undefined variable '{{audience}}'" in line
+    assert "stopped: check failed: grpo/style" in cap.err and not seen
+
+
+def test_check_fails_when_the_judge_server_is_down(capsys):
+    code = main(_args("http://127.0.0.1:9/v1", "stages.grpo.rewards.sources.style.max_retries=0"))
+    out = capsys.readouterr().out
+    assert code == 1 and "connection error" in out
