@@ -42,6 +42,16 @@ def frozen(model):
     return ref
 
 
+def nudged(model, seed=0, scale=0.05):
+    """The policy moved away from the reference the same way on both sides, so the step-0 losses
+    compare real margins (at policy == reference every pair's loss is the same constant)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
 def step(opt, params, loss):
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -52,8 +62,9 @@ def step(opt, params, loss):
 class Ours:
     def __init__(self, cls, options, path, feedback_batches):
         policy, tok = load(path)
-        policy.train()
-        self.models = Models(policy=policy, tokenizer=tok, reference=frozen(policy))
+        reference = frozen(policy)
+        policy = nudged(policy).train()
+        self.models = Models(policy=policy, tokenizer=tok, reference=reference)
         ctx = PluginContext(name=cls.name, run_dir=Path("."), stage="bench", warn=lambda m: None,
                             sampling=SamplingParams())
         self.opt_plugin = cls(cls.Options(**options), ctx)
@@ -73,6 +84,7 @@ class TRLSide:
         from datasets import Dataset
         policy, tok = load(path)
         ref = frozen(policy)
+        policy = nudged(policy)
         common = dict(output_dir=str(workdir / kind), per_device_train_batch_size=batch, report_to=[],
                       use_cpu=True, learning_rate=1e-4, max_steps=1, logging_steps=1, save_strategy="no",
                       dataset_num_proc=None, **options)
@@ -123,7 +135,10 @@ def main():
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import datasets
     import trl
+    datasets.disable_progress_bars()
     print(f"torch {torch.__version__}, trl {trl.__version__}; tiny-gpt2, batch {a.batch}, {a.steps} steps, "
           f"{a.threads} threads; sort task (prompt 9-11 tokens, completion 3-5 + EOS)")
     n = a.steps * a.batch
