@@ -34,6 +34,7 @@ class PluginContext:
     recipe_dir: Path = field(default_factory=Path.cwd)  # relative paths in options resolve here
     warn: Any = print              # callable(str): user-facing warnings
     sampling: Any = None           # the stage's SamplingParams (optimizers need the temperature)
+    role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder."""
@@ -83,6 +84,11 @@ class RewardSource(Plugin):
 
     def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
         raise NotImplementedError(f"reward source '{self.name}' does not compare pairs")
+
+    def metrics(self) -> dict[str, float]:
+        """The source's own gauges for this step (queue depth, cache hits, cost...), logged as
+        ``source/<name>/<key>``."""
+        return {}
 
     def collect(self) -> list[Feedback]:
         """Feedback that arrived since the last call (an asynchronous source, such as a human queue)."""

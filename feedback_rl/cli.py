@@ -75,7 +75,8 @@ def plugins() -> None:
         by_plugin.setdefault(module, []).append(f"{kind[:-1].replace('_', ' ')} '{name}'")
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
         module = getattr(plugin, "__name__", name)
-        what = ", ".join(by_plugin.get(module, [])) or "hooks only"
+        what = ", ".join(w for m, ws in by_plugin.items() if m == module or m.startswith(module + ".")
+                         for w in ws) or "hooks only"
         click.echo(f"{name:<12} {versions.get(name, ''):<28} {what}")
 
 

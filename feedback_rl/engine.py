@@ -114,7 +114,7 @@ class Engine:
         backend = self.reg.get("backends", stage.rollout.backend)(PluginOptions_for(self.reg, stage), ctx)
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
-                                 "none", 1.0)
+                                 "none", 1.0, role="eval")
         train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
         eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
             if stage.data.eval is not None else []
@@ -181,6 +181,8 @@ class Engine:
                 prefs = self._compare(mixer, rollouts)
                 fb = shapes.merge(self._shape(optimizer.feedback, scored, prefs, stage, bool(mixer.pointwise)),
                                   [f for slot in mixer.slots for f in slot.source.collect()])
+            for slot in mixer.slots:
+                metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
             t_gen = time.perf_counter() - t0
             metrics["feedback/size"] = float(len(fb))
             if len(fb):
@@ -268,11 +270,13 @@ class Engine:
                     prefs.append(p)
         return prefs
 
-    def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float) -> Mixer:
+    def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float,
+               role: str = "train") -> Mixer:
         slots = []
         for j, spec in enumerate(specs):
             cls = self.reg.get("reward_sources", spec.type)
             ctx = self._context(spec.name, self.recipe.stages[i].name)
+            ctx.role = role
             slots.append(Slot(spec, cls(self.recipe.options(key, i, j), ctx)))
         return Mixer(slots, normalize, max_error_rate)
 
