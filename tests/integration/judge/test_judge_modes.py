@@ -38,7 +38,7 @@ def test_failed_calls_are_not_cached(fake_server, tmp_path):
 
 def test_position_swap_turns_a_position_biased_judge_into_ties(fake_server, tmp_path):
     judge = make_judge(fake_server.url, tmp_path, mode="pairwise", template="biased {completion_a} | {completion_b}")
-    assert judge.pairwise and JudgeKinds.gives(judge) == {"pairs", "binary"}
+    assert judge.pairwise and type(judge).gives(judge.options) == {"pairs", "binary"}
     pairs = [(rollout(f"x{k}"), rollout(f"y{k}")) for k in range(6)]
     try:
         prefs = judge.compare(pairs)
@@ -47,12 +47,6 @@ def test_position_swap_turns_a_position_biased_judge_into_ties(fake_server, tmp_
     # the server always says "A": asked in both orders it contradicts itself, so no pair gets a winner
     assert len(prefs) == 6 and all(p.winner is None for p in prefs)
     assert fake_server.total == 12
-
-
-class JudgeKinds:
-    @staticmethod
-    def gives(judge):
-        return type(judge).gives(judge.options)
 
 
 def test_position_swap_keeps_a_consistent_preference(tmp_path):
