@@ -22,6 +22,7 @@ def _smollm2_gguf() -> Path:
 def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path):
     from feedback_rl import PluginContext, Rollout
     from frl_plugins.rewards.judge import JudgeSource
+    from frl_plugins.rewards.judge.template import parse_score
     from frl_plugins.serve.commands import hf_backend, load_local
     from frl_plugins.serve.server import ServerThread, build_app
 
@@ -41,5 +42,9 @@ def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path):
         finally:
             judge.close()
     assert m["errors"] == 0 and m["requests"] == 4
-    assert sum(s.is_ok for s in scores) >= 3, [t["reply"] for t in trace]  # a real model answers with a number
-    assert all(s.value is None or 0 <= s.value <= 10 for s in scores)
+    replies = [t["reply"] for t in trace]
+    assert all(r.strip() for r in replies)  # a real model answers in words (135M follows a rubric loosely)
+    assert sum(s.is_ok for s in scores) >= 2, replies
+    for s, r in zip(scores, replies):   # a number where the reply holds one in range, else an abstain; never 0
+        assert (s.status == "ok") == (parse_score(r, 0, 10) is not None) and s.status != "error"
+        assert s.value is None or 0 <= s.value <= 10
