@@ -95,3 +95,8 @@ def test_a_run_against_a_faulty_server_completes_and_counts_every_fault_exactly(
         else:  # 429 (with Retry-After), 500 and timeouts once: retried until the real answer
             assert s["status"] == "ok" and s["value"] == 5.0
     assert any(n > 1 for n in fake.calls.values())  # retries happened at the server
+    # the judge's own cumulative counters, logged by the engine under source/<name>/
+    last = metrics[-1]
+    assert last["source/judge/errors"] == expected_errors
+    assert last["source/judge/parse_failures"] == expected_abstains
+    assert last["source/judge/retries"] > 0 and last["source/judge/cost_usd"] == 0.0
