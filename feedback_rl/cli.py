@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         pm.hook.frl_register_commands(cli=cli)
         cli.main(args=argv, prog_name="frl", standalone_mode=False)
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo("error: " + str(e).replace("\n", "\\n"), err=True)
         return e.exit_code
     except RunStopped as e:
         click.echo(f"stopped: {e}", err=True)

@@ -271,7 +271,7 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
                 fail(loc + tuple(first["loc"]),
                      f"unknown key for {type_name}{did_you_mean(key, choices)}; "
                      f"expected one of: {', '.join(choices)}")
-            fail(loc + tuple(first["loc"]), _expected(first))
+            fail(loc + _clean_loc(tuple(first["loc"])), _expected(first))
 
     for j, lg in enumerate(recipe.loggers):
         recipe._options[("logger", j)] = plugin_options("loggers", lg.type, lg.model_extra or {},
@@ -441,6 +441,8 @@ def _where(path: Path, lines: dict, loc: tuple) -> str:
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if not isinstance(part, int) and (not str(part).isprintable() or not str(part) or " " in str(part)):
+            part = repr(str(part))  # a key with odd characters stays on one, readable line
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -466,8 +468,11 @@ def _expected(err: dict) -> str:
 
 
 def _clean_loc(loc: tuple) -> tuple:
-    # pydantic adds union branch names ('str', 'GeneratedData') to a location; drop them
-    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in ("str", "function-after")))
+    """Drop the union-branch tags pydantic puts in a location ('str', 'GeneratedData', 'list[...]')."""
+    names = {c.__name__ for c in globals().values() if isinstance(c, type) and issubclass(c, BaseModel)}
+    tags = names | {"str", "int", "float", "bool", "list", "dict", "none"}
+    out = tuple(p for p in loc if isinstance(p, int) or not (p in tags or "[" in p or p.startswith("function-")))
+    return out or tuple(loc)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -497,7 +502,7 @@ def _pydantic_message(e: ValidationError, path: Path, lines: dict, root: type[Ba
     errors = e.errors()
     # a union (path or generator mapping) reports one error per branch: prefer the mapping branch
     first = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = _clean_loc(first["loc"])
+    loc = _clean_loc(tuple(first["loc"]))
     where = _where(path, lines, loc)
     if first["type"] == "extra_forbidden":
         parent = _model_at(root, loc[:-1])
