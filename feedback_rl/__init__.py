@@ -22,6 +22,10 @@ from .batching import (  # noqa: E402
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
+from .models import load_model  # noqa: E402
+from .recipe import DataRef, GeneratedData  # noqa: E402
+from .rollout import generate_rollouts  # noqa: E402
+from .roles import last_token_index, load_scalar_model, sequence_scores, token_values  # noqa: E402
 from .types import (  # noqa: E402
     BinaryFeedback,
     Demonstrations,
@@ -41,5 +45,6 @@ __all__ = [
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
     "sequence_logprobs",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
-    "Preference", "Rollout", "ScalarFeedback", "Score", "Scored",
+    "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
+    "last_token_index", "load_scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
 ]

@@ -132,7 +132,8 @@ class Optimizer(Plugin):
         return None
 
     def roles(self) -> set[str]:
-        """Model roles besides the policy: any of ``reference``, ``critic``, ``reward_model``."""
+        """Model roles besides the policy: any of ``reference``, ``critic`` (own trunk),
+        ``critic:shared`` (a value head on the policy's trunk), ``reward_model``."""
         return set()
 
     def prepare(self, feedback: Feedback, models: Models) -> Any:
@@ -146,6 +147,18 @@ class Optimizer(Plugin):
 
     def after_step(self, metrics: dict[str, float]) -> None:
         """Called after the optimizer steps of one batch (e.g. to adapt a KL coefficient)."""
+
+    def trainable(self, models: Models) -> list[torch.nn.Module]:
+        """The modules this optimizer trains (default: policy and critic, or a reward model)."""
+        return models.trainable()
+
+    def stage_output(self, models: Models) -> torch.nn.Module:
+        """The model the stage produces, saved to ``stages/<stage>/`` (a reward-model stage: the RM)."""
+        return models.policy
+
+    def evaluate(self, rows: list[dict], models: Models) -> dict[str, float]:
+        """Optimizer-specific held-out metrics (``eval/...``) added to the stage's eval."""
+        return {}
 
 
 @dataclass

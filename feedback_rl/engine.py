@@ -68,7 +68,7 @@ class Engine:
             recipe.model.model_copy(update={"path": str(self.resume_path / "policy"), "gguf_file": None})
         self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
         if self.resumed is None:
-            self.run.write_lock(recipe, plugin_versions(self.pm), self._describe_sources())
+            self.run.write_lock(recipe, plugin_versions(self.pm), {})
         self.summary["status"] = "running"
         self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -115,20 +115,26 @@ class Engine:
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
                                  "none", 1.0, role="eval")
+        self.run.describe_sources(stage.name, {slot.spec.name: slot.source.describe()
+                                               for slot in mixer.slots + eval_mixer.slots})
         train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
         eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
             if stage.data.eval is not None else []
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         health = Health(stage.health, stage.name, ctx.warn)
-        params = [p for m in models.trainable() for p in m.parameters() if p.requires_grad]
+        params = [p for m in optimizer.trainable(models) for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
                                 betas=stage.train.adam_betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
 
         eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
-        do_eval = lambda: evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer,  # noqa: E731
-                                   eval_tokens, stage.eval.batch_size)
+        def do_eval() -> dict[str, float]:
+            out = evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer, eval_tokens,
+                           stage.eval.batch_size)
+            with torch.no_grad():
+                out.update(optimizer.evaluate(eval_rows, models))
+            return out
         state = {"version": 0, "eval_before": None}
         plugins = {"optimizer": optimizer, "backend": backend,
                    **{f"source:{slot.spec.name}": slot.source for slot in mixer.slots}}
@@ -209,7 +215,7 @@ class Engine:
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
         self.summary["stages"][stage.name] = {"eval_before": state["eval_before"], "eval_after": after}
         out = self.run.dir / "stages" / stage.name
-        self.policy.save_pretrained(out)
+        optimizer.stage_output(models).save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
         for closable in (mixer, eval_mixer, optimizer, backend):
@@ -280,8 +286,6 @@ class Engine:
             slots.append(Slot(spec, cls(self.recipe.options(key, i, j), ctx)))
         return Mixer(slots, normalize, max_error_rate)
 
-    def _describe_sources(self) -> dict[str, Any]:
-        return {}
 
     def _check_rows(self, rows: Any, shape: str, online: bool, stage: StageSpec) -> None:
         if rows is None:

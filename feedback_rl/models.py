@@ -58,3 +58,17 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
+
+
+def load_model(path: str, dtype: str = "float32", cache_dir: Path | None = None) -> tuple[torch.nn.Module, Any]:
+    """A causal LM and its tokenizer from ``builtin:tiny-gpt2``, an HF folder, a hub id or a ``.gguf`` file."""
+    if not path.startswith("builtin:") and _is_local(path) and not Path(path).expanduser().exists():
+        raise UserError(f"model not found: {path}")
+    cache = cache_dir or Path.home() / ".cache" / "feedback_rl" / "tiny-gpt2-seed0"
+    model, tokenizer = load_policy(ModelSpec(path=path, dtype=dtype), Path.cwd(), cache, seed=0)
+    model.eval()
+    return model, tokenizer
+
+
+def _is_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.endswith(".gguf") or Path(path).exists()

@@ -53,6 +53,13 @@ class Run:
         path.write_text(yaml.safe_dump(lock, sort_keys=False))
         return path
 
+    def describe_sources(self, stage: str, described: dict[str, Any]) -> None:
+        """Record what each source says about itself (e.g. a judge template's hash) in the lock."""
+        path = self.dir / "recipe.lock.yaml"
+        lock = yaml.safe_load(path.read_text()) if path.exists() else {}
+        lock.setdefault("sources", {})[stage] = described
+        path.write_text(yaml.safe_dump(lock, sort_keys=False))
+
     def append_rollouts(self, records: list[dict]) -> None:
         with open(self.rollouts_path, "a") as f:
             for r in records:

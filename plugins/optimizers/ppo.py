@@ -25,11 +25,7 @@ from feedback_rl import (
     sequence_logprobs, tokenize, tokenize_rollouts,
 )
 
-try:  # the public API, once the core exports these
-    from feedback_rl import DataRef, last_token_index, token_values
-except ImportError:  # pragma: no cover
-    from feedback_rl.recipe import DataRef
-    from feedback_rl.roles import last_token_index, token_values
+from feedback_rl import DataRef, last_token_index, token_values
 
 
 # ------------------------------------------------------------------ the math, tested alone

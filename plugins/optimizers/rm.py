@@ -11,7 +11,6 @@ a later stage's ``reward_model`` source finds it as ``path: stage:<stage>``.
 """
 from __future__ import annotations
 
-import shutil
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +18,7 @@ from pydantic import Field
 
 from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, tokenize
 
-try:  # the public API, once the core exports the roles' scalar-model helpers
-    from feedback_rl import sequence_scores
-except ImportError:  # pragma: no cover
-    from feedback_rl.roles import sequence_scores
+from feedback_rl import sequence_scores
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
@@ -66,7 +62,6 @@ class RewardModelTraining(Optimizer):
         return {"reward_model"}
 
     def prepare(self, feedback, models):
-        self._models = models  # close() saves the reward model
         if not len(feedback):
             return None
         tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
@@ -94,17 +89,11 @@ class RewardModelTraining(Optimizer):
             return {}
         return {"eval/pairwise_accuracy": pairwise_accuracy(models.reward_model, models.tokenizer, rows)}
 
-    def close(self):
-        # The engine has just saved the (untouched) policy to the stage folder; the stage's output is
-        # the reward model, so it takes the folder's place. See docs: an engine-level "stage output"
-        # would make this unnecessary.
-        models = getattr(self, "_models", None)
-        if models is None or models.reward_model is None:
-            return
-        out = self.context.run_dir / "stages" / self.context.stage
-        shutil.rmtree(out, ignore_errors=True)
-        models.reward_model.save_pretrained(out)
-        models.tokenizer.save_pretrained(out)
+    def trainable(self, models):
+        return [models.reward_model]  # the policy is only the trunk the RM starts from
+
+    def stage_output(self, models):
+        return models.reward_model
 
 
 @hookimpl

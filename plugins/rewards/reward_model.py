@@ -15,10 +15,7 @@ from pydantic import Field
 
 from feedback_rl import PluginOptions, RewardSource, Rollout, Score, UserError, hookimpl, pack
 
-try:  # the public API, once the core exports the roles' scalar-model helpers
-    from feedback_rl import load_scalar_model, sequence_scores
-except ImportError:  # pragma: no cover
-    from feedback_rl.roles import load_scalar_model, sequence_scores
+from feedback_rl import load_scalar_model, sequence_scores
 
 
 class RewardModelSource(RewardSource):

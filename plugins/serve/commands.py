@@ -6,27 +6,12 @@ from pathlib import Path
 
 import click
 
-from feedback_rl import UserError, hookimpl
+from feedback_rl import UserError, hookimpl, load_model
 
 
 def load_local(path: str, dtype: str = "float32"):
-    """A model and tokenizer from an HF folder or a ``.gguf`` file (dequantised by transformers)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    local = Path(path).expanduser()
-    if not local.exists():
-        raise UserError(f"MODEL_DIR: not found: {path}")
-    where, kwargs = (str(local.parent), {"gguf_file": local.name}) if local.suffix == ".gguf" else (str(local), {})
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **kwargs)
-    except (OSError, ValueError) as e:
-        raise UserError(f"MODEL_DIR: cannot load '{path}': {str(e).splitlines()[0]}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    """A model and tokenizer: ``builtin:tiny-gpt2``, an HF folder, a hub id or a ``.gguf`` file."""
+    model, tokenizer = load_model(path, dtype)
     return model, tokenizer
 
 
@@ -50,7 +35,7 @@ def frl_register_commands(cli):
     @click.option("--batch-wait-ms", default=5.0, show_default=True, type=float)
     @click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]))
     def serve(model_dir, host, port, api_key_env, model_name, max_batch, batch_wait_ms, dtype):
-        """Serve MODEL_DIR (an HF folder or a .gguf file) over an OpenAI-compatible API."""
+        """Serve MODEL_DIR (an HF folder, a .gguf file, a hub id or builtin:tiny-gpt2) over an OpenAI-compatible API."""
         import uvicorn
 
         from .server import build_app

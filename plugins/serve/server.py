@@ -20,8 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from feedback_rl import SamplingParams
-# TODO(core): export generate_rollouts from feedback_rl's public API; the one generation path.
-from feedback_rl.rollout import generate_rollouts
+from feedback_rl import generate_rollouts
 
 
 @dataclass
