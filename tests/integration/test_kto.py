@@ -3,7 +3,6 @@ import json
 import math
 import textwrap
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,12 +21,13 @@ def desirable_fraction(model, tokenizer, rows, seed=0):
     return sum(r.completion == r.row["answer"] for r in rollouts) / len(rollouts)
 
 
-# Not yet tuned: at lr 2e-3 / beta 0.5 the policy collapsed (chosen and rejected rewards both fell
-# to about -20); these settings were not run yet. Non-strict so a pass shows up as XPASS.
-@pytest.mark.xfail(reason="KTO integration hyperparameters not yet tuned on the tiny model", strict=False)
+# Measured (seeds 0/1/2, idle-ish 2 cores, ~20 s of training): after 40 SFT steps about 30% of
+# samples are sorted (0.32/0.26/0.27); 60 KTO steps at beta 0.1, lr 1e-3 raise that to 0.91/0.87/0.82.
+# At lr 3e-4 the rise was only +0.11 to +0.18, and 60+ SFT steps leave nothing to improve.
 def test_offline_kto_makes_sampled_completions_desirable(tmp_path):
     recipe = tmp_path / "r.yaml"
-    # a short SFT stage teaches the format; KTO then learns from sorted (True) / unsorted (False) rows
+    # a short SFT stage teaches the format (not the task); KTO then learns from sorted (True) /
+    # unsorted (False) rows
     recipe.write_text(textwrap.dedent(f"""\
         name: kto-learns
         seed: 0
@@ -36,11 +36,11 @@ def test_offline_kto_makes_sampled_completions_desirable(tmp_path):
           - name: sft
             optimizer: sft
             data: {{train: {{generator: sort, split: train, holdout: 200}}}}
-            train: {{steps: 30, batch_size: 32, lr: 1.0e-3}}
+            train: {{steps: 40, batch_size: 32, lr: 1.0e-3}}
           - name: kto
             optimizer: {{type: kto, beta: 0.1}}
             data: {{train: {{generator: sort_labeled, split: train, holdout: 200}}}}
-            train: {{steps: 60, batch_size: 32, lr: 3.0e-4}}
+            train: {{steps: 60, batch_size: 32, lr: 1.0e-3}}
         """))
     run, summary = train_recipe(recipe)
     assert summary["status"] == "finished"
@@ -48,9 +48,16 @@ def test_offline_kto_makes_sampled_completions_desirable(tmp_path):
     kto = [s for s in steps if s.get("stage") == "kto" and "kl" in s]
     assert len(kto) == 60 and all(math.isfinite(s["loss"]) for s in kto)
     assert kto[0]["kl"] == 0.0                       # policy == reference at the first step
+    # the implicit rewards separate: desirable up (or level), undesirable down (a flipped sign in
+    # the undesirable term would push them up instead)
+    last = kto[-10:]
+    chosen = sum(s["rewards/chosen"] for s in last) / len(last)
+    rejected = sum(s["rewards/rejected"] for s in last) / len(last)
+    assert chosen > -0.5 and rejected < chosen - 1.0, (chosen, rejected)
 
     tokenizer = AutoTokenizer.from_pretrained(run.dir / "final")
     rows = sort("eval", 100, 200, 0)
     before = desirable_fraction(AutoModelForCausalLM.from_pretrained(run.dir / "stages" / "sft"), tokenizer, rows)
     after = desirable_fraction(AutoModelForCausalLM.from_pretrained(run.dir / "final"), tokenizer, rows)
-    assert after > before + 0.15, (before, after)
+    assert 0.05 < before < 0.6, before               # the warm start left room to improve
+    assert after > before + 0.3, (before, after)
