@@ -137,3 +137,21 @@ def test_resume_without_a_checkpoint_says_so_and_starts_fresh(tmp_path):
     recipe.write_text(recipe.read_text().replace(f"steps: {STEPS}", "steps: 1"))
     run, summary = train_recipe(recipe, resume=True, say=said.append)
     assert said[0].startswith("no checkpoint in") and summary["status"] == "finished"
+
+
+def test_ppo_stage_resumes_bit_identically_with_its_critic_and_kl_controller(tmp_path):
+    ppo = "{type: ppo, kl_coef: 0.1, target_kl: 0.5, ppo_epochs: 2, num_minibatches: 2}"
+    straight = write_recipe(tmp_path / "a.yaml", tmp_path / "a", optimizer=ppo)
+    run, summary = train_recipe(straight)
+    assert summary["status"] == "finished"
+    killed = write_recipe(tmp_path / "b.yaml", tmp_path / "b", optimizer=ppo)
+    run_dir = tmp_path / "b" / "resumable"
+    run_until_killed(killed, run_dir, random.Random().randint(3, STEPS - 1))
+    assert (ckpt.latest(run_dir) / "critic.pt").exists()
+    train_recipe(killed, resume=True)
+    a, b = weights(run.dir), weights(run_dir)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    assert train_steps(run_dir) == list(range(1, STEPS + 1))
+    kl_a = [json.loads(l).get("kl_coef") for l in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    kl_b = [json.loads(l).get("kl_coef") for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert kl_a == kl_b
