@@ -25,7 +25,7 @@ def recipe(tmp_path, db, steps):
             "name": "dpo", "optimizer": {"type": "dpo"},
             "data": {"train": {"generator": "addition", "split": "train"}},
             "rewards": {"sources": [{"name": "people", "type": "human", "task": "pairwise", "db": str(db),
-                                     "per_step": 4}]},
+                                     "per_step": 4, "max_pending": 8}]},
             "rollout": {"num_generations": 2, "max_new_tokens": 3},
             "train": {"steps": steps, "batch_size": 4, "lr": 1e-4},
         }],

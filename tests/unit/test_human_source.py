@@ -138,3 +138,12 @@ def test_db_option_resolves_relative_to_the_recipe(tmp_path):
 def test_unknown_option_is_rejected():
     with pytest.raises(Exception):
         HumanOptions(per_stp=3)
+
+
+def test_max_pending_holds_back_new_items_until_people_catch_up(tmp_path):
+    src = make(tmp_path, per_step=4, max_pending=6)
+    batch = lambda k: [(ro(f"{k}{j}+1=", "2", j), ro(f"{k}{j}+1=", "3", j)) for j in range(4)]  # noqa: E731
+    src.compare(batch(1))
+    src.compare(batch(2))   # only 2 more fit under the limit
+    src.compare(batch(3))   # the queue is full: nothing is added
+    assert src.store.stats()["queue_depth"] == 6.0

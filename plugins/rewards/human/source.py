@@ -28,6 +28,7 @@ class HumanOptions(PluginOptions):
     task: Literal["pairwise", "thumbs", "rating"] = "pairwise"
     db: str | None = None                   # default: <run_dir>/labels.sqlite
     per_step: int = Field(4, ge=0)          # items sent to people per step
+    max_pending: int = Field(64, ge=1)      # backpressure: enqueue nothing while this many wait for a label
     sampling: Literal["random", "uncertain"] = "random"
     mode: Literal["async", "blocking"] = "async"
     timeout: float = Field(60.0, gt=0)      # blocking mode: seconds to wait for a step's labels
@@ -77,7 +78,9 @@ class HumanSource(RewardSource):
         return [Score.abstain("queued for humans")] * len(rollouts)
 
     def _sample(self, items: list, uncertainty) -> list:
-        k = min(self.options.per_step, len(items))
+        # people label far slower than a model generates: past max_pending, new items would only go stale
+        room = max(0, self.options.max_pending - int(self.store.stats()["queue_depth"]))
+        k = min(self.options.per_step, len(items), room)
         if self.options.sampling == "uncertain":
             return sorted(items, key=uncertainty, reverse=True)[:k]
         return self.rng.sample(items, k)
