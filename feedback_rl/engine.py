@@ -32,7 +32,6 @@ from .rewards import Mixer, Slot
 from .roles import build_models
 from .rollout import generate_rollouts
 from .runs import Run
-from .types import BinaryFeedback, Demonstrations, PairFeedback
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +110,7 @@ class Engine:
         ctx.sampling = self._sampling(stage)
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
         models = build_models(optimizer.roles(), self.policy, self.tokenizer)
-        backend = self.reg.get("backends", stage.rollout.backend)(PluginOptions_for(self.reg, stage), ctx)
+        backend = _build(self.reg.get("backends", stage.rollout.backend), ctx)
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
                                  "none", 1.0, role="eval")
@@ -174,7 +173,7 @@ class Engine:
             rows = [train_rows[k] for k in sampler.take(stage.train.batch_size)]
             metrics: dict[str, Any] = {}
             if optimizer.feedback == "demonstrations" or not mixer.slots:
-                fb = _offline_feedback(optimizer.feedback, rows)
+                fb = shapes.from_rows(optimizer.feedback, rows)
             else:
                 rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, ctx.sampling,
                                              stage.rollout.num_generations, policy_version=state["version"])
@@ -327,20 +326,9 @@ class Engine:
         } for s in scored])
 
 
-def PluginOptions_for(reg: Registry, stage: StageSpec) -> Any:
-    return reg.get("backends", stage.rollout.backend).Options()
-
-
-def _offline_feedback(shape: str, rows: list[dict]) -> Any:
-    prompts = [r["prompt"] for r in rows]
-    if shape == "demonstrations":
-        return Demonstrations(prompts, [r["completion"] for r in rows])
-    if shape == "pairs":
-        return PairFeedback(prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows],
-                            [1.0] * len(rows))
-    if shape == "binary":
-        return BinaryFeedback(prompts, [r["completion"] for r in rows], [bool(r["label"]) for r in rows])
-    raise UserError(f"feedback shape '{shape}' needs reward sources")
+def _build(cls: type, ctx: PluginContext) -> Any:
+    """A backend with its default options (backend options in recipes come with the vLLM backend)."""
+    return cls(cls.Options(), ctx)
 
 
 def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:

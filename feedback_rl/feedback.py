@@ -12,7 +12,20 @@ from collections import defaultdict
 
 import torch
 
-from .types import BinaryFeedback, Feedback, PairFeedback, Preference, Rollout, ScalarFeedback, Scored
+from .types import BinaryFeedback, Demonstrations, Feedback, PairFeedback, Preference, Rollout, ScalarFeedback, Scored
+
+
+def from_rows(shape: str, rows: list[dict]) -> Feedback:
+    """Offline feedback straight from dataset rows (no reward sources in the stage)."""
+    from .errors import UserError
+    prompts = [r["prompt"] for r in rows]
+    if shape == "demonstrations":
+        return Demonstrations(prompts, [r["completion"] for r in rows])
+    if shape == "pairs":
+        return PairFeedback(prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows], [1.0] * len(rows))
+    if shape == "binary":
+        return BinaryFeedback(prompts, [r["completion"] for r in rows], [bool(r["label"]) for r in rows])
+    raise UserError(f"feedback shape '{shape}' needs reward sources")
 
 
 def to_scalar(scored: list[Scored]) -> ScalarFeedback:
