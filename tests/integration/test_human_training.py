@@ -21,7 +21,9 @@ def start_annotator(url: str, token: str, *extra: str) -> subprocess.Popen:
                              "--token", token, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.slow  # 21 minutes on 2 heavily shared cores (SFT 200 steps, DPO 60 steps)
+# ~4 minutes on 2 cores: SFT 600 steps on 400 labelled sums (it plateaus; RL from a model caught in the
+# middle of learning the algorithm only hurts), then DPO 300 steps on the annotator's labels.
+@pytest.mark.slow
 def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
     db = tmp_path / "labels.sqlite"
     token = LabelStore(db).add_annotator("sim")
@@ -30,9 +32,8 @@ def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
     try:
         out = subprocess.run(
             [sys.executable, "-m", "feedback_rl.cli", "train", str(ROOT / "recipes/rlhf-human.yaml"), "--no-progress",
-             "--set", f"output_dir={tmp_path / 'runs'}", "--set", f"stages.dpo.rewards.sources.people.db={db}",
-             "--set", "stages.sft.train.steps=200", "--set", "stages.dpo.train.steps=60"],
-            capture_output=True, text=True, timeout=1500)
+             "--set", f"output_dir={tmp_path / 'runs'}", "--set", f"stages.dpo.rewards.sources.people.db={db}"],
+            capture_output=True, text=True, timeout=1800)
     finally:
         annotator.kill()
         server.terminate()
@@ -41,11 +42,11 @@ def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
     dpo = json.loads((run_dir / "status.json").read_text())["stages"]["dpo"]
     before, after = dpo["eval_before"]["eval/exact_match"], dpo["eval_after"]["eval/exact_match"]
     print(f"held-out exact match: {before:.3f} -> {after:.3f}")
-    assert after > before + 0.02
+    assert after > before + 0.02  # 500 held-out sums: one standard error is ~2 points
     con = sqlite3.connect(db)
     labels = con.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
     consumed = con.execute("SELECT COUNT(*) FROM consumed").fetchone()[0]
     assert labels > 100 and consumed > 0.8 * labels
     steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trained = [m for m in steps if m.get("stage") == "dpo" and m.get("feedback/size", 0) > 0]
-    assert len(trained) > 30  # labels reached the optimizer on most steps
+    assert len(trained) > 250  # labels reached the optimizer on most steps
