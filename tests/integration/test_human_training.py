@@ -21,7 +21,7 @@ def start_annotator(url: str, token: str, *extra: str) -> subprocess.Popen:
                              "--token", token, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-# ~4 minutes on 2 cores: SFT 600 steps on 400 labelled sums (it plateaus; RL from a model caught in the
+# ~3 minutes on 2 cores: SFT 600 steps on 400 labelled sums (it plateaus; RL from a model caught in the
 # middle of learning the algorithm only hurts), then DPO 300 steps on the annotator's labels.
 @pytest.mark.slow
 def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
