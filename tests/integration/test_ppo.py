@@ -39,10 +39,10 @@ def test_rlhf_ppo_raises_the_reward_model_score_within_the_kl_limit(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xfail(reason="not yet shown: measured 0.652 -> 0.368 (SFT 500 steps, PPO lr 1e-4, 60 steps) and "
                           "0.10 -> 0.09 (SFT 300 steps, PPO lr 3e-5); PPO's hyperparameters for ReFT need tuning",
-                   strict=False)
+                   strict=True)  # strict: the day it passes, the marker must go
 def test_ppo_reft_raises_held_out_exact_match_over_sft(tmp_path):
-    # the full SFT stage reaches 0.996 held-out exact match, leaving PPO nothing to add: stop it early
-    run, summary = train_recipe(RECIPES / "ppo-reft.yaml", [f"output_dir={tmp_path}", "stages.sft.train.steps=500"])
+    # the recipe's SFT sees 400 labelled sums (about 0.39 held-out), leaving PPO room to add
+    run, summary = train_recipe(RECIPES / "ppo-reft.yaml", [f"output_dir={tmp_path}"])
     assert summary["status"] == "finished"
     sft = summary["stages"]["sft"]["eval_after"]["eval/exact_match"]
     ppo = summary["stages"]["ppo"]["eval_after"]["eval/exact_match"]
