@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from feedback_rl.engine import train_recipe
 
@@ -36,15 +35,12 @@ def test_rlhf_ppo_raises_the_reward_model_score_within_the_kl_limit(tmp_path):
         assert key in steps[-1], key
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="not yet shown: measured 0.652 -> 0.368 (SFT 500 steps, PPO lr 1e-4, 60 steps) and "
-                          "0.10 -> 0.09 (SFT 300 steps, PPO lr 3e-5); PPO's hyperparameters for ReFT need tuning",
-                   strict=True)  # strict: the day it passes, the marker must go
 def test_ppo_reft_raises_held_out_exact_match_over_sft(tmp_path):
-    # the recipe's SFT sees 400 labelled sums (about 0.39 held-out), leaving PPO room to add
+    # the recipe as shipped (about 2 min 45 s): SFT on 400 labelled sums reaches 0.392 held-out, PPO with
+    # the rule checker on all prompts 0.542 (seed 0). Earlier settings fell (0.652 -> 0.368 at lr 1e-4).
     run, summary = train_recipe(RECIPES / "ppo-reft.yaml", [f"output_dir={tmp_path}"])
     assert summary["status"] == "finished"
     sft = summary["stages"]["sft"]["eval_after"]["eval/exact_match"]
     ppo = summary["stages"]["ppo"]["eval_after"]["eval/exact_match"]
     print(f"held-out exact match: sft {sft:.3f} -> ppo {ppo:.3f}")
-    assert ppo > sft
+    assert ppo >= sft + 0.05
