@@ -18,7 +18,8 @@ from .base import (  # noqa: E402
     SamplingParams,
 )
 from .batching import (  # noqa: E402
-    TokenBatch, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize, tokenize_rollouts,
+    TokenBatch, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
+    tokenize_rollouts,
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
-    "sequence_logprobs",
+    "sequence_logprobs", "completion_logprobs",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
     "last_token_index", "load_scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",

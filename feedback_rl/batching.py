@@ -101,6 +101,11 @@ def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: fl
     return logps, entropy
 
 
+def completion_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+    """One log-probability per sequence, ``[B]``: the sum over its completion tokens (EOS included)."""
+    return (sequence_logprobs(model, batch, temperature) * batch.target_mask).sum(-1)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``x`` where ``mask`` is 1; 0 where the mask is empty (never NaN)."""
     mask = mask.to(x.dtype)

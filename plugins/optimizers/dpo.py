@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, sequence_logprobs, tokenize
+from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, tokenize
 
 
 def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float,
@@ -37,7 +37,7 @@ def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, b
 
 def pair_logps(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence log-probs of a batch of chosen rows stacked on rejected rows: one forward for both."""
-    logps = (sequence_logprobs(model, tokens) * tokens.target_mask).sum(-1)
+    logps = completion_logprobs(model, tokens)
     n = len(tokens) // 2
     return logps[:n], logps[n:]
 

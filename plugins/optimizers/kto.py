@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, sequence_logprobs, tokenize
+from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, tokenize
 
 # The KTO paper recommends wD * n_desirable / (wU * n_undesirable) in [1, 4/3].
 RATIO_RANGE = (1.0, 4.0 / 3.0)
@@ -55,10 +55,6 @@ def weights_in_range(n_good: int, n_bad: int, wD: float, wU: float, sigmas: floa
     return ratio(hi_p) >= RATIO_RANGE[0] and ratio(lo_p) <= RATIO_RANGE[1]
 
 
-def seq_logps(model: torch.nn.Module, tokens: TokenBatch) -> torch.Tensor:
-    return (sequence_logprobs(model, tokens) * tokens.target_mask).sum(-1)
-
-
 @dataclass
 class KTOBatch:
     tokens: TokenBatch
@@ -95,8 +91,8 @@ class KTO(Optimizer):
         kl_prompts, kl_completions = mismatched(feedback.prompts, feedback.completions)
         kl_tokens = tok(kl_prompts, kl_completions) if kl_prompts else None
         with torch.no_grad():
-            ref = seq_logps(models.reference, tokens)
-            kl_ref = seq_logps(models.reference, kl_tokens) if kl_tokens is not None else torch.zeros(0)
+            ref = completion_logprobs(models.reference, tokens)
+            kl_ref = completion_logprobs(models.reference, kl_tokens) if kl_tokens is not None else torch.zeros(0)
         return KTOBatch(tokens, torch.tensor(feedback.desirable, dtype=torch.bool), ref, kl_tokens, kl_ref)
 
     def minibatches(self, prepared):
@@ -105,9 +101,9 @@ class KTO(Optimizer):
 
     def loss(self, batch, models):
         o = self.options
-        logratios = seq_logps(models.policy, batch.tokens) - batch.ref_logps
+        logratios = completion_logprobs(models.policy, batch.tokens) - batch.ref_logps
         with torch.no_grad():
-            kl_policy = seq_logps(models.policy, batch.kl_tokens) if batch.kl_tokens is not None else torch.zeros(0)
+            kl_policy = completion_logprobs(models.policy, batch.kl_tokens) if batch.kl_tokens is not None else torch.zeros(0)
         z0 = reference_point(kl_policy, batch.kl_ref_logps)
         loss = kto_loss(logratios, batch.desirable, z0, o.beta, o.desirable_weight, o.undesirable_weight).mean()
         rewards = o.beta * logratios.detach()
