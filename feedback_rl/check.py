@@ -60,7 +60,7 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             rows = list(datasets.load(ref, rec.base_dir))[:num_prompts]
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
-            backend = reg.get("backends", stage.rollout.backend)(reg.get("backends", stage.rollout.backend).Options(), ctx)
+            backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
             r = stage.rollout
             sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                       top_k=r.top_k)

@@ -110,7 +110,7 @@ class Engine:
         ctx.sampling = self._sampling(stage)
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
         models = build_models(optimizer.roles(), self.policy, self.tokenizer)
-        backend = _build(self.reg.get("backends", stage.rollout.backend), ctx)
+        backend = self.reg.get("backends", stage.rollout.backend)(recipe.options("backend", i), ctx)
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
                                  "none", 1.0, role="eval")
@@ -324,11 +324,6 @@ class Engine:
             "scores": {k: {"status": v.status, "value": v.value, **({"reason": v.reason} if v.reason else {})}
                        for k, v in s.scores.items()},
         } for s in scored])
-
-
-def _build(cls: type, ctx: PluginContext) -> Any:
-    """A backend with its default options (backend options in recipes come with the vLLM backend)."""
-    return cls(cls.Options(), ctx)
 
 
 def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:

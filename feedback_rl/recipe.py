@@ -90,6 +90,7 @@ class FeedbackSpec(Strict):
 
 class RolloutSpec(Strict):
     backend: str = Field("hf", description="generation backend plugin")
+    backend_options: dict[str, Any] = Field({}, description="the backend plugin's own options (e.g. vllm: gpu_memory_utilization)")
     num_generations: int = Field(8, ge=1, description="completions per prompt (a group)")
     max_new_tokens: int = Field(32, ge=1)
     temperature: float = Field(1.0, gt=0.0)
@@ -289,6 +290,8 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
             reg.get("backends", stage.rollout.backend)
         except UserError as e:
             fail(loc + ("rollout", "backend"), str(e))
+        recipe._options[("backend", i)] = plugin_options(
+            "backends", stage.rollout.backend, stage.rollout.backend_options, loc + ("rollout", "backend_options"), set())
         for group, sources in (("rewards", stage.rewards.sources), ("eval", stage.eval.sources or [])):
             key = "source" if group == "rewards" else "eval_source"
             seen: list[str] = []
