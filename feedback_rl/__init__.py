@@ -18,7 +18,7 @@ from .base import (  # noqa: E402
     SamplingParams,
 )
 from .batching import (  # noqa: E402
-    TokenBatch, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
+    TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
     tokenize_rollouts,
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
@@ -26,7 +26,7 @@ from .errors import RunStopped, UserError  # noqa: E402
 from .models import load_model  # noqa: E402
 from .recipe import DataRef, GeneratedData  # noqa: E402
 from .rollout import generate_rollouts  # noqa: E402
-from .roles import last_token_index, load_scalar_model, sequence_scores, token_values  # noqa: E402
+from .roles import last_token_index, load_scalar_model, scalar_model, sequence_scores, token_values  # noqa: E402
 from .types import (  # noqa: E402
     BinaryFeedback,
     Demonstrations,
@@ -44,8 +44,8 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
-    "sequence_logprobs", "completion_logprobs",
+    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
-    "last_token_index", "load_scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
+    "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
 ]

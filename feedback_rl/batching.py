@@ -69,6 +69,27 @@ def tokenize_rollouts(rollouts: list, tokenizer: Any) -> TokenBatch:
     return pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id(tokenizer))
 
 
+def behaviour_logprobs(rollouts: list, batch: TokenBatch) -> torch.Tensor | None:
+    """The backend's per-token log-probs laid out like :func:`sequence_logprobs` (``[B, T-1]``):
+    completion token j of row i sits at the j-th position of ``batch.target_mask[i]``, zeros elsewhere.
+
+    None when a rollout with a non-empty completion carries no log-probs (nothing to compare with).
+    """
+    mask = batch.target_mask
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    for i, r in enumerate(rollouts):
+        where = mask[i].nonzero().squeeze(-1)
+        if not len(where):
+            continue
+        if r.logprobs is None:
+            return None
+        lp = r.logprobs.reshape(-1)
+        if len(lp) != len(where):
+            raise ValueError(f"rollout {r.uid or i}: {len(lp)} behaviour log-probs for {len(where)} completion tokens")
+        out[i, where] = lp.to(out)
+    return out
+
+
 def pad_id(tokenizer: Any) -> int:
     pid = tokenizer.pad_token_id
     return pid if pid is not None else (tokenizer.eos_token_id or 0)

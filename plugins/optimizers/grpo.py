@@ -5,6 +5,10 @@ Advantages need no critic: each completion is compared with the other completion
 - ``grpo``:    mean over each sequence's tokens, then over sequences (favours short answers);
 - ``dr_grpo``: sum over all tokens / (sequences x max_new_tokens), a constant (Dr. GRPO);
 - ``dapo``:    sum over all tokens / number of tokens in the batch (token-level, DAPO).
+
+The generation backend (vLLM above all) may score tokens slightly differently from the trainer.
+``logprob_mismatch`` logs how much; ``is_cap`` corrects for it with truncated importance sampling
+(TRL's ``vllm_importance_sampling_correction`` in ``token_truncate`` mode, cap = its ``clip_max``).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, hookimpl, masked_mean, sequence_logprobs, tokenize_rollouts,
+    Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, masked_mean,
+    sequence_logprobs, tokenize_rollouts,
 )
 
 
@@ -51,6 +56,24 @@ def clipped_objective(logps, old_logps, advantages, eps_low: float, eps_high: fl
     return -torch.min(unclipped, clipped), (clipped < unclipped).float()
 
 
+def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask.
+
+    The rollouts were sampled from the backend's distribution, the gradient assumes the trainer's:
+    the weight reweights each token towards the trainer's, truncated so one token cannot dominate.
+    """
+    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
+    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
+
+
+def mismatch_metrics(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Mean |trainer - behaviour| log-prob and mean untruncated ratio over completion tokens."""
+    d = trainer_logps - behaviour_logps
+    return {"rollout/logprob_mismatch": masked_mean(d.abs(), mask).item(),
+            "rollout/is_ratio_mean": masked_mean(torch.exp(d), mask).item()}
+
+
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_len: int) -> torch.Tensor:
     if loss_type == "grpo":
         return masked_mean(per_token, mask, dim=1).mean()
@@ -65,11 +88,13 @@ class GRPOBatch:
     advantages: torch.Tensor
     old_logps: torch.Tensor | None
     ref_logps: torch.Tensor | None
+    is_weights: torch.Tensor | None = None   # truncated IS weights against the backend's log-probs
 
 
 class GRPO(Optimizer):
     name = "grpo"
     feedback = "scalar"
+    _mismatch: dict[str, float] = {}   # trainer vs backend log-prob gauges of the prepared batch
 
     class Options(PluginOptions):
         beta: float = Field(0.0, ge=0.0, description="KL weight; 0 loads no reference model")
@@ -78,6 +103,11 @@ class GRPO(Optimizer):
         loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
         scale_rewards: Literal["group", "batch", "none"] = "group"
         num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch of rollouts")
+        logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
+                                       "(trainer vs backend log-probs; one more no-grad forward when num_iterations is 1)")
+        is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: weight each token's "
+                                     "policy loss by min(exp(trainer - backend log-prob), is_cap) (TRL's "
+                                     "vllm_importance_sampling_correction, token_truncate); default off")
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -91,16 +121,29 @@ class GRPO(Optimizer):
     def prepare(self, feedback, models):
         if not feedback.rollouts:
             return None
-        tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer)
+        o = self.options
+        device = next(models.policy.parameters()).device
+        tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer).to(device)
         groups = torch.tensor([r.group for r in feedback.rollouts])
-        adv = group_advantages(feedback.rewards, groups, self.options.scale_rewards)
+        adv = group_advantages(feedback.rewards, groups, o.scale_rewards).to(device)
         self._zero_std = float((adv == 0).float().mean())
+        behaviour = behaviour_logprobs(feedback.rollouts, tokens)
+        if o.is_cap is not None and behaviour is None:
+            raise UserError(f"stage '{self.context.stage}': optimizer.is_cap needs the backend's log-probs, "
+                            "and these rollouts carry none")
         temp = self.context.sampling.temperature
         with torch.no_grad():
-            # with one pass the old policy is the current one: the ratio is 1 and only its gradient matters
-            old = sequence_logprobs(models.policy, tokens, temp) if self.options.num_iterations > 1 else None
+            want_old = o.num_iterations > 1 or o.is_cap is not None or o.logprob_mismatch
+            trainer = sequence_logprobs(models.policy, tokens, temp) if want_old else None
             ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else None
-        return GRPOBatch(tokens, adv, old, ref)
+        self._mismatch, weights = {}, None
+        if trainer is not None and behaviour is not None:
+            self._mismatch = mismatch_metrics(trainer, behaviour, tokens.target_mask)
+            if o.is_cap is not None:
+                weights = truncated_is_weights(trainer, behaviour, tokens.target_mask, o.is_cap)
+        # with one pass the old policy is the current one: the ratio is 1 and only its gradient matters
+        old = trainer if o.num_iterations > 1 else None
+        return GRPOBatch(tokens, adv, old, ref, weights)
 
     def minibatches(self, prepared):
         if prepared is None:
@@ -115,8 +158,10 @@ class GRPO(Optimizer):
         mask = batch.tokens.target_mask
         old = batch.old_logps if batch.old_logps is not None else logps.detach()
         per_token, clipped = clipped_objective(logps, old, batch.advantages, o.epsilon, o.epsilon_high or o.epsilon)
+        if batch.is_weights is not None:
+            per_token = per_token * batch.is_weights
         metrics = {"clip_frac": masked_mean(clipped, mask).item(), "entropy": masked_mean(entropy, mask).item(),
-                   "adv_zero_frac": self._zero_std}
+                   "adv_zero_frac": self._zero_std, **self._mismatch}
         if batch.ref_logps is not None:
             kl = k3_kl(logps, batch.ref_logps)
             per_token = per_token + o.beta * kl

@@ -7,6 +7,10 @@ proportional controller of Ziegler et al. (TRL's AdaptiveKLController). Advantag
 over the critic's values; the policy loss is PPO's clipped surrogate, the value loss is clipped
 around the old values. ``ptx_coef`` mixes in the LM loss on a dataset (InstructGPT's PPO-ptx).
 
+The backend may score tokens slightly differently from the trainer (vLLM above all): the PPO stage
+always logs ``rollout/logprob_mismatch``; ``is_cap`` corrects for it with truncated importance
+sampling (TRL's ``vllm_importance_sampling_correction``, ``token_truncate`` mode, cap = ``clip_max``).
+
 Token alignment: log-probs are ``[B, T-1]`` (position t predicts token t+1); the value at position
 t has read tokens 0..t, so ``values[:, :-1]`` is the value of the state each log-prob acts from.
 """
@@ -21,8 +25,8 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, UserError, hookimpl, load_dataset, masked_mean, masked_whiten,
-    sequence_logprobs, tokenize, tokenize_rollouts,
+    Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, load_dataset, masked_mean,
+    masked_whiten, sequence_logprobs, tokenize, tokenize_rollouts,
 )
 
 from feedback_rl import DataRef, last_token_index, token_values
@@ -58,12 +62,23 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate ``mean(max(-A r, -A clip(r, 1-c, 1+c)))``, and the share of tokens clipped."""
+                clip: float, is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate ``mean(w * max(-A r, -A clip(r, 1-c, 1+c)))``, and the share of tokens
+    clipped; ``w`` is the truncated importance weight against the backend (1 without correction)."""
     ratio = torch.exp(logps - old_logps)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-    return masked_mean(torch.max(unclipped, clipped), mask), masked_mean((clipped > unclipped).float(), mask)
+    per_token = torch.max(unclipped, clipped)
+    if is_weights is not None:
+        per_token = per_token * is_weights
+    return masked_mean(per_token, mask), masked_mean((clipped > unclipped).float(), mask)
+
+
+def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask (as in GRPO)."""
+    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
+    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -109,6 +124,7 @@ class PPOBatch:
     old_values: torch.Tensor    # [B, T-1]
     advantages: torch.Tensor    # [B, T-1]
     returns: torch.Tensor       # [B, T-1]
+    is_weights: torch.Tensor    # [B, T-1], truncated IS weights against the backend (ones when off)
 
     def select(self, index: torch.Tensor) -> "PPOBatch":
         return PPOBatch(*(getattr(self, f.name)[index] if f.name != "tokens" else self.tokens.select(index)
@@ -140,6 +156,9 @@ class PPO(Optimizer):
         ptx_data: DataRef | None = Field(None, description="dataset of prompt/completion rows for PPO-ptx")
         ptx_coef: float = Field(0.0, ge=0.0)
         ptx_batch_size: int = Field(8, ge=1)
+        is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: weight each token's "
+                                     "policy loss by min(exp(trainer - backend log-prob), is_cap) (TRL's "
+                                     "vllm_importance_sampling_correction, token_truncate); default off")
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -204,8 +223,19 @@ class PPO(Optimizer):
                        "score/mean": float(feedback.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
                        "explained_variance": explained_variance(values, returns, mask),
                        "non_score_reward": float((-self.kl_ctl.value * seq_kl).mean())}
+        behaviour = behaviour_logprobs(feedback.rollouts, tokens)
+        weights = torch.ones_like(logps)
+        if behaviour is not None:
+            d = logps - behaviour
+            self._stats.update({"rollout/logprob_mismatch": float(masked_mean(d.abs(), mask)),
+                                "rollout/is_ratio_mean": float(masked_mean(torch.exp(d), mask))})
+            if o.is_cap is not None:
+                weights = truncated_is_weights(logps, behaviour, mask, o.is_cap)
+        elif o.is_cap is not None:
+            raise UserError(f"stage '{self.context.stage}': optimizer.is_cap needs the backend's log-probs, "
+                            "and these rollouts carry none")
         self._batch_size = len(feedback)
-        return PPOBatch(tokens, logps, values, adv, returns)
+        return PPOBatch(tokens, logps, values, adv, returns, weights)
 
     def minibatches(self, prepared):
         if prepared is None:
@@ -224,7 +254,7 @@ class PPO(Optimizer):
         logps, entropy = sequence_logprobs(models.policy, batch.tokens, self.context.sampling.temperature,
                                            with_entropy=True)
         values = token_values(models.critic, batch.tokens)[:, :-1]
-        pg, pg_clip = policy_loss(logps, batch.old_logps, batch.advantages, mask, o.cliprange)
+        pg, pg_clip = policy_loss(logps, batch.old_logps, batch.advantages, mask, o.cliprange, batch.is_weights)
         vf, vf_clip = value_loss(values, batch.old_values, batch.returns, mask, o.cliprange_value)
         ptx = self._ptx_loss(models) if self._ptx is not None else None
         loss = ppo_objective(pg, vf, o.vf_coef, ptx, o.ptx_coef)
