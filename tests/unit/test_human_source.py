@@ -57,16 +57,20 @@ def test_labels_come_back_once_as_pairs_and_binary(tmp_path):
     assert src.metrics()["labels_consumed"] == 3
 
 
-def test_a_restarted_source_does_not_see_consumed_labels_again(tmp_path):
+def test_a_resumed_source_takes_up_at_its_checkpoint_and_a_fresh_one_at_the_start(tmp_path):
     src = make(tmp_path, per_step=2)
     src.compare([(ro(f"{k}+1=", "A", k), ro(f"{k}+1=", "B", k)) for k in range(2)])
     first = src.store.next_item("ann")
     src.store.submit(first["id"], "ann", "a")
     assert len(src.collect()[0]) == 1
+    saved = src.state_dict()
     src.close()
-    again = make(tmp_path, per_step=2)
-    assert again.collect() == []
-    assert again.store.next_item("bob")["id"] != first["id"]  # the other item is still pending
+    resumed = make(tmp_path, per_step=2)
+    resumed.load_state_dict(saved)
+    assert resumed.collect() == []
+    assert resumed.store.next_item("bob")["id"] != first["id"]  # the other item is still pending
+    fresh = make(tmp_path, per_step=2)  # a new run's model has seen no label yet
+    assert fresh.collect()[0].chosen == ["A"]
 
 
 def test_thumbs_and_ratings_become_binary_and_scalars(tmp_path):

@@ -4,6 +4,15 @@ Async (default): ``compare``/``score`` enqueue up to ``per_step`` items and answ
 an abstain); ``collect`` hands the engine every label that arrived since its last call, each once.
 Blocking: the same, but ``compare``/``score`` wait (up to ``timeout`` s) until the enqueued items
 are labeled, so ``collect`` in the same step returns their labels.
+
+The checkpoint is the authority on what was trained: the source holds its cursor over the store
+in memory and in :meth:`state_dict`; on resume, labels taken after the checkpoint come again, and
+a fresh run starts from the store's first label.
+
+With ``reward_model``, the source refits a Bradley-Terry reward model every ``refit_every`` new
+preference pairs; once fitted, :meth:`score` returns its score for every rollout (the source is then
+pointwise, so it can drive GRPO or PPO), and ``sampling: uncertain`` asks people about what that
+model is least sure of.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from feedback_rl import (
     ScalarFeedback, Score,
 )
 
+from .refit import RefitOptions, RefittedRewardModel
 from .store import Label, LabelStore
 
 
@@ -33,7 +43,8 @@ class HumanOptions(PluginOptions):
     mode: Literal["async", "blocking"] = "async"
     timeout: float = Field(60.0, gt=0)      # blocking mode: seconds to wait for a step's labels
     labels_per_item: int = Field(1, ge=1)   # 2+ asks several people (agreement is measured)
-    consumer: str | None = None             # the cursor's name; default: <stage>/<source name>
+    consumer: str | None = None             # the audit trail's name; default: <stage>/<source name>
+    reward_model: RefitOptions | None = None  # refit a reward model on the labels; it then scores rollouts
 
 
 class HumanSource(RewardSource):
@@ -44,38 +55,61 @@ class HumanSource(RewardSource):
 
     def __init__(self, options: HumanOptions, context: PluginContext):
         super().__init__(options, context)
-        self.pairwise = options.task == "pairwise"  # an instance attribute: the engine asks per instance
+        self.rm = RefittedRewardModel(options.reward_model, context) if options.reward_model else None
+        # an instance attribute, the engine asks per instance: with a reward model it scores one by one
+        self.pairwise = options.task == "pairwise" and self.rm is None
         db = context.resolve(options.db) if options.db else context.run_dir / "labels.sqlite"
         self.store = LabelStore(db)
         self.consumer = options.consumer or f"{context.stage}/{context.name}"
         self.rng = random.Random(context.seed)
         self.consumed = 0
+        self.cursor = (0, 0)   # (last label id, last change id) handed out; checkpointed, not stored
+        self.since_fit = 0     # preferences handed out since the reward model's last refit
         self.started = time.time()
 
     @classmethod
     def gives(cls, options: HumanOptions) -> set[str]:
+        if options.reward_model is not None:
+            return {"scalar", "pairs", "binary"}
         return {"pairwise": {"pairs", "binary"}, "thumbs": {"binary"},
                 "rating": {"scalar", "binary", "pairs"}}[options.task]
 
     def describe(self) -> dict:
         o = self.options
-        return {"task": o.task, "db": str(self.store.path), "mode": o.mode, "sampling": o.sampling}
+        return {"task": o.task, "db": str(self.store.path), "mode": o.mode, "sampling": o.sampling,
+                "reward_model": o.reward_model.model_dump() if o.reward_model else None}
 
     # ------------------------------------------------------------------ outgoing
     def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
-        distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
-        chosen = self._sample(distinct, _pair_uncertainty)
-        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, _meta(a, b))
-                                       for a, b in chosen], self.options.labels_per_item)
-        self._wait(ids)
+        self._ask_pairs(pairs, self._rm_values([r for p in pairs for r in p]))
         return [Preference(a, b, winner=None, source=self.context.name) for a, b in pairs]
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
-        chosen = self._sample(rollouts, _single_uncertainty)
-        ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, _meta(r))
-                                       for r in chosen], self.options.labels_per_item)
+        values = self._rm_values(rollouts)
+        if self.options.task == "pairwise":  # only with a reward model: people still compare pairs
+            self._ask_pairs(_first_pairs(rollouts), values)
+        else:
+            chosen = self._sample(rollouts, _single_key(values))
+            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, _meta(r))
+                                           for r in chosen], self.options.labels_per_item)
+            self._wait(ids)
+        if values is None:
+            return [Score.abstain("queued for humans")] * len(rollouts)
+        return [Score.error("empty rollout") if values[id(r)] is None else Score.ok(values[id(r)])
+                for r in rollouts]
+
+    def _ask_pairs(self, pairs: list[tuple[Rollout, Rollout]], values: dict | None) -> None:
+        distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
+        chosen = self._sample(distinct, _pair_key(values))
+        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, _meta(a, b))
+                                       for a, b in chosen], self.options.labels_per_item)
         self._wait(ids)
-        return [Score.abstain("queued for humans")] * len(rollouts)
+
+    def _rm_values(self, rollouts: list[Rollout]) -> dict[int, float | None] | None:
+        """The fitted reward model's score per rollout (by id()); None before its first fit."""
+        if self.rm is None or not self.rm.fitted:
+            return None
+        return dict(zip([id(r) for r in rollouts], self.rm.values(rollouts)))
 
     def _sample(self, items: list, uncertainty) -> list:
         # people label far slower than a model generates: past max_pending, new items would only go stale
@@ -99,18 +133,37 @@ class HumanSource(RewardSource):
 
     # ------------------------------------------------------------------ incoming
     def collect(self) -> list[Feedback]:
-        labels = self.store.consume(self.consumer, self.options.task)
+        labels, self.cursor = self.store.take(self.consumer, self.cursor)
+        labels = [x for x in labels if x.task == self.options.task]
         self.consumed += len(labels)
         if not labels:
             return []
+        if self.rm is not None:
+            self.since_fit += sum(x.choice not in ("tie", "3") for x in labels)
+            if self.since_fit >= self.options.reward_model.refit_every:
+                self.rm.fit([x for x in self.store.labels_upto(self.cursor[0]) if x.task == self.options.task])
+                self.since_fit = 0
         return to_feedback(self.options.task, labels)
+
+    def state_dict(self) -> dict:
+        return {"cursor": list(self.cursor), "consumed": self.consumed, "since_fit": self.since_fit,
+                "reward_model": self.rm.state_dict() if self.rm is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.cursor = tuple(state["cursor"])
+        self.consumed, self.since_fit = state["consumed"], state["since_fit"]
+        if self.rm is not None and state.get("reward_model"):
+            self.rm.load_state_dict(state["reward_model"])
 
     def metrics(self) -> dict[str, float]:
         """Queue depth, labels per minute, oldest pending age, agreement; the engine logs them."""
         s = self.store.stats()
         return {"queue_depth": s["queue_depth"], "labels_per_minute": s["labels_per_minute"],
                 "oldest_pending_s": s["oldest_pending_s"], "agreement": s["agreement"],
-                "labels_total": s["labels_total"], "labels_consumed": float(self.consumed)}
+                "labels_total": s["labels_total"], "labels_consumed": float(self.consumed),
+                **{f"rm/{k}": v for k, v in (self.rm.stats if self.rm is not None else {}).items()}}
 
     def close(self) -> None:
         self.store.close()
@@ -171,6 +224,39 @@ def _meta(a: Rollout, b: Rollout | None = None) -> dict:
     if b is not None:
         meta["completion_ids_b"] = b.completion_ids
     return meta
+
+
+def _first_pairs(rollouts: list[Rollout]) -> list[tuple[Rollout, Rollout]]:
+    """The first two distinct completions of each prompt group: what people are asked to compare."""
+    groups: dict[int, list[Rollout]] = defaultdict(list)
+    for r in rollouts:
+        if all(r.completion != o.completion for o in groups[r.group]):
+            groups[r.group].append(r)
+    return [(m[0], m[1]) for m in groups.values() if len(m) >= 2]
+
+
+def _pair_key(values: dict | None):
+    """Higher = less sure. With a fitted reward model: how close sigmoid(r_a - r_b) is to 0.5;
+    before it, the policy's own log-probs."""
+    if values is None:
+        return _pair_uncertainty
+
+    def key(pair: tuple[Rollout, Rollout]) -> float:
+        a, b = values.get(id(pair[0])), values.get(id(pair[1]))
+        if a is None or b is None:
+            return -1.0
+        return -abs(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a - b)))) - 0.5)
+    return key
+
+
+def _single_key(values: dict | None):
+    """Higher = less sure. With a fitted reward model: closeness of its score to the median score of
+    the candidates (the boundary between the better and the worse half); before it, log-probs."""
+    if values is None:
+        return _single_uncertainty
+    known = sorted(v for v in values.values() if v is not None)
+    median = known[len(known) // 2] if known else 0.0
+    return lambda r: -abs(values[id(r)] - median) if values.get(id(r)) is not None else -math.inf
 
 
 def _mean_logprob(r: Rollout) -> float:

@@ -3,9 +3,10 @@
 WAL mode, so the trainer, the web app and the terminal labeler (separate processes) read and write
 one file at once. Every write is one ``BEGIN IMMEDIATE`` transaction: a crash loses nothing that
 was acknowledged. A label is unique per (item, annotator): resubmitting it stores nothing new,
-changing it updates the row and appends to ``label_history``. Consumers (training runs) keep a
-persisted cursor over label ids, so a restarted trainer never sees a label twice; ``consumed``
-records which consumer took which label, as an audit trail.
+changing it updates the row and appends to ``label_history``. A training run holds its own cursor
+over label ids and change ids in its checkpoint (:meth:`LabelStore.take`): labels taken after the
+last checkpoint are taken again on resume, so the checkpointed model sees each label once.
+``consumed`` and ``cursors`` record who took what, as information.
 """
 from __future__ import annotations
 
@@ -95,6 +96,15 @@ class Label:
     a: str
     b: str | None
     meta: dict[str, Any]
+
+
+_LABELS = ("SELECT l.id, l.item_id, l.annotator, l.choice, i.task, i.prompt, i.a, i.b, i.meta "
+           "FROM labels l JOIN items i ON i.id=l.item_id ")
+
+
+def _label(r: sqlite3.Row) -> Label:
+    return Label(r["id"], r["item_id"], r["annotator"], r["choice"], r["task"], r["prompt"], r["a"], r["b"],
+                 json.loads(r["meta"]))
 
 
 def token_hash(token: str) -> str:
@@ -254,6 +264,32 @@ class LabelStore:
         out = [Label(r["id"], r["item_id"], r["annotator"], r["choice"], r["task"], r["prompt"], r["a"], r["b"],
                      json.loads(r["meta"])) for r in rows]
         return [x for x in out if (task is None or x.task == task)]
+
+    def take(self, consumer: str, cursor: tuple[int, int]) -> tuple[list[Label], tuple[int, int]]:
+        """Labels past a caller-held ``cursor`` = (last label id, last change id), and the new cursor.
+
+        A label stored after the cursor comes with its current choice; a label handed out before it
+        and changed since comes again, with the new choice. The caller keeps the cursor (in its
+        checkpoint); the store only records, as information, who took what (``consumed``, ``cursors``).
+        """
+        last_label, last_change = cursor
+        with self._tx() as db:  # one snapshot: the two cursors agree with each other
+            fresh = db.execute(_LABELS + "WHERE l.id > ? ORDER BY l.id", (last_label,)).fetchall()
+            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM label_history").fetchone()[0]
+            changed = db.execute(_LABELS + "WHERE l.id <= ? AND l.id IN (SELECT label_id FROM label_history "
+                                 "WHERE id > ?) ORDER BY l.id", (last_label, last_change)).fetchall()
+            if fresh:
+                db.executemany("INSERT OR IGNORE INTO consumed(consumer, label_id, at) VALUES (?,?,?)",
+                               [(consumer, r["id"], time.time()) for r in fresh])
+                db.execute("INSERT INTO cursors(consumer, last_label_id) VALUES (?,?) ON CONFLICT(consumer) "
+                           "DO UPDATE SET last_label_id=MAX(last_label_id, excluded.last_label_id)",
+                           (consumer, fresh[-1]["id"]))
+        new = (fresh[-1]["id"] if fresh else last_label, max(last_change, top))
+        return [_label(r) for r in changed + fresh], new
+
+    def labels_upto(self, last_label: int) -> list[Label]:
+        """Every label with id up to ``last_label``, with its current choice (a reward model's data)."""
+        return [_label(r) for r in self._conn().execute(_LABELS + "WHERE l.id <= ? ORDER BY l.id", (last_label,))]
 
     def labels_for(self, item_ids: list[int]) -> dict[int, list[str]]:
         if not item_ids:

@@ -1,0 +1,182 @@
+"""A reward model the human source refits on its labels, so people's taste can score every rollout.
+
+Bradley-Terry on a scalar head over a causal LM's trunk (``path``: an HF folder, ``builtin:tiny-gpt2``,
+or ``stage:<name>`` for an earlier stage's output, e.g. the SFT policy). Each refit starts again from
+that trunk with a fresh head, seeded by the refit count, and trains on every label so far except a
+fixed held-out share (chosen by item id, so an item stays on its side across refits).
+
+Pairs come from the labels: pairwise A/B choices directly (ties give none); ratings and thumbs give
+every pair of the same prompt's completions with different grades.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+
+from feedback_rl import PluginContext, PluginOptions, Rollout, Score, load_model, pack, scalar_model, sequence_scores
+from frl_plugins.optimizers.rm import bradley_terry_loss, pair_scores
+
+from .store import Label
+
+GRADE = {"up": 1, "down": 0, **{str(k): k for k in range(1, 6)}}
+
+
+class RefitOptions(PluginOptions):
+    path: str = Field(min_length=1, description="the trunk: an HF folder, builtin:tiny-gpt2, or stage:<name>")
+    refit_every: int = Field(32, ge=1, description="new preference pairs between refits")
+    steps: int = Field(100, ge=1, description="optimizer steps per refit")
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    holdout: float = Field(0.2, ge=0, lt=1, description="share of labelled items kept out to measure accuracy")
+    device: str = Field("auto", description="auto: CUDA when available, else CPU")
+
+
+@dataclass
+class Pair:
+    """One preference, as token ids (the rollout's own, so the RM reads what it will score)."""
+
+    item_id: int
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+def preference_pairs(labels: list[Label], tokenizer=None) -> list[Pair]:
+    """Pairwise labels give their (winner, loser); ratings and thumbs give graded pairs per prompt."""
+    def ids(text: str, stored) -> list[int]:
+        return list(stored) if stored else tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    out: list[Pair] = []
+    graded: dict[str, list[Label]] = defaultdict(list)
+    for x in labels:
+        if x.task == "pairwise":
+            if x.choice == "tie":
+                continue
+            a = ids(x.a, x.meta.get("completion_ids"))
+            b = ids(x.b, x.meta.get("completion_ids_b"))
+            win, lose = (a, b) if x.choice == "a" else (b, a)
+            out.append(Pair(x.item_id, ids(x.prompt, x.meta.get("prompt_ids")), win, lose))
+        else:
+            graded[x.prompt].append(x)
+    for group in graded.values():
+        for x, y in itertools.combinations(group, 2):
+            if GRADE[x.choice] != GRADE[y.choice]:
+                hi, lo = (x, y) if GRADE[x.choice] > GRADE[y.choice] else (y, x)
+                out.append(Pair(min(x.item_id, y.item_id), ids(hi.prompt, hi.meta.get("prompt_ids")),
+                                ids(hi.a, hi.meta.get("completion_ids")), ids(lo.a, lo.meta.get("completion_ids"))))
+    return out
+
+
+def held_out(item_id: int, share: float) -> bool:
+    """A fixed pseudo-random side per item (Knuth's multiplicative hash), the same at every refit."""
+    return (item_id * 2654435761 % 2**32) / 2**32 < share
+
+
+class RefittedRewardModel:
+    def __init__(self, options: RefitOptions, context: PluginContext):
+        self.options, self.context = options, context
+        self.trunk = self.tokenizer = None  # loaded at the first fit: a stage's output exists only then
+        self.model: torch.nn.Module | None = None
+        self.refits = 0
+        self.stats: dict[str, float] = {}
+        device = options.device
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+    @property
+    def fitted(self) -> bool:
+        return self.model is not None
+
+    def _load_trunk(self) -> None:
+        if self.trunk is None:
+            path = self.options.path
+            if path.startswith("stage:"):
+                path = str(self.context.run_dir / "stages" / path.split(":", 1)[1])
+            elif not path.startswith("builtin:"):
+                path = str(self.context.resolve(path))
+            self.trunk, self.tokenizer = load_model(path)
+            self.trunk.to(self.device)
+
+    def _fresh(self) -> torch.nn.Module:
+        self._load_trunk()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        return scalar_model(self.trunk, pad)
+
+    def fit(self, labels: list[Label]) -> None:
+        """Refit from the trunk on every label given; measures train and held-out pairwise accuracy."""
+        self._load_trunk()
+        pairs = preference_pairs(labels, self.tokenizer)
+        train = [p for p in pairs if not held_out(p.item_id, self.options.holdout)]
+        test = [p for p in pairs if held_out(p.item_id, self.options.holdout)]
+        if not train:
+            return
+        # the engine's random streams stay untouched, and a refit is the same whenever it happens
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.context.seed * 1000 + self.refits)
+            model = self._fresh().train()
+            opt = torch.optim.AdamW(model.parameters(), lr=self.options.lr)
+            g = torch.Generator().manual_seed(self.context.seed * 1000 + self.refits)
+            for _ in range(self.options.steps):
+                pick = torch.randint(len(train), (min(self.options.batch_size, len(train)),), generator=g)
+                chosen, rejected = pair_scores(model, self._batch([train[k] for k in pick.tolist()]))
+                loss = bradley_terry_loss(chosen, rejected)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+        self._freeze(model)
+        self.refits += 1
+        self.stats = {"refits": float(self.refits), "pairs": float(len(pairs)), "loss": float(loss),
+                      "train_accuracy": self.accuracy(train), "heldout_accuracy": self.accuracy(test),
+                      "heldout_pairs": float(len(test))}
+
+    def _freeze(self, model: torch.nn.Module) -> None:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+
+    def _batch(self, pairs: list[Pair]):
+        # chosen rows stacked on rejected rows; the pad id is irrelevant (the mask finds the last token)
+        return pack([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
+                    0).to(self.device)
+
+    @torch.no_grad()
+    def accuracy(self, pairs: list[Pair]) -> float:
+        """Share of pairs the current model scores chosen above rejected (nan for none)."""
+        if not pairs or self.model is None:
+            return float("nan")
+        right = 0
+        for start in range(0, len(pairs), 64):
+            chosen, rejected = pair_scores(self.model, self._batch(pairs[start: start + 64]))
+            right += int((chosen > rejected).sum())
+        return right / len(pairs)
+
+    @torch.no_grad()
+    def values(self, rollouts: list[Rollout]) -> list[float | None]:
+        """The RM's score per rollout, from its own token ids; None for an empty rollout."""
+        out: list[float | None] = [None] * len(rollouts)
+        fit = [k for k, r in enumerate(rollouts) if r.prompt_ids or r.completion_ids]
+        for start in range(0, len(fit), 64):
+            part = fit[start: start + 64]
+            tokens = pack([rollouts[k].prompt_ids for k in part], [rollouts[k].completion_ids for k in part], 0)
+            for k, s in zip(part, sequence_scores(self.model, tokens.to(self.device)).tolist()):
+                out[k] = s
+        return out
+
+    def score(self, rollouts: list[Rollout]) -> list[Score]:
+        return [Score.error("empty rollout") if v is None else Score.ok(v) for v in self.values(rollouts)]
+
+    def state_dict(self) -> dict:
+        return {"refits": self.refits, "stats": dict(self.stats),
+                "model": None if self.model is None else {k: v.cpu() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.refits, self.stats = state.get("refits", 0), dict(state.get("stats", {}))
+        if state.get("model") is not None:
+            model = self._fresh()
+            model.load_state_dict(state["model"])
+            self._freeze(model)
