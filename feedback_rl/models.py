@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from . import lora
 from .errors import UserError
 from .recipe import ModelSpec
 
@@ -38,16 +39,29 @@ def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) ->
 
 
 def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[torch.nn.Module, Any]:
+    """The policy and its tokenizer. With ``spec.lora`` the policy gets a fresh LoRA adapter; a folder
+    holding an adapter (a LoRA checkpoint or stage output) loads its base, then the adapter, trainable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     quiet_transformers()
     where, kwargs = resolve_path(spec, base_dir, build_dir, seed)
+    adapter = None
+    if not kwargs and lora.is_adapter_folder(where):
+        adapter, where = where, lora.base_path(where)
+    elif Path(where).exists():
+        where = str(Path(where).resolve())  # an adapter saved later names its base by this path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").exists()
+        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[spec.dtype], **kwargs)
     except OSError as e:
-        raise UserError(f"model.path: cannot load '{spec.path}': {str(e).splitlines()[0]}") from None
+        what = f"the base '{where}' of the adapter '{spec.path}'" if adapter else f"'{spec.path}'"
+        raise UserError(f"model.path: cannot load {what}: {str(e).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if adapter is not None:
+        model = lora.load_adapter(model, adapter, trainable=True)
+    elif spec.lora is not None:
+        model = lora.wrap(model, spec.lora)
     return model, tokenizer
 
 

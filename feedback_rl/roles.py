@@ -1,7 +1,8 @@
 """Model roles: the engine builds each role an optimizer asks for, once per stage.
 
 - ``reference``: the stage's starting policy, frozen (none is built when not asked for, e.g. GRPO
-  with beta 0);
+  with beta 0); for a LoRA policy, the policy itself with its adapter switched off (the base model),
+  so no second copy of the weights exists;
 - ``critic``: a copy of the policy's trunk with a scalar value head (PPO's default);
 - ``critic:shared``: a value head on the policy's own trunk (fewer weights; the value loss also
   moves the policy's trunk);
@@ -25,6 +26,7 @@ import torch
 
 from .base import Models
 from .batching import TokenBatch, pad_id, position_ids
+from . import lora
 from .errors import UserError
 from .models import frozen_copy
 
@@ -37,7 +39,7 @@ def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Mo
         raise ValueError(f"unknown model role(s) {sorted(unknown)}; known: {sorted(ROLES)}")
     models = Models(policy=policy, tokenizer=tokenizer)
     if "reference" in roles:
-        models.reference = frozen_copy(policy)
+        models.reference = lora.AdapterOff(policy) if lora.is_lora(policy) else frozen_copy(policy)
     if "critic" in roles:
         models.critic = scalar_model(policy, pad_id(tokenizer))
     elif "critic:shared" in roles:
@@ -48,13 +50,15 @@ def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Mo
 
 
 def scalar_model(policy: torch.nn.Module, pad_token_id: int | None = None) -> torch.nn.Module:
-    """A sequence-classification model (one label) with a copy of the policy's trunk and a fresh head."""
+    """A sequence-classification model (one label) with a copy of the policy's trunk and a fresh head.
+
+    For a LoRA policy the copy is the plain trunk with the adapter folded in (the current policy)."""
     from transformers import AutoModelForSequenceClassification
     config = copy.deepcopy(policy.config)
     config.num_labels = 1
     config.pad_token_id = pad_token_id
     model = AutoModelForSequenceClassification.from_config(config)
-    model.base_model.load_state_dict(policy.base_model.state_dict())
+    model.base_model.load_state_dict(lora.merged_state_dict(lora.plain_trunk(policy)))
     _init_head(_head(model))
     p = next(policy.parameters())
     return model.to(device=p.device, dtype=p.dtype)
@@ -73,7 +77,7 @@ class SharedValueHead(torch.nn.Module):
 
     @property
     def base_model(self) -> torch.nn.Module:
-        return self._policy.base_model
+        return lora.plain_trunk(self._policy)  # with LoRA: the trunk with its adapter active
 
 
 def _init_head(head: torch.nn.Linear) -> None:
