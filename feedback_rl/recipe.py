@@ -27,11 +27,24 @@ class TinySpec(Strict):
     n_positions: int = Field(64, ge=8)
 
 
+class LoraSpec(Strict):
+    """A LoRA adapter (peft) on the policy: only the adapter trains; the reference is the base."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: float = Field(16.0, gt=0.0, description="scaling: the update is (alpha / r) * B @ A")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="module names to adapt; default: the attention and MLP projections of GPT-2 and "
+                          "llama-style models; all-linear: every linear layer but the output")
+
+
 class ModelSpec(Strict):
-    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, a local HF folder, a hub id, or a .gguf file")
+    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, a local HF folder, a hub id, a .gguf "
+                                                       "file, or a LoRA adapter folder (adapter_config.json)")
     tiny: TinySpec = TinySpec()
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     gguf_file: str | None = Field(None, description="a GGUF file inside `path` (transformers dequantises it)")
+    lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of every weight (none: full fine-tuning)")
 
 
 class GeneratedData(Strict):
