@@ -30,6 +30,29 @@ def test_hf_backend_logprobs_match_the_trainer(tiny_model_dir):
     assert mask.sum() > 30 and gap < TOL, gap
 
 
+def test_ppo_prepare_logs_the_mismatch_and_weights_of_one(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from feedback_rl import ScalarFeedback
+    from feedback_rl.roles import build_models
+    from frl_plugins.optimizers.ppo import PPO
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    sampling = SamplingParams(max_new_tokens=5, temperature=1.0)
+    rollouts = generate_rollouts(HFBackend(HFBackend.Options(), None), model, tok, addition("train", 4, 0, 0),
+                                 sampling, 2)
+    ctx = PluginContext(name="ppo", run_dir=".", sampling=sampling)
+    ppo = PPO(PPO.Options(kl_coef=0.0, is_cap=2.0), ctx)
+    models = build_models(ppo.roles(), model, tok)
+    prepared = ppo.prepare(ScalarFeedback(rollouts, torch.rand(len(rollouts))), models)
+    assert ppo._stats["rollout/logprob_mismatch"] < TOL
+    mask = prepared.tokens.target_mask
+    assert ((prepared.is_weights - 1).abs() * mask).max() < 10 * TOL
+    _, metrics = ppo.loss(prepared, models)
+    assert "rollout/logprob_mismatch" in metrics
+
+
 def test_grpo_run_logs_a_tiny_mismatch_with_the_hf_backend(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(textwrap.dedent(f"""\
