@@ -129,7 +129,7 @@ class RefittedRewardModel:
                 opt.step()
         self._freeze(model)
         self.refits += 1
-        self.stats = {"refits": float(self.refits), "pairs": float(len(pairs)), "loss": float(loss),
+        self.stats = {"refits": float(self.refits), "pairs": float(len(pairs)), "loss": loss.item(),
                       "train_accuracy": self.accuracy(train), "heldout_accuracy": self.accuracy(test),
                       "heldout_pairs": float(len(test))}
 
