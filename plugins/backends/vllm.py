@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -30,26 +29,19 @@ from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, User
 NEEDS = "the vllm backend needs `pip install feedback_rl[vllm]` and a CUDA GPU"
 
 
-@contextmanager
-def hf_weights(model: torch.nn.Module) -> Iterator[list[tuple[str, torch.Tensor]]]:
+def hf_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The policy's weights under the names of a plain HF checkpoint: a DDP/accelerate wrapper
-    unwrapped, a PEFT adapter merged into its base for the duration (then unmerged)."""
+    unwrapped, a LoRA adapter folded in without touching the model (merging in place and back
+    would drift the frozen base by rounding error at every sync)."""
     model = getattr(model, "module", model)
-    if not (hasattr(model, "merge_adapter") and hasattr(model, "get_base_model")):
-        yield [(name, p.detach()) for name, p in model.named_parameters()]
-        return
-    model.merge_adapter()
-    try:
-        prefix = getattr(model, "prefix", "lora_")
-        out = []
-        for name, p in model.get_base_model().named_parameters():
-            if prefix in name or "original_module" in name:   # adapter weights: merged already
-                continue
-            name = name.replace(".base_layer", "").replace("modules_to_save.default.", "")
-            out.append((name, p.detach()))
-        yield out
-    finally:
-        model.unmerge_adapter()
+    if not hasattr(model, "get_base_model"):
+        return [(name, p.detach()) for name, p in model.named_parameters()]
+    # the core's one merge of LoRA weights (to be exported from feedback_rl: see docs/architecture.md)
+    from feedback_rl.lora import merged_state_dict
+    base = model.get_base_model()
+    merged = merged_state_dict(base)
+    names = [re.sub(r"(^|\.)base_layer\.", r"\1", n) for n, _ in base.named_parameters() if "lora_" not in n]
+    return [(n, merged[n]) for n in names]
 
 
 class VLLMBackend(Backend):
@@ -112,9 +104,9 @@ class VLLMBackend(Backend):
         return self.llm
 
     def _push(self, model: torch.nn.Module) -> None:
-        with hf_weights(model) as weights:
-            # vLLM's per-model load_weights maps HF names (and GPT-2's Conv1D transposes) to its layers
-            self.llm.apply_model(lambda m: m.load_weights(weights))
+        weights = hf_weights(model)
+        # vLLM's per-model load_weights maps HF names (and GPT-2's Conv1D transposes) to its layers
+        self.llm.apply_model(lambda m: m.load_weights(weights))
         self.llm.reset_prefix_cache()   # cached prompt KV was computed by the old weights
 
     # ------------------------------------------------------------------ the Backend API
