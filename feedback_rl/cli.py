@@ -1,7 +1,9 @@
 """The ``frl`` command line. Plugins add subcommands through ``frl_register_commands``."""
 from __future__ import annotations
 
+import os
 import sys
+
 import click
 
 from .errors import RunStopped, UserError
@@ -25,12 +27,25 @@ def _load(recipe_path: str, overrides: tuple[str, ...]):
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--resume", is_flag=True, help="Continue the run from its latest complete checkpoint.")
-def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool) -> None:
+@click.option("--num-processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train in N processes (accelerate launch: one per GPU, or gloo on CPU).")
+def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool, num_processes: int) -> None:
     """Run every stage of RECIPE."""
+    from .distributed import launched, relaunch
     from .engine import train_recipe
     from .summary import format_summary
-    pm, reg, rec = _load(recipe, overrides)
+    pm, reg, rec = _load(recipe, overrides)  # a bad recipe fails here, once, before any process starts
+    if num_processes > 1 and not launched():
+        args = ["train", recipe, *(f"--set={o}" for o in overrides), *(["--no-progress"] if no_progress else []),
+                *(["--resume"] if resume else [])]
+        code = relaunch(args, num_processes)
+        if code:
+            click.echo(f"error: training in {num_processes} processes failed (exit code {code}); "
+                       "see the messages above", err=True)
+        raise click.exceptions.Exit(code)
     run, summary = train_recipe(rec, pm=pm, progress=not no_progress, resume=resume, say=click.echo)
+    if launched() and int(os.environ.get("RANK", "0")) > 0:
+        return  # rank 0 reports for all
     click.echo(format_summary(summary))
     click.echo(f"model: {run.dir / 'final'}")
 
@@ -81,7 +96,8 @@ def plugins() -> None:
 
 
 # Core commands that live in modules of their own; each module defines ``register(cli)``.
-COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check", "feedback_rl.plots")
+COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check", "feedback_rl.plots", "feedback_rl.plan",
+                                      "feedback_rl.export")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,10 @@ h = hidden size, L = layers, V = vocabulary, B = sequences per forward, T = toke
   adapters by default), and then the only trainable parameters of the policy;
 - gradients: one tensor per trainable parameter, in its dtype; AdamW: two more
   (``torch.optim.AdamW`` keeps ``exp_avg`` and ``exp_avg_sq`` like the parameter);
-- activations ``B*T*h*L*18*w`` per trained trunk: a GPT block keeps about 18 h-wide tensors per
-  token for its backward (layer-norm inputs, q/k/v, attention output, the 4h MLP input and its
-  GELU, residuals) with SDPA attention, which stores no T*T scores;
+- activations ``B*T*h*L*30*w`` per trained trunk: a GPT-2 block keeps about 30 h-wide tensors
+  per token for its backward (measured with saved-tensor hooks: layer-norm inputs, q/k/v, attention
+  output, residuals, and the 4h MLP whose tanh-GELU is six saved elementwise steps); SDPA attention
+  stores no T*T scores;
 - logits ``B*T*V*(w+8)`` when the policy trains: the model's logits, their float32 log-softmax
   kept for the backward, and its gradient (usually the largest term for a small model);
 - B: online stages ``batch_size*num_generations`` (divided by an optimizer's ``num_minibatches``),
@@ -49,7 +50,7 @@ import click
 
 from .errors import RunStopped, UserError
 
-ACT_FACTOR = 18          # h-wide tensors a block keeps per token for the backward (see above)
+ACT_FACTOR = 30          # h-wide tensors a block keeps per token for the backward (see above)
 LOGIT_FP32_COPIES = 2    # float32 log-softmax and its gradient, besides the model's own logits
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LORA_BYTES = 4           # peft keeps adapter weights in float32
