@@ -108,6 +108,11 @@ def merged_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def adapter_trained(model: torch.nn.Module) -> bool:
+    """Whether the adapter changes the model: a fresh LoRA adapter's B matrices are zero."""
+    return any(p.any() for n, p in model.named_parameters() if "lora_B" in n)
+
+
 def plain_trunk(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer trunk (no LM head) of a model, looking through a LoRA wrapper: on a PeftModel,
     ``base_model`` is peft's LoraModel, not the trunk."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Mo
     models = Models(policy=policy, tokenizer=tokenizer)
     if "reference" in roles:
         models.reference = lora.AdapterOff(policy) if lora.is_lora(policy) else frozen_copy(policy)
+        if lora.is_lora(policy) and lora.adapter_trained(policy):
+            warnings.warn("with model.lora the reference is the base model with the adapter off, not this "
+                          "stage's start: an earlier stage already trained the adapter", stacklevel=2)
     if "critic" in roles:
         models.critic = scalar_model(policy, pad_id(tokenizer))
     elif "critic:shared" in roles:

@@ -134,3 +134,14 @@ def test_recipe_lora_keys_are_validated():
         ModelSpec(lora={"rank": 2})
     with pytest.raises(Exception):
         ModelSpec(lora={"target_modules": "all"})
+
+
+def test_a_reference_over_an_adapter_trained_earlier_is_warned_about(base_dir):
+    policy, tok = lora_policy(base_dir, r=4)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_models({"reference"}, policy, tok)   # fresh adapter: the base is the stage's start
+    train_a_little(policy, tokenize(tok, ["1+1="], ["2"]))
+    with pytest.warns(UserWarning, match="not this stage's start"):
+        build_models({"reference"}, policy, tok)
