@@ -7,6 +7,7 @@ they consume and the model roles they need; reward sources return scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -22,6 +23,7 @@ from . import checkpoint as ckpt
 from . import data as datasets
 from . import feedback as shapes
 from .base import Models, PluginContext, SamplingParams
+from .distributed import Dist, idle_loss
 from .errors import RunStopped, UserError
 from .evaluation import evaluate
 from .health import Health
@@ -29,7 +31,7 @@ from .models import load_policy
 from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, Slot
-from .roles import build_models
+from .roles import SharedValueHead, build_models
 from .rollout import generate_rollouts
 from .runs import Run
 
@@ -42,22 +44,25 @@ def seed_everything(seed: int) -> None:
 
 class Engine:
     def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True,
-                 resume: Path | None = None):
+                 resume: Path | None = None, dist: Dist | None = None):
         self.recipe, self.pm, self.reg, self.run = recipe, pm, registry, run
-        self.progress = progress
+        self.dist = dist or Dist()
+        self.main = self.dist.main  # rank 0 alone writes logs, rollouts, checkpoints and models
+        self.progress = progress and self.main
         self.resume_path = resume
         self.resumed = ckpt.load_state(resume) if resume is not None else None
-        if self.resumed is not None:  # lines logged after the checkpoint are replayed, not duplicated
+        if self.resumed is not None and self.main:  # lines logged after the checkpoint are replayed, not duplicated
             ckpt.truncate_logs(run.dir, self.resumed["logs"])
         self.loggers = [registry.get("loggers", spec.type)(recipe.options("logger", j), self._context(spec.type))
-                        for j, spec in enumerate(recipe.loggers)]
+                        for j, spec in enumerate(recipe.loggers)] if self.main else []
         self.summary: dict[str, Any] = self.resumed["summary"] if self.resumed else {"status": "running", "stages": {}}
         self.global_step = self.resumed["global_step"] if self.resumed else 0
         self.signal: str | None = None
 
     def _context(self, name: str, stage: str = "") -> PluginContext:
         return PluginContext(name=name, run_dir=self.run.dir, stage=stage, seed=self.recipe.seed,
-                             recipe_dir=self.recipe.base_dir, warn=lambda msg: tqdm.write(f"warning: {msg}"))
+                             recipe_dir=self.recipe.base_dir,
+                             warn=self.dist.warn(lambda msg: tqdm.write(f"warning: {msg}")))
 
     # ------------------------------------------------------------------ the run
     def train(self) -> dict[str, Any]:
@@ -65,11 +70,17 @@ class Engine:
         seed_everything(recipe.seed)
         spec = recipe.model if self.resumed is None else \
             recipe.model.model_copy(update={"path": str(self.resume_path / "policy"), "gguf_file": None})
+        if not self.main:  # rank 0 builds a built-in model's folder first; the others then read it
+            self.dist.barrier()
         self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
-        if self.resumed is None:
+        if self.main:
+            self.dist.barrier()
+        self.policy.to(self.dist.device)
+        if self.resumed is None and self.main:
             self.run.write_lock(recipe, plugin_versions(self.pm), {})
         self.summary["status"] = "running"
-        self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
+        if self.main:
+            self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             first = self.resumed["stage_index"] if self.resumed else 0
@@ -88,13 +99,16 @@ class Engine:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.run.write_status({**self.summary, "global_step": self.global_step})
-            self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
+            if self.main:
+                self.run.write_status({**self.summary, "global_step": self.global_step})
+                self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
             for lg in self.loggers:
                 lg.close()
-        final = self.run.dir / "final"
-        self.policy.save_pretrained(final)
-        self.tokenizer.save_pretrained(final)
+        if self.main:
+            final = self.run.dir / "final"
+            self.policy.save_pretrained(final)
+            self.tokenizer.save_pretrained(final)
+        self.dist.barrier()
         return self.summary
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -114,26 +128,36 @@ class Engine:
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
         eval_mixer = self._mixer(i, stage.eval_sources, "eval_source" if stage.eval.sources is not None else "source",
                                  "none", 1.0, role="eval")
-        self.run.describe_sources(stage.name, {slot.spec.name: slot.source.describe()
-                                               for slot in mixer.slots + eval_mixer.slots})
+        if self.main:
+            self.run.describe_sources(stage.name, {slot.spec.name: slot.source.describe()
+                                                   for slot in mixer.slots + eval_mixer.slots})
         train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
         eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
             if stage.data.eval is not None else []
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
+        self._check_distributed(i, stage, models)
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
-        health = Health(stage.health, stage.name, ctx.warn)
-        params = [p for m in optimizer.trainable(models) for p in m.parameters() if p.requires_grad]
+        health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)  # same verdicts everywhere
+        trained = [m for m in optimizer.trainable(models) if any(p.requires_grad for p in m.parameters())]
+        params = [p for m in trained for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
                                 betas=stage.train.adam_betas)
+        wrapped, opt = self.dist.prepare(trained, opt)
+        # the optimizer's forward passes go through the wrapped modules (gradients are averaged
+        # across ranks); generation, evaluation and saving use the plain ones
+        swap = {id(m): w for m, w in zip(trained, wrapped)}
+        train_models = dataclasses.replace(models, **{role: swap.get(id(m), m) for role in ("policy", "critic", "reward_model")
+                                                      if (m := getattr(models, role)) is not None})
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
 
         eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
+        local_eval = self.dist.split(eval_rows)
         def do_eval() -> dict[str, float]:
-            out = evaluate(backend, self.policy, self.tokenizer, eval_rows, eval_mixer, eval_tokens,
+            out = evaluate(backend, self.policy, self.tokenizer, local_eval, eval_mixer, eval_tokens,
                            stage.eval.batch_size)
             with torch.no_grad():
-                out.update(optimizer.evaluate(eval_rows, models))
-            return out
+                out.update(optimizer.evaluate(local_eval, models))
+            return self.dist.reduce_metrics(out, weight=len(local_eval))
         state = {"version": 0, "eval_before": None}
         plugins = {"optimizer": optimizer, "backend": backend,
                    **{f"source:{slot.spec.name}": slot.source for slot in mixer.slots}}
@@ -152,49 +176,54 @@ class Engine:
             state.update(version=resumed["version"], eval_before=resumed["eval_before"])
             first = resumed["step"] + 1
             ckpt.set_rng_state(resumed["rng"])  # last: building models above drew random numbers
+        if self.dist.world > 1:  # the ranks sample their own prompts with their own random streams
+            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.dist.rank)
 
         def save_checkpoint(step: int) -> Path:
-            path = ckpt.save(self.run.dir, ckpt.tag(i, stage.name, step), self.policy, self.tokenizer,
-                             _roles(models), {
-                                 "stage_index": i, "stage": stage.name, "step": step, "global_step": self.global_step,
-                                 "version": state["version"], "eval_before": state["eval_before"],
-                                 "summary": self.summary, "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
-                                 "plugins": {k: p.state_dict() for k, p in plugins.items()},
-                             }, stage.checkpoint.keep)
-            self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=step, path=path)
-            return path
+            name = ckpt.tag(i, stage.name, step)
+            if self.main:  # the weights are the same on every rank; rank 0 writes them
+                ckpt.save(self.run.dir, name, self.policy, self.tokenizer, _roles(models), {
+                    "stage_index": i, "stage": stage.name, "step": step, "global_step": self.global_step,
+                    "version": state["version"], "eval_before": state["eval_before"],
+                    "summary": self.summary, "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
+                    "plugins": {k: p.state_dict() for k, p in plugins.items()},
+                    "world_size": self.dist.world,
+                }, stage.checkpoint.keep)
+                self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=step, path=ckpt.folder(self.run.dir) / name)
+            self.dist.barrier()
+            return ckpt.folder(self.run.dir) / name
 
         self.policy.train()
         bar = tqdm(range(first, stage.train.steps + 1), desc=f"{stage.name}", disable=not self.progress,
                    dynamic_ncols=True, leave=True, initial=first - 1, total=stage.train.steps)
         for step in bar:
             t0 = time.perf_counter()
-            rows = [train_rows[k] for k in sampler.take(stage.train.batch_size)]
+            rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
             metrics: dict[str, Any] = {}
-            if optimizer.feedback == "demonstrations" or not mixer.slots:
-                fb = shapes.from_rows(optimizer.feedback, rows)
-            else:
-                rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, ctx.sampling,
-                                             stage.rollout.num_generations, policy_version=state["version"])
-                self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=rollouts)
-                scored, reward_metrics = mixer.score(rollouts)
-                self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=scored)
-                metrics.update(reward_metrics)
-                metrics.update(_rollout_metrics(rollouts, scored))
-                self._log_rollouts(stage.name, step, scored)
-                prefs = self._compare(mixer, rollouts)
-                fb = shapes.merge(self._shape(optimizer.feedback, scored, prefs, stage, bool(mixer.pointwise)),
-                                  [f for slot in mixer.slots for f in slot.source.collect()])
+            stopped = None
+            try:
+                if optimizer.feedback == "demonstrations" or not mixer.slots:
+                    fb = shapes.from_rows(optimizer.feedback, rows)
+                else:
+                    fb = self._feedback(stage, step, rows, backend, mixer, optimizer.feedback, state["version"],
+                                        metrics)
+            except RunStopped as e:  # e.g. a source's error rate: every rank must stop, not only this one
+                if self.dist.world == 1:
+                    raise
+                stopped = str(e)
+            self.dist.agree_stop(stopped)
             for slot in mixer.slots:
                 metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
             t_gen = time.perf_counter() - t0
             metrics["feedback/size"] = float(len(fb))
-            if len(fb):
-                metrics.update(self._optimize(optimizer, models, fb, opt, stage, step))
+            if len(fb) or self.dist.world > 1:  # every rank joins every gradient all-reduce
+                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
             sched.step()
             state["version"] += 1
             backend.sync_weights(self.policy, state["version"])
+            metrics = self.dist.reduce_metrics(metrics)  # the same numbers on every rank from here on
+            self.signal = self.dist.first(self.signal)
             optimizer.after_step(metrics)
             metrics.update({"stage": stage.name, "step": step, "lr": sched.get_last_lr()[0],
                             "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
@@ -202,7 +231,8 @@ class Engine:
                 metrics.update(do_eval())
             metrics.update(health.check(step, metrics))
             self._log(metrics)
-            self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
+            if self.main:
+                self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
             bar.set_postfix(_postfix(metrics), refresh=False)
             if self.signal or (stage.checkpoint.every and step % stage.checkpoint.every == 0):
                 path = save_checkpoint(step)
@@ -213,27 +243,76 @@ class Engine:
         after = do_eval()
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
         self.summary["stages"][stage.name] = {"eval_before": state["eval_before"], "eval_after": after}
+        produced = optimizer.stage_output(models)
+        if self.dist.world > 1:  # proof that the ranks ended the stage with the same weights
+            sums = self.dist.checksums(produced)
+            self.summary["stages"][stage.name]["rank_checksums"] = sums
+            if len(set(sums)) > 1:
+                raise RunStopped(f"stage '{stage.name}': the {self.dist.world} processes ended with different "
+                                 f"weights; the run is not reproducible across ranks")
         out = self.run.dir / "stages" / stage.name
-        optimizer.stage_output(models).save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
+        if self.main:
+            produced.save_pretrained(out)
+            self.tokenizer.save_pretrained(out)
+            self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
+        self.dist.barrier()
         for closable in (mixer, eval_mixer, optimizer, backend):
             closable.close()
 
     # ------------------------------------------------------------------ pieces
-    def _optimize(self, optimizer: Any, models: Models, fb: Any, opt: Any, stage: StageSpec,
+    def _feedback(self, stage: StageSpec, step: int, rows: list[dict], backend: Any, mixer: Mixer, shape: str,
+                  version: int, metrics: dict[str, Any]) -> Any:
+        """Generate this rank's rollouts, score and mix them, and shape what the optimizer consumes."""
+        sampling = self._sampling(stage)
+        rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, sampling,
+                                     stage.rollout.num_generations, policy_version=version)
+        if self.dist.world > 1:  # groups and ids unique across ranks, for the logs and the hooks
+            for r in rollouts:
+                r.group += self.dist.rank * len(rows)
+                r.uid = f"{r.uid}-rank{self.dist.rank}"
+        everyone = self.dist.gather_flat(rollouts)  # hooks see the whole step, on rank 0
+        if self.main:
+            self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=everyone)
+        scored, reward_metrics = mixer.score(rollouts)
+        everyone = self.dist.gather_flat(scored)
+        if self.main:
+            self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=everyone)
+            self._log_rollouts(stage.name, step, everyone)
+        metrics.update(reward_metrics)
+        metrics.update(_rollout_metrics(rollouts, scored))
+        prefs = self._compare(mixer, rollouts)
+        return shapes.merge(self._shape(shape, scored, prefs, stage, bool(mixer.pointwise)),
+                            [f for slot in mixer.slots for f in slot.source.collect()])
+
+    def _check_distributed(self, i: int, stage: StageSpec, models: Models) -> None:
+        world = self.dist.world
+        if world == 1:
+            return
+        if stage.train.batch_size % world:
+            raise UserError(f"{self.recipe.path}: stages[{i}].train.batch_size: {stage.train.batch_size} is not "
+                            f"divisible by the {world} processes (each takes an equal share of the global batch)")
+        if isinstance(models.critic, SharedValueHead):
+            raise UserError(f"{self.recipe.path}: stages[{i}].optimizer.critic: a value head shared with the "
+                            f"policy's trunk runs in one process; use a separate critic with {world} processes")
+    def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:
-        prepared = optimizer.prepare(fb, models)
+        batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
+        n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
         totals: dict[str, list[float]] = {}
         params = [p for g in opt.param_groups for p in g["params"]]
-        for k, mb in enumerate(optimizer.minibatches(prepared)):
+        for k in range(n):
             opt.zero_grad(set_to_none=True)
-            loss, m = optimizer.loss(mb, models)
+            if k < len(batches):
+                mb = batches[k]
+                loss, m = optimizer.loss(mb, models)
+            else:
+                mb, m = None, {}
+                loss = idle_loss(wrapped, self.tokenizer.pad_token_id)
             finite = bool(torch.isfinite(loss))
-            if finite:
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(params, stage.train.max_grad_norm)
-                finite = bool(torch.isfinite(gnorm))
+            if finite or self.dist.world > 1:  # a rank that skipped backward would leave the others waiting
+                self.dist.backward(loss)
+                gnorm = self.dist.clip_grad_norm(params, stage.train.max_grad_norm)
+                finite = bool(torch.isfinite(gnorm))  # averaged gradients: the same verdict on every rank
             if not finite:  # skip the update; keep the batch for a post-mortem
                 opt.zero_grad(set_to_none=True)
                 where = self._save_bad_batch(stage.name, step, k, fb, mb)
@@ -244,6 +323,8 @@ class Engine:
                 totals.setdefault("health/nonfinite_skips", []).append(1.0)
                 continue
             opt.step()
+            if mb is None:
+                continue
             for key, v in {"loss": loss.item(), "grad_norm": float(gnorm), **m}.items():
                 totals.setdefault(key, []).append(float(v))
         return {k: sum(v) / len(v) for k, v in totals.items()}
@@ -378,17 +459,32 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
     """
     from . import recipe as recipes
     from .plugins import build_registry, default
-    from .resume import find_resumable
     if pm is None:
         pm, reg = default()
     else:
         reg = build_registry(pm)
     rec = recipe if isinstance(recipe, Recipe) else recipes.load(recipe, list(overrides), reg)
-    say = say or (lambda msg: None)
-    checkpoint = None
-    if resume:
-        run, checkpoint = find_resumable(rec, say)
-    if checkpoint is None:
-        run = Run.create(Path(rec.output_dir), rec.name)
-    say(f"run: {run.dir}" + (f" (resuming from {checkpoint.name})" if checkpoint else ""))
-    return run, Engine(rec, pm, reg, run, progress=progress, resume=checkpoint).train()
+    dist = Dist()
+    run, checkpoint = open_run(rec, resume, say or (lambda msg: None), dist)
+    return run, Engine(rec, pm, reg, run, progress=progress, resume=checkpoint, dist=dist).train()
+
+
+def open_run(rec: Recipe, resume: bool, say: Any, dist: Dist) -> tuple[Run, Path | None]:
+    """Rank 0 creates (or finds, to resume) the run folder; every rank gets the same folder."""
+    from .resume import find_resumable
+    found: tuple[Any, Any, str | None] = (None, None, None)
+    if dist.main:
+        try:
+            checkpoint = None
+            if resume:
+                run, checkpoint = find_resumable(rec, say)
+            if checkpoint is None:
+                run = Run.create(Path(rec.output_dir), rec.name)
+            say(f"run: {run.dir}" + (f" (resuming from {checkpoint.name})" if checkpoint else ""))
+            found = (run.dir, checkpoint, None)
+        except UserError as e:
+            found = (None, None, str(e))
+    run_dir, checkpoint, error = dist.broadcast(found)
+    if error:
+        raise UserError(error)
+    return Run(run_dir.name, run_dir), checkpoint
