@@ -44,7 +44,10 @@ class HumanOptions(PluginOptions):
     timeout: float = Field(60.0, gt=0)      # blocking mode: seconds to wait for a step's labels
     labels_per_item: int = Field(1, ge=1)   # 2+ asks several people (agreement is measured)
     consumer: str | None = None             # the audit trail's name; default: <stage>/<source name>
-    reward_model: RefitOptions | None = None  # refit a reward model on the labels; it then scores rollouts
+    reward_model: RefitOptions | None = Field(None, description=(
+        "refit a Bradley-Terry RM on the labels every refit_every preferences; it then scores every rollout. "
+        "Keys: path (HF folder, builtin:tiny-gpt2, stage:<name>), refit_every, steps, lr, batch_size, "
+        "holdout, device"))
 
 
 class HumanSource(RewardSource):
