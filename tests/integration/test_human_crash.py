@@ -1,5 +1,7 @@
 """The trainer is SIGKILLed while labels are pending; the annotator keeps labeling. After a restart,
-every label is stored once, consumed once, and the items that were pending are served again."""
+every label is stored once, the items that were pending are served again, and labels made while the
+trainer was down reach the new run. (The restart is a fresh run, so it takes every label from the
+first: its model has seen none. Resuming from a checkpoint is tests/unit/test_human_exactly_once.py.)"""
 from __future__ import annotations
 
 import os
@@ -87,7 +89,7 @@ def test_labels_survive_a_sigkilled_trainer_exactly_once(tmp_path):
         server.wait(10)
     # stored once: one label per item (one annotator), none lost
     assert q(con, "SELECT COUNT(*) FROM labels")[0][0] == q(con, "SELECT COUNT(DISTINCT item_id) FROM labels")[0][0]
-    # consumed once: the audit trail has no label twice, and the restart took up where the cursor was
+    # the audit trail names each label once, and covers every label up to the furthest cursor
     consumed = [r[0] for r in q(con, "SELECT label_id FROM consumed WHERE consumer='dpo/people'")]
     assert len(consumed) == len(set(consumed))
     assert consumed_before <= set(consumed)
