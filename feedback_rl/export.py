@@ -37,11 +37,21 @@ def export(source: Path, out: Path, merge: bool) -> str:
         return f"copied the {kind} {folder} to {out}"
     from .models import load_policy
     from .recipe import ModelSpec
-    model, tokenizer = load_policy(ModelSpec(path=str(folder)), Path.cwd(), folder, seed=0)
+    model, tokenizer = load_policy(ModelSpec(path=str(folder), dtype=_dtype(lora.base_path(folder))),
+                                   Path.cwd(), folder, seed=0)
     merged = model.merge_and_unload()
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return f"merged the adapter {folder} into its base {lora.base_path(folder)}: {out}"
+
+
+def _dtype(base: str) -> str:
+    """The base's own dtype name (merged weights keep it), float32 when unknown."""
+    from transformers import AutoConfig
+
+    from .models import DTYPES
+    dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None)
+    return next((name for name, d in DTYPES.items() if d == dtype), "float32")
 
 
 def register(cli: click.Group) -> None:

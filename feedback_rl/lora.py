@@ -59,15 +59,22 @@ def wrap(model: torch.nn.Module, spec: Any) -> torch.nn.Module:
 
 
 def base_path(folder: str | Path) -> str:
-    """The base model an adapter folder was trained on (a relative path resolves from the folder)."""
+    """The base model an adapter folder was trained on. A local base that is gone is looked for by its
+    folder name beside the adapter's ancestors (a run folder moved with its ``base_model/``)."""
     import json
-    config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
+    folder = Path(folder)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
     base = config.get("base_model_name_or_path")
     if not base:
-        raise UserError(f"{folder}/{ADAPTER_CONFIG}: no base_model_name_or_path")
+        raise UserError(f"{folder / ADAPTER_CONFIG}: no base_model_name_or_path")
     local = Path(base).expanduser()
-    if not local.is_absolute() and (Path(folder) / local).exists():
-        return str(Path(folder) / local)
+    if not local.is_absolute() and (folder / local).exists():
+        return str(folder / local)
+    if local.is_absolute() and not local.exists():
+        for parent in folder.resolve().parents:
+            if (parent / local.name / "config.json").is_file():
+                return str(parent / local.name)
+        raise UserError(f"{folder / ADAPTER_CONFIG}: the base model {base} is gone")
     return base
 
 

@@ -2,6 +2,7 @@
 weights of its own; critic and reward-model trunks are plain copies of the current policy."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,18 @@ def test_a_reference_over_an_adapter_trained_earlier_is_warned_about(base_dir):
     train_a_little(policy, tokenize(tok, ["1+1="], ["2"]))
     with pytest.warns(UserWarning, match="not this stage's start"):
         build_models({"reference"}, policy, tok)
+
+
+def test_a_moved_run_finds_its_base_beside_the_adapter_and_a_lost_base_is_a_user_error(base_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_dir, run / "base_model")
+    policy, tok = lora_policy(run / "base_model", r=4)
+    policy.save_pretrained(run / "final")
+    moved = tmp_path / "elsewhere"
+    shutil.move(run, moved)
+    assert lora.base_path(moved / "final") == str((moved / "base_model").resolve())
+    again, _ = load_policy(ModelSpec(path=str(moved / "final")), Path.cwd(), tmp_path, 0)
+    assert lora.is_lora(again)
+    shutil.rmtree(moved / "base_model")
+    with pytest.raises(UserError, match="the base model .* is gone"):
+        lora.base_path(moved / "final")
