@@ -92,10 +92,11 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def truncate_logs(run_dir: Path, sizes: dict[str, int]) -> None:
-    """Cut each JSONL log back to its size at the checkpoint (lines written after it are replayed)."""
-    for name, size in sizes.items():
-        path = run_dir / name
-        if path.exists() and path.stat().st_size > size:
+    """Cut each JSONL log back to its size at the checkpoint (lines written after it are replayed);
+    a log the checkpoint did not know was started after it, and is emptied."""
+    for path in run_dir.glob("*.jsonl"):
+        size = sizes.get(path.name, 0)
+        if path.stat().st_size > size:
             with open(path, "r+b") as f:
                 f.truncate(size)
 

@@ -31,11 +31,12 @@ def _load(recipe_path: str, overrides: tuple[str, ...]):
               help="Train in N processes (accelerate launch: one per GPU, or gloo on CPU).")
 def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool, num_processes: int) -> None:
     """Run every stage of RECIPE."""
-    from .distributed import launched, relaunch
+    from .distributed import check_batches, launched, relaunch
     from .engine import train_recipe
     from .summary import format_summary
     pm, reg, rec = _load(recipe, overrides)  # a bad recipe fails here, once, before any process starts
     if num_processes > 1 and not launched():
+        check_batches(rec, num_processes)
         args = ["train", recipe, *(f"--set={o}" for o in overrides), *(["--no-progress"] if no_progress else []),
                 *(["--resume"] if resume else [])]
         code = relaunch(args, num_processes)

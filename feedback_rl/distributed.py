@@ -169,6 +169,14 @@ def idle_loss(modules: list[torch.nn.Module], pad_id: int) -> torch.Tensor:
     return total
 
 
+def check_batches(recipe: Any, world: int) -> None:
+    """Each rank takes an equal share of every stage's global batch: the world size must divide it."""
+    for i, stage in enumerate(recipe.stages):
+        if stage.train.batch_size % world:
+            raise UserError(f"{recipe.path}: stages[{i}].train.batch_size: {stage.train.batch_size} is not "
+                            f"divisible by the {world} processes (each takes an equal share of the global batch)")
+
+
 def relaunch(args: list[str], num_processes: int) -> int:
     """Run ``frl <args>`` in ``num_processes`` processes with ``accelerate launch``; its exit code.
 

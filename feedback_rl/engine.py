@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from . import data as datasets
 from . import feedback as shapes
 from .base import Models, PluginContext, SamplingParams
-from .distributed import Dist, idle_loss
+from .distributed import Dist, check_batches, idle_loss
 from .errors import RunStopped, UserError
 from .evaluation import evaluate
 from .health import Health
@@ -288,9 +288,7 @@ class Engine:
         world = self.dist.world
         if world == 1:
             return
-        if stage.train.batch_size % world:
-            raise UserError(f"{self.recipe.path}: stages[{i}].train.batch_size: {stage.train.batch_size} is not "
-                            f"divisible by the {world} processes (each takes an equal share of the global batch)")
+        check_batches(self.recipe, world)
         if isinstance(models.critic, SharedValueHead):
             raise UserError(f"{self.recipe.path}: stages[{i}].optimizer.critic: a value head shared with the "
                             f"policy's trunk runs in one process; use a separate critic with {world} processes")
