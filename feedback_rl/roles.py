@@ -42,8 +42,9 @@ def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Mo
     if "reference" in roles:
         models.reference = lora.AdapterOff(policy) if lora.is_lora(policy) else frozen_copy(policy)
         if lora.is_lora(policy) and lora.adapter_trained(policy):
-            warnings.warn("with model.lora the reference is the base model with the adapter off, not this "
-                          "stage's start: an earlier stage already trained the adapter", stacklevel=2)
+            # an earlier stage, model.path or a resumed checkpoint trained it: only the first is a trap
+            warnings.warn("model.lora: the reference is the base model with the adapter off; where an earlier "
+                          "stage trained the adapter, that is not this stage's start", stacklevel=2)
     if "critic" in roles:
         models.critic = scalar_model(policy, pad_id(tokenizer))
     elif "critic:shared" in roles:

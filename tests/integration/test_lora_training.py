@@ -102,6 +102,7 @@ def test_export_merge_gives_a_plain_model_with_the_same_logits(trained, tmp_path
     assert frl(["export", str(tmp_path / "empty"), str(tmp_path / "x"), "--merge"]) == 2
 
 
+@pytest.mark.filterwarnings("ignore:model.lora. the reference is the base")  # resumed mid-stage: it is the start
 def test_a_lora_run_resumes_from_its_checkpoint_exactly(trained, tmp_path):
     run_dir, recipe, _ = trained
     straight = load_file(run_dir / "final" / "adapter_model.safetensors")
