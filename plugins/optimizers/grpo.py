@@ -104,7 +104,8 @@ class GRPO(Optimizer):
         scale_rewards: Literal["group", "batch", "none"] = "group"
         num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch of rollouts")
         logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
-                                       "(trainer vs backend log-probs; one more no-grad forward when num_iterations is 1)")
+                                       "(trainer vs backend log-probs; one more no-grad forward when "
+                                       "num_iterations is 1)")
         is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: weight each token's "
                                      "policy loss by min(exp(trainer - backend log-prob), is_cap) (TRL's "
                                      "vllm_importance_sampling_correction, token_truncate); default off")
