@@ -1,0 +1,184 @@
+"""One training run of one framework (this project or TRL), in a process of its own.
+
+``bench_trl.py`` starts this script once per (framework, optimizer, repeat), so the peak RSS it
+reports (``VmHWM``) is that run's alone. Both sides train the same HF folder on the same synthetic
+rows with the same settings; each records the wall time at the end of every optimizer step (from
+the start of training, after the model is loaded) and, for GRPO, the mean exact-match reward of
+that step's sampled completions.
+
+    python benchmarks/trl_child.py SPEC.json RESULT.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import yaml
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Clock:
+    """Step-end times (seconds since training began) and per-step rewards."""
+
+    def __init__(self):
+        self.t0: float | None = None
+        self.ends: list[float] = []
+        self.rewards: list[float] = []
+
+    def begin(self):
+        self.t0 = time.perf_counter()
+
+    def end(self):
+        self.ends.append(time.perf_counter() - self.t0)
+
+
+# ---------------------------------------------------------------------------------- this project
+def ours_stage(s: dict) -> dict:
+    opt = s["optimizer"]
+    if opt == "grpo":
+        return {"name": "grpo", "optimizer": {"type": "grpo", "beta": s["beta"], "loss_type": s["loss_type"]},
+                "data": {"train": {"generator": "addition", "split": "train"}},
+                "rewards": {"sources": [{"name": "exact_match", "type": "rule", "check": "exact"}]},
+                "rollout": {"num_generations": s["generations"], "max_new_tokens": s["max_len"],
+                            "temperature": s["temperature"]},
+                "train": {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"]}}
+    optimizer = {"type": "dpo", "beta": s["beta"], "loss": s["dpo_loss"]} if opt == "dpo" else \
+        {"type": "kto", "beta": s["beta"]}
+    data = "sort_pairs" if opt == "dpo" else "sort_labeled"
+    return {"name": opt, "optimizer": optimizer, "data": {"train": {"generator": data, "split": "train"}},
+            "train": {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"]}}
+
+
+def run_ours(s: dict, work: Path, clock: Clock) -> None:
+    from feedback_rl import hookimpl
+    if s.get("patch_logprobs"):
+        import proposed_logprobs
+        proposed_logprobs.install()
+    from feedback_rl.engine import train_recipe
+    from feedback_rl.plugins import default
+
+    class Timer:
+        @hookimpl
+        def frl_run_start(self, run, recipe):
+            clock.begin()
+
+        @hookimpl
+        def frl_step_end(self, stage, step, metrics):
+            clock.end()
+            if "reward/mean" in metrics:
+                clock.rewards.append(float(metrics["reward/mean"]))
+
+    recipe = {"name": f"bench-{s['optimizer']}", "seed": s["seed"], "output_dir": str(work / "runs"),
+              "model": {"path": s["model"]}, "stages": [ours_stage(s)]}
+    path = work / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    pm, _ = default()
+    pm.register(Timer())
+    train_recipe(path, pm=pm)
+
+
+# ---------------------------------------------------------------------------------- TRL
+def exact_match_reward():
+    """The project's ``rule`` source (check: exact) as a TRL reward function: the same checker."""
+    from feedback_rl import PluginContext, Rollout
+    from frl_plugins.rewards.rule import RuleSource
+    source = RuleSource(RuleSource.Options(check="exact"), PluginContext(name="exact_match", run_dir=Path(".")))
+
+    def exact_match(prompts, completions, answer, **kwargs):
+        rollouts = [Rollout(prompt=p, completion=c, row={"prompt": p, "answer": a}, group=0, prompt_ids=[],
+                            completion_ids=[]) for p, c, a in zip(prompts, completions, answer)]
+        return [score.value for score in source.score(rollouts)]
+    return exact_match
+
+
+def run_trl(s: dict, work: Path, clock: Clock) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            clock.begin()
+
+        def on_step_end(self, args, state, control, **kw):
+            clock.end()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                clock.rewards.append(float(logs["reward"]))
+
+    model = AutoModelForCausalLM.from_pretrained(s["model"])
+    tok = AutoTokenizer.from_pretrained(s["model"])
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    # the project's defaults, spelled out: constant lr, AdamW (torch), no weight decay, clip at 1
+    common = dict(output_dir=str(work / "trl"), learning_rate=s["lr"], max_steps=s["steps"], logging_steps=1,
+                  save_strategy="no", report_to=[], use_cpu=s["device"] == "cpu", seed=s["seed"],
+                  lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+                  optim="adamw_torch", disable_tqdm=True, dataloader_num_workers=0)
+    if not s.get("trl_defaults"):
+        # TRL 1.x defaults to bf16 autocast and gradient checkpointing; this project trains in the
+        # model's dtype (float32 here) without checkpointing: same arithmetic on both sides
+        common.update(bf16=False, gradient_checkpointing=False)
+    opt = s["optimizer"]
+    if opt == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+        rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in addition("train", None, 500, 0)]
+        args = GRPOConfig(**common, per_device_train_batch_size=s["batch"] * s["generations"],
+                          num_generations=s["generations"], max_completion_length=s["max_len"],
+                          temperature=s["temperature"], top_p=1.0, top_k=0, beta=s["beta"],
+                          loss_type=s["loss_type"], scale_rewards="group", epsilon=0.2, num_iterations=1)
+        trainer = GRPOTrainer(model=model, reward_funcs=[exact_match_reward()], args=args,
+                              train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Timer()])
+    elif opt == "dpo":
+        from trl import DPOConfig, DPOTrainer
+        rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in sort_pairs("train", None, 500, 0)]
+        args = DPOConfig(**common, per_device_train_batch_size=s["batch"], beta=s["beta"],
+                         loss_type=[s["dpo_loss"]], dataset_num_proc=None)
+        trainer = DPOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                             callbacks=[Timer()])
+    else:
+        from trl import KTOConfig, KTOTrainer
+        rows = [{k: r[k] for k in ("prompt", "completion", "label")} for r in sort_labeled("train", None, 500, 0)]
+        args = KTOConfig(**common, per_device_train_batch_size=s["batch"], beta=s["beta"], dataset_num_proc=None)
+        trainer = KTOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                             callbacks=[Timer()])
+    from transformers import PrinterCallback
+    trainer.remove_callback(PrinterCallback)   # disable_tqdm prints every log dict otherwise
+    trainer.train()
+
+
+def main() -> None:
+    spec, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+    import torch
+    torch.set_num_threads(spec["threads"])
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from feedback_rl.models import quiet_transformers
+    quiet_transformers()
+    import datasets
+    datasets.disable_progress_bars()
+    clock = Clock()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec['framework']}-") as tmp:
+        (run_ours if spec["framework"] == "ours" else run_trl)(spec, Path(tmp), clock)
+    out.write_text(json.dumps({"ends": clock.ends, "rewards": clock.rewards, "peak_rss_mb": peak_rss_mb(),
+                               "threads": torch.get_num_threads(),
+                               "wall_s": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    main()
