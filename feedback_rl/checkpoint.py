@@ -46,14 +46,14 @@ def log_sizes(run_dir: Path) -> dict[str, int]:
 
 
 def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, roles: dict[str, torch.nn.Module],
-         state: dict[str, Any], keep: int) -> Path:
+         state: dict[str, Any], keep: int, policy_state: dict[str, torch.Tensor] | None = None) -> Path:
     root = folder(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     final = root / name
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    policy.save_pretrained(tmp / "policy")
+    policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
     tokenizer.save_pretrained(tmp / "policy")
     for role, module in roles.items():
         torch.save(module.state_dict(), tmp / f"{role}.pt")

@@ -146,6 +146,21 @@ class Dist:
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
         return self.acc.clip_grad_norm_(params, max_norm)
 
+    @property
+    def sharded(self) -> bool:
+        """FSDP or DeepSpeed: no rank holds whole weights, so saving gathers them first."""
+        if self.acc is None:
+            return False
+        from accelerate import DistributedType
+        return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def full_state_dict(self, wrapped: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
+        """The whole weights of a sharded module on rank 0 (a collective: every rank calls it);
+        None when the plain module's own state dict is already whole."""
+        if not self.sharded or wrapped is None:
+            return None
+        return self.acc.get_state_dict(wrapped)
+
     def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
         return module if self.acc is None else self.acc.unwrap_model(module)
 

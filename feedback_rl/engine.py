@@ -58,6 +58,7 @@ class Engine:
         self.summary: dict[str, Any] = self.resumed["summary"] if self.resumed else {"status": "running", "stages": {}}
         self.global_step = self.resumed["global_step"] if self.resumed else 0
         self.signal: str | None = None
+        self.wrapped_policy: torch.nn.Module | None = None  # the policy as accelerate wrapped it, when trained
 
     def _context(self, name: str, stage: str = "") -> PluginContext:
         return PluginContext(name=name, run_dir=self.run.dir, stage=stage, seed=self.recipe.seed,
@@ -104,9 +105,10 @@ class Engine:
                 self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
             for lg in self.loggers:
                 lg.close()
+        whole = self.dist.full_state_dict(self.wrapped_policy)
         if self.main:
             final = self.run.dir / "final"
-            self.policy.save_pretrained(final)
+            self.policy.save_pretrained(final, state_dict=whole)
             self.tokenizer.save_pretrained(final)
         self.dist.barrier()
         return self.summary
@@ -149,6 +151,7 @@ class Engine:
         train_models = dataclasses.replace(models, **{role: swap.get(id(m), m) for role in ("policy", "critic", "reward_model")
                                                       if (m := getattr(models, role)) is not None})
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
+        self.wrapped_policy = swap.get(id(self.policy))
 
         eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
         local_eval = self.dist.split(eval_rows)
@@ -181,6 +184,7 @@ class Engine:
 
         def save_checkpoint(step: int) -> Path:
             name = ckpt.tag(i, stage.name, step)
+            whole = self.dist.full_state_dict(self.wrapped_policy)
             if self.main:  # the weights are the same on every rank; rank 0 writes them
                 ckpt.save(self.run.dir, name, self.policy, self.tokenizer, _roles(models), {
                     "stage_index": i, "stage": stage.name, "step": step, "global_step": self.global_step,
@@ -189,7 +193,7 @@ class Engine:
                     "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
                     "plugins": {k: p.state_dict() for k, p in plugins.items()},
                     "world_size": self.dist.world,
-                }, stage.checkpoint.keep)
+                }, stage.checkpoint.keep, policy_state=whole)
                 self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=step, path=ckpt.folder(self.run.dir) / name)
             self.dist.barrier()
             return ckpt.folder(self.run.dir) / name
@@ -251,8 +255,9 @@ class Engine:
                 raise RunStopped(f"stage '{stage.name}': the {self.dist.world} processes ended with different "
                                  f"weights; the run is not reproducible across ranks")
         out = self.run.dir / "stages" / stage.name
+        whole = self.dist.full_state_dict(swap.get(id(produced)))
         if self.main:
-            produced.save_pretrained(out)
+            produced.save_pretrained(out, state_dict=whole)
             self.tokenizer.save_pretrained(out)
             self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
         self.dist.barrier()

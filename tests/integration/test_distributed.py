@@ -115,3 +115,20 @@ def test_a_batch_the_processes_cannot_share_is_refused(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "error: recipe.yaml: stages[0].train.batch_size: 7 is not divisible by the 2 processes "
         "(each takes an equal share of the global batch)"]
+
+
+def test_accelerate_launch_with_a_shipped_config_runs_the_same_entry_point(tmp_path):
+    """What docs/scale.md tells cluster users to type, with the DDP config (2 CPU processes here)."""
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    config = Path(__file__).resolve().parents[2] / "recipes" / "accelerate" / "ddp.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                          "--num_processes", "2", "--mixed_precision", "no", "-m", "feedback_rl.cli", "train",
+                          "recipe.yaml", "--no-progress", "--set", "stages.dpo.train.steps=2",
+                          "--set", "stages.grpo.train.steps=1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("status: finished") == 1  # rank 0 reports for both
+    status = json.loads((tmp_path / "runs" / "ddp" / "status.json").read_text())
+    assert len(set(status["stages"]["dpo"]["rank_checksums"])) == 1
+    assert len(status["stages"]["dpo"]["rank_checksums"]) == 2
