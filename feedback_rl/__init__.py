@@ -19,14 +19,17 @@ from .base import (  # noqa: E402
 )
 from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
-    tokenize_rollouts,
+    tokenize_rollouts, truncated_is_weights,
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
+from .lora import merged_state_dict  # noqa: E402
 from .models import load_model  # noqa: E402
 from .recipe import DataRef, GeneratedData  # noqa: E402
 from .rollout import generate_rollouts  # noqa: E402
-from .roles import last_token_index, load_scalar_model, scalar_model, sequence_scores, token_values  # noqa: E402
+from .roles import (  # noqa: E402
+    bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, scalar_model, sequence_scores, token_values,
+)
 from .types import (  # noqa: E402
     BinaryFeedback,
     Demonstrations,
@@ -44,7 +47,8 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
-    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs",
+    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "merged_state_dict",
+    "bradley_terry_loss", "pair_scores",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
     "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",

@@ -140,3 +140,14 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + eps)
     return out if shift_mean else out + mean
+
+
+def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask.
+
+    The rollouts were sampled from the backend's distribution, the gradient assumes the trainer's:
+    the weight reweights each token towards the trainer's, truncated so one token cannot dominate.
+    """
+    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
+    return torch.where(mask > 0, w, torch.ones_like(w)).detach()

@@ -12,7 +12,7 @@ from .recipe import Recipe
 from .runs import Run
 
 # keys whose change makes a checkpoint meaningless for the recipe
-_FIXED = ("model.path", "model.tiny", "model.dtype")
+_FIXED = ("model.path", "model.tiny", "model.dtype", "model.lora")
 
 
 def find_resumable(recipe: Recipe, say: Callable[[str], None]) -> tuple[Run | None, Path | None]:

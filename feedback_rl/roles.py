@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .base import Models
 from .batching import TokenBatch, pad_id, position_ids
@@ -132,3 +133,16 @@ def load_scalar_model(path: str | Path, device: Any = "cpu") -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
+                       margin: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Mean of ``-log sigmoid(r_chosen - r_rejected - margin)`` over the pairs."""
+    return -F.logsigmoid(chosen - rejected - margin).mean()
+
+
+def pair_scores(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of a batch of chosen rows stacked on rejected rows: one forward for both."""
+    scores = sequence_scores(model, tokens)
+    n = len(tokens) // 2
+    return scores[:n], scores[n:]

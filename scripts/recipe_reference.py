@@ -46,7 +46,7 @@ def table(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 SECTIONS = [
-    ("Top level", r.Recipe, ""), ("model", r.ModelSpec, "model."), ("model.tiny", r.TinySpec, "model.tiny."),
+    ("Top level", r.Recipe, ""), ("model", r.ModelSpec, "model."), ("model.tiny", r.TinySpec, "model.tiny."), ("model.lora", r.LoraSpec, "model.lora."),
     ("stages[]", r.StageSpec, ""), ("stages[].optimizer", r.OptimizerSpec, "optimizer."),
     ("stages[].data", r.DataSpec, "data."), ("data.train / data.eval as a generator", r.GeneratedData, ""),
     ("stages[].rewards", r.RewardsSpec, "rewards."), ("stages[].rewards.sources[]", r.SourceSpec, ""),

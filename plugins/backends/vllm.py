@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, UserError, hookimpl
+from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, UserError, hookimpl, merged_state_dict
 
 NEEDS = "the vllm backend needs `pip install feedback_rl[vllm]` and a CUDA GPU"
 
@@ -36,8 +36,7 @@ def hf_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     model = getattr(model, "module", model)
     if not hasattr(model, "get_base_model"):
         return [(name, p.detach()) for name, p in model.named_parameters()]
-    # the core's one merge of LoRA weights (to be exported from feedback_rl: see docs/architecture.md)
-    from feedback_rl.lora import merged_state_dict
+    # the core's one merge of LoRA weights
     base = model.get_base_model()
     merged = merged_state_dict(base)
     names = [re.sub(r"(^|\.)base_layer\.", r"\1", n) for n, _ in base.named_parameters() if "lora_" not in n]

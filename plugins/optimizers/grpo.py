@@ -20,7 +20,7 @@ from pydantic import Field
 
 from feedback_rl import (
     Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, masked_mean,
-    sequence_logprobs, tokenize_rollouts,
+    sequence_logprobs, tokenize_rollouts, truncated_is_weights,
 )
 
 
@@ -54,17 +54,6 @@ def clipped_objective(logps, old_logps, advantages, eps_low: float, eps_high: fl
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
     return -torch.min(unclipped, clipped), (clipped < unclipped).float()
-
-
-def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
-                         cap: float) -> torch.Tensor:
-    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask.
-
-    The rollouts were sampled from the backend's distribution, the gradient assumes the trainer's:
-    the weight reweights each token towards the trainer's, truncated so one token cannot dominate.
-    """
-    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
-    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
 
 
 def mismatch_metrics(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from feedback_rl import (
     Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, load_dataset, masked_mean,
-    masked_whiten, sequence_logprobs, tokenize, tokenize_rollouts,
+    masked_whiten, sequence_logprobs, tokenize, tokenize_rollouts, truncated_is_weights,
 )
 
 from feedback_rl import DataRef, last_token_index, token_values
@@ -72,13 +72,6 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
     if is_weights is not None:
         per_token = per_token * is_weights
     return masked_mean(per_token, mask), masked_mean((clipped > unclipped).float(), mask)
-
-
-def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
-                         cap: float) -> torch.Tensor:
-    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask (as in GRPO)."""
-    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
-    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,

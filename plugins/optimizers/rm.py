@@ -13,25 +13,11 @@ from __future__ import annotations
 
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, hookimpl, tokenize
+from feedback_rl import Optimizer, PluginOptions, hookimpl, tokenize
 
-from feedback_rl import sequence_scores
-
-
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
-                       margin: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Mean of ``-log sigmoid(r_chosen - r_rejected - margin)`` over the pairs."""
-    return -F.logsigmoid(chosen - rejected - margin).mean()
-
-
-def pair_scores(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of a batch of chosen rows stacked on rejected rows: one forward for both."""
-    scores = sequence_scores(model, tokens)
-    n = len(tokens) // 2
-    return scores[:n], scores[n:]
+from feedback_rl import bradley_terry_loss, pair_scores
 
 
 @torch.no_grad()

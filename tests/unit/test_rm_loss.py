@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from frl_plugins.optimizers.rm import bradley_terry_loss
+from feedback_rl import bradley_terry_loss
 
 
 def nlsig(x: float) -> float:

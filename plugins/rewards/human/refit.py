@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import PluginContext, PluginOptions, Rollout, Score, load_model, pack, scalar_model, sequence_scores
-from frl_plugins.optimizers.rm import bradley_terry_loss, pair_scores
+from feedback_rl import (
+    PluginContext, PluginOptions, Rollout, Score, bradley_terry_loss, load_model, pack, pair_scores, scalar_model,
+    sequence_scores,
+)
 
 from .store import Label
 
