@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import data as datasets
+from . import lora
 from . import feedback as shapes
 from .base import Models, PluginContext, SamplingParams
 from .distributed import Dist, check_batches, idle_loss
@@ -125,6 +126,8 @@ class Engine:
         ctx = self._context(stage.optimizer.type, stage.name)
         ctx.sampling = self._sampling(stage)
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
+        if resumed is None and lora.is_lora(self.policy) and lora.adapter_trained(self.policy):
+            self._restart_adapter(stage)
         models = build_models(optimizer.roles(), self.policy, self.tokenizer)
         backend = self.reg.get("backends", stage.rollout.backend)(recipe.options("backend", i), ctx)
         mixer = self._mixer(i, stage.rewards.sources, "source", stage.rewards.normalize, stage.rewards.max_error_rate)
@@ -265,6 +268,15 @@ class Engine:
             closable.close()
 
     # ------------------------------------------------------------------ pieces
+    def _restart_adapter(self, stage: StageSpec) -> None:
+        """A LoRA policy whose adapter an earlier stage trained: fold it in, start a fresh one."""
+        folder = self.run.dir / "bases" / stage.name
+        base, config = lora.restart(self.policy, folder if self.main else None)
+        if self.main:
+            self.tokenizer.save_pretrained(folder)
+        self.dist.barrier()  # the folded base is on disk before any rank names it
+        self.policy = lora.rewrap(base, config, folder)
+
     def _feedback(self, stage: StageSpec, step: int, rows: list[dict], backend: Any, mixer: Mixer, shape: str,
                   version: int, metrics: dict[str, Any]) -> Any:
         """Generate this rank's rollouts, score and mix them, and shape what the optimizer consumes."""

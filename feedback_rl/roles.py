@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,7 @@ def build_models(roles: set[str], policy: torch.nn.Module, tokenizer: Any) -> Mo
     models = Models(policy=policy, tokenizer=tokenizer)
     if "reference" in roles:
         models.reference = lora.AdapterOff(policy) if lora.is_lora(policy) else frozen_copy(policy)
-        if lora.is_lora(policy) and lora.adapter_trained(policy):
-            # an earlier stage, model.path or a resumed checkpoint trained it: only the first is a trap
-            warnings.warn("model.lora: the reference is the base model with the adapter off; where an earlier "
-                          "stage trained the adapter, that is not this stage's start", stacklevel=2)
+        # the base is the stage's start: the engine folds an earlier stage's adapter in before a stage
     if "critic" in roles:
         models.critic = scalar_model(policy, pad_id(tokenizer))
     elif "critic:shared" in roles:

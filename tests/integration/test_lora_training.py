@@ -102,7 +102,6 @@ def test_export_merge_gives_a_plain_model_with_the_same_logits(trained, tmp_path
     assert frl(["export", str(tmp_path / "empty"), str(tmp_path / "x"), "--merge"]) == 2
 
 
-@pytest.mark.filterwarnings("ignore:model.lora. the reference is the base")  # resumed mid-stage: it is the start
 def test_a_lora_run_resumes_from_its_checkpoint_exactly(trained, tmp_path):
     run_dir, recipe, _ = trained
     straight = load_file(run_dir / "final" / "adapter_model.safetensors")
@@ -124,3 +123,35 @@ def test_a_lora_run_resumes_from_its_checkpoint_exactly(trained, tmp_path):
     steps = [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()
              if "loss" in line]
     assert steps == list(range(1, STEPS + 1))
+
+
+def test_a_second_lora_stage_starts_from_the_first_stages_model(tmp_path):
+    """SFT then DPO with one model.lora: DPO's reference (adapter off) is the SFT model, because the
+    engine folds the SFT adapter into a saved base and puts a fresh adapter on it."""
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        name: two
+        output_dir: {tmp_path / 'runs'}
+        model: {{path: builtin:tiny-gpt2, lora: {{r: 8, alpha: 16}}}}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {{train: {{generator: sort, split: train, size: 64}}}}
+            train: {{steps: 3, batch_size: 16, lr: 5.0e-3}}
+          - name: dpo
+            optimizer: {{type: dpo, beta: 0.1}}
+            data: {{train: {{generator: sort_pairs, split: train, size: 64}}}}
+            train: {{steps: 2, batch_size: 16, lr: 5.0e-3}}
+        """))
+    run, summary = train_recipe(recipe)
+    assert summary["status"] == "finished"
+    folded = run.dir / "bases" / "dpo"
+    assert json.loads((run.dir / "stages" / "dpo" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == str(folded)
+    sft, tok = load_policy(ModelSpec(path=str(run.dir / "stages" / "sft")), Path.cwd(), tmp_path, 0)
+    base = AutoModelForCausalLM.from_pretrained(folded)
+    batch = tokenize(tok, ["sort dcba:", "sort bca:"], ["abcd", "abc"])
+    with torch.no_grad():
+        assert torch.allclose(forward_logits(base.eval(), batch), forward_logits(sft.eval(), batch), atol=1e-5)
+        original = AutoModelForCausalLM.from_pretrained(run.dir / "base_model")
+        assert not torch.allclose(forward_logits(original.eval(), batch), forward_logits(base, batch), atol=1e-3)

@@ -137,15 +137,28 @@ def test_recipe_lora_keys_are_validated():
         ModelSpec(lora={"target_modules": "all"})
 
 
-def test_a_reference_over_an_adapter_trained_earlier_is_warned_about(base_dir):
+def test_a_restarted_adapter_makes_the_trained_model_the_reference(base_dir, tmp_path):
+    """Between stages the engine folds the trained adapter in and starts a fresh one: the next
+    stage's adapter-off reference is then the previous stage's model, not the original base."""
     policy, tok = lora_policy(base_dir, r=4)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        build_models({"reference"}, policy, tok)   # fresh adapter: the base is the stage's start
-    train_a_little(policy, tokenize(tok, ["1+1="], ["2"]))
-    with pytest.warns(UserWarning, match="not this stage's start"):
-        build_models({"reference"}, policy, tok)
+    batch = tokenize(tok, ["1+1=", "2+3="], ["2", "5"])
+    train_a_little(policy, batch)
+    policy.eval()
+    with torch.no_grad():
+        trained = sequence_logprobs(policy, batch)
+        original = sequence_logprobs(build_models({"reference"}, policy, tok).reference, batch)
+    assert not torch.allclose(trained, original, atol=1e-3)  # the adapter did something
+    base, config = lora.restart(policy, tmp_path / "base")
+    fresh = lora.rewrap(base, config, tmp_path / "base")
+    assert not lora.adapter_trained(fresh)
+    reference = build_models({"reference"}, fresh, tok).reference
+    with torch.no_grad():
+        assert torch.allclose(sequence_logprobs(reference, batch), trained, atol=1e-5)
+        assert torch.allclose(sequence_logprobs(fresh.eval(), batch), trained, atol=1e-5)  # B = 0: no change yet
+    fresh.save_pretrained(tmp_path / "adapter")  # names the folded base, so it loads back onto it
+    again, _ = load_policy(ModelSpec(path=str(tmp_path / "adapter")), Path.cwd(), tmp_path, 0)
+    with torch.no_grad():
+        assert torch.allclose(sequence_logprobs(again.eval(), batch), trained, atol=1e-5)
 
 
 def test_a_moved_run_finds_its_base_beside_the_adapter_and_a_lost_base_is_a_user_error(base_dir, tmp_path):
