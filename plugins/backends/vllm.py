@@ -94,6 +94,11 @@ class VLLMBackend(Backend):
                       logprobs_mode="processed_logprobs",
                       # sampling is what the recipe says, not the checkpoint's generation_config defaults
                       generation_config="vllm")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # under accelerate/torchrun each rank's engine joins the launcher's process group and
+            # its rank's GPU (as TRL's colocate mode does); ranks sample with their own seeds
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            kwargs["seed"] = seed + int(os.environ.get("RANK", "0"))
         if o.max_model_len is not None:
             kwargs["max_model_len"] = o.max_model_len
         if o.max_num_seqs is not None:
