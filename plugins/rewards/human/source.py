@@ -67,6 +67,7 @@ class HumanSource(RewardSource):
         self.rng = random.Random(context.seed)
         self.consumed = 0
         self.cursor = (0, 0)   # (last label id, last change id) handed out; checkpointed, not stored
+        self.taken, self.taken_after = 0, 0  # the last collect(): how many labels, from past which label id
         self.since_fit = 0     # preferences handed out since the reward model's last refit
         self.started = time.time()
 
@@ -136,9 +137,11 @@ class HumanSource(RewardSource):
 
     # ------------------------------------------------------------------ incoming
     def collect(self) -> list[Feedback]:
+        self.taken_after = self.cursor[0]
         labels, self.cursor = self.store.take(self.consumer, self.cursor)
         labels = [x for x in labels if x.task == self.options.task]
         self.consumed += len(labels)
+        self.taken = len(labels)
         if not labels:
             return []
         if self.rm is not None:
@@ -161,11 +164,18 @@ class HumanSource(RewardSource):
             self.rm.load_state_dict(state["reward_model"])
 
     def metrics(self) -> dict[str, float]:
-        """Queue depth, labels per minute, oldest pending age, agreement; the engine logs them."""
+        """Queue depth, labels per minute, oldest pending age, agreement; the engine logs them.
+
+        ``labels_taken`` is what the step's collect() handed out: the labels with ids in
+        (``labels_taken_after``, ``label_cursor``], plus any changed since they were first handed out.
+        Logged per step and cut back with the logs on resume, they show each label trained once.
+        """
         s = self.store.stats()
         return {"queue_depth": s["queue_depth"], "labels_per_minute": s["labels_per_minute"],
                 "oldest_pending_s": s["oldest_pending_s"], "agreement": s["agreement"],
                 "labels_total": s["labels_total"], "labels_consumed": float(self.consumed),
+                "labels_taken": float(self.taken), "labels_taken_after": float(self.taken_after),
+                "label_cursor": float(self.cursor[0]),
                 **{f"rm/{k}": v for k, v in (self.rm.stats if self.rm is not None else {}).items()}}
 
     def close(self) -> None:
