@@ -88,6 +88,10 @@ class TRLSide:
         common = dict(output_dir=str(workdir / kind), per_device_train_batch_size=batch, report_to=[],
                       use_cpu=True, learning_rate=1e-4, max_steps=1, logging_steps=1, save_strategy="no",
                       dataset_num_proc=None, **options)
+        # TRL 1.x defaults to bf16 autocast and gradient checkpointing; this project computes in float32
+        # without checkpointing: same arithmetic on both sides (bench_trl.py does the same)
+        common.setdefault("bf16", False)
+        common.setdefault("gradient_checkpointing", False)
         if kind == "dpo":
             from trl import DPOConfig, DPOTrainer
             args = DPOConfig(**common)

@@ -63,8 +63,7 @@ def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
             "batch": a.batch or (16 if opt == "grpo" else 16), "generations": a.generations,
             "max_len": a.max_len, "temperature": 1.0, "lr": a.lr or DEFAULT_LR[opt], "loss_type": a.loss_type,
             "beta": 0.0 if opt == "grpo" else 0.1, "dpo_loss": "sigmoid", "threads": a.threads, "seed": 0,
-            "device": "cpu", "trl_defaults": a.trl_defaults,
-            "patch_logprobs": a.patch_logprobs}
+            "device": "cpu", "trl_defaults": a.trl_defaults}
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     for r in range(a.repeats):
         for fw in ("ours", "trl"):
@@ -75,19 +74,21 @@ def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
                   f"peak RSS {res['peak_rss_mb']:6.0f} MB, run {res['wall_s']:.1f} s", flush=True)
     med = {fw: statistics.median(x["median_step_s"] for x in runs[fw]) for fw in runs}
     rss = {fw: statistics.median(x["peak_rss_mb"] for x in runs[fw]) for fw in runs}
-    return {"optimizer": opt, "spec": spec, "median_step_s": med, "peak_rss_mb": rss,
+    wall = {fw: statistics.median(x["wall_s"] for x in runs[fw]) for fw in runs}
+    return {"optimizer": opt, "spec": spec, "median_step_s": med, "peak_rss_mb": rss, "wall_s": wall,
             "ratio": med["ours"] / med["trl"], "runs": runs}
 
 
 def table(results: list[dict], a: argparse.Namespace) -> str:
-    lines = ["| optimizer | batch | ours: median step | TRL: median step | ours / TRL | ours: peak RSS | TRL: peak RSS |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| optimizer | batch | ours: median step | TRL: median step | ours / TRL | ours: peak RSS | TRL: peak RSS | whole run ours / TRL |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         s = res["spec"]
         batch = f"{s['batch']} x {s['generations']}" if res["optimizer"] == "grpo" else str(s["batch"])
         lines.append(f"| {res['optimizer']} | {batch} | {res['median_step_s']['ours'] * 1e3:.0f} ms | "
                      f"{res['median_step_s']['trl'] * 1e3:.0f} ms | {res['ratio']:.2f} | "
-                     f"{res['peak_rss_mb']['ours']:.0f} MB | {res['peak_rss_mb']['trl']:.0f} MB |")
+                     f"{res['peak_rss_mb']['ours']:.0f} MB | {res['peak_rss_mb']['trl']:.0f} MB | "
+                     f"{res['wall_s']['ours']:.1f} s / {res['wall_s']['trl']:.1f} s |")
     return "\n".join(lines)
 
 
@@ -96,7 +97,7 @@ def plot_curves(res: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def smooth(xs, k=5):
+    def smooth(xs, k):
         return [statistics.fmean(xs[max(0, i - k + 1): i + 1]) for i in range(len(xs))]
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -105,7 +106,8 @@ def plot_curves(res: dict, path: Path, title: str) -> None:
         n = min(len(run["ends"]), len(run["rewards"]))
         t, r = run["ends"][:n], run["rewards"][:n]
         ax.plot(t, r, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(t, smooth(r), color=color, label=f"{label} ({n} steps, mean of last 5)")
+        k = max(5, n // 15)   # a window wide enough to see a trend through the sampling noise
+        ax.plot(t, smooth(r, k), color=color, label=f"{label} ({n} steps, mean of last {k})")
     ax.set_xlabel("wall time since training began (s)")
     ax.set_ylabel("exact match of sampled completions")
     ax.set_title(title, fontsize=9)
@@ -131,8 +133,6 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trl-defaults", action="store_true", help="keep TRL's bf16 autocast and gradient checkpointing")
-    ap.add_argument("--patch-logprobs", action="store_true",
-                    help="our side uses the proposed sequence_logprobs (proposed_logprobs.py)")
     ap.add_argument("--curves", type=Path, default=None, help="write the GRPO reward-vs-time PNG here")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     a = ap.parse_args()
@@ -143,7 +143,7 @@ def main() -> None:
     import trl
     header = (f"{datetime.date.today()}: torch {torch.__version__}, transformers {transformers.__version__}, "
               f"trl {trl.__version__}; model {a.model}, {a.steps} steps ({a.warmup} warm-up), {a.repeats} repeats, "
-              f"{a.threads} thread(s){', proposed logprobs' if a.patch_logprobs else ''}, load average {os.getloadavg()[0]:.1f}")
+              f"{a.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
     print(header, flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
@@ -155,7 +155,7 @@ def main() -> None:
         if grpo is None:
             raise SystemExit("--curves needs grpo in --optimizers")
         s = grpo["spec"]
-        plot_curves(grpo, a.curves, f"GRPO on addition, {a.model}: {s['batch']} prompts x {s['generations']}, "
+        plot_curves(grpo, a.curves, f"GRPO on addition, {a.model}{' (after SFT)' if a.model == 'tiny' else ''}: {s['batch']} prompts x {s['generations']}, "
                                     f"lr {s['lr']:g}, {s['loss_type']}, {a.threads} CPU thread(s)")
     if a.json is not None:
         a.json.write_text(json.dumps({"header": header, "args": {k: str(v) for k, v in vars(a).items()},

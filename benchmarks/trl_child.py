@@ -36,12 +36,14 @@ class Clock:
         self.t0: float | None = None
         self.ends: list[float] = []
         self.rewards: list[float] = []
+        self.train_rss_mb = 0.0
 
     def begin(self):
         self.t0 = time.perf_counter()
 
     def end(self):
         self.ends.append(time.perf_counter() - self.t0)
+        self.train_rss_mb = peak_rss_mb()   # the peak up to the last step, before any final save
 
 
 # ---------------------------------------------------------------------------------- this project
@@ -63,9 +65,6 @@ def ours_stage(s: dict) -> dict:
 
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
     from feedback_rl import hookimpl
-    if s.get("patch_logprobs"):
-        import proposed_logprobs
-        proposed_logprobs.install()
     from feedback_rl.engine import train_recipe
     from feedback_rl.plugins import default
 
@@ -176,6 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec['framework']}-") as tmp:
         (run_ours if spec["framework"] == "ours" else run_trl)(spec, Path(tmp), clock)
     out.write_text(json.dumps({"ends": clock.ends, "rewards": clock.rewards, "peak_rss_mb": peak_rss_mb(),
+                               "peak_rss_steps_mb": clock.train_rss_mb,
                                "threads": torch.get_num_threads(),
                                "wall_s": time.perf_counter() - start}))
 
