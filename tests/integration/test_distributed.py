@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo, through `frl train --num-processes 2`, i.e. accelerate launch) train like one.
+"""Two CPU processes (gloo, through `frl train --num-processes 2`, i.e. accelerate launch) train like one,
+and checkpoints move between 1 and 2 processes both ways.
 
 With the same global batch, DDP averages the two halves' gradients, which is the full batch's
 gradient for a loss that is a mean over pairs (DPO). The tolerance below, 1e-4 on each step's loss,
@@ -64,7 +65,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     (root / "two-rollouts.jsonl").write_text((root / "two" / "runs" / "ddp" / "rollouts.jsonl").read_text())
     # the 2-process run's step-3 checkpoint, continued in ONE process to step 6
     frl("train", "recipe.yaml", "--resume", cwd=root / "two")
-    return {"one": root / "one" / "runs" / "ddp", "two": root / "two" / "runs" / "ddp", "root": root}
+    # and the other way: a 1-process step-3 checkpoint continued in TWO processes
+    (root / "three").mkdir()
+    (root / "three" / "recipe.yaml").write_text(RECIPE)
+    frl("train", "recipe.yaml", "--set", "stages.dpo.train.steps=3", cwd=root / "three")
+    frl("train", "recipe.yaml", "--resume", "--num-processes", "2", cwd=root / "three")
+    return {"one": root / "one" / "runs" / "ddp", "two": root / "two" / "runs" / "ddp",
+            "three": root / "three" / "runs" / "ddp", "root": root}
 
 
 def test_two_processes_follow_the_one_process_loss_trajectory(runs):
@@ -93,6 +100,16 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs):
     state = __import__("torch").load(runs["two"] / "checkpoints" / "00-dpo-step0000003" / "trainer_state.pt",
                                      weights_only=False)
     assert state["world_size"] == 2
+
+
+def test_a_one_process_checkpoint_resumes_in_two_processes(runs):
+    one = losses(runs["one"], "dpo")
+    resumed = losses(runs["three"], "dpo")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert abs(resumed[step] - one[step]) < TOL, (step, resumed[step], one[step])
+    status = json.loads((runs["three"] / "status.json").read_text())
+    assert status["status"] == "finished" and len(set(status["stages"]["dpo"]["rank_checksums"])) == 1
 
 
 def test_rollouts_of_both_ranks_are_logged_once_by_rank_zero(runs):
