@@ -142,7 +142,8 @@ class Engine:
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
         self._check_distributed(i, stage, models)
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
-        health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)  # same verdicts everywhere
+        # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
+        health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)
         trained = [m for m in optimizer.trainable(models) if any(p.requires_grad for p in m.parameters())]
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
@@ -151,8 +152,9 @@ class Engine:
         # the optimizer's forward passes go through the wrapped modules (gradients are averaged
         # across ranks); generation, evaluation and saving use the plain ones
         swap = {id(m): w for m, w in zip(trained, wrapped)}
-        train_models = dataclasses.replace(models, **{role: swap.get(id(m), m) for role in ("policy", "critic", "reward_model")
-                                                      if (m := getattr(models, role)) is not None})
+        train_models = dataclasses.replace(models, **{
+            role: swap.get(id(m), m) for role in ("policy", "critic", "reward_model")
+            if (m := getattr(models, role)) is not None})
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(stage.train))
         self.wrapped_policy = swap.get(id(self.policy))
 
@@ -182,7 +184,7 @@ class Engine:
             state.update(version=resumed["version"], eval_before=resumed["eval_before"])
             first = resumed["step"] + 1
             ckpt.set_rng_state(resumed["rng"])  # last: building models above drew random numbers
-        if self.dist.world > 1:  # the ranks sample their own prompts with their own random streams
+        if self.dist.world > 1:  # same prompts drawn everywhere; each rank samples completions its own way
             torch.manual_seed(int(torch.randint(2**62, (1,))) + self.dist.rank)
 
         def save_checkpoint(step: int) -> Path:
