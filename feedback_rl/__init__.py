@@ -28,7 +28,8 @@ from .models import load_model  # noqa: E402
 from .recipe import DataRef, GeneratedData  # noqa: E402
 from .rollout import generate_rollouts  # noqa: E402
 from .roles import (  # noqa: E402
-    bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, scalar_model, sequence_scores, token_values,
+    bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, scalar_model, score_rollouts,
+    sequence_scores, token_values,
 )
 from .types import (  # noqa: E402
     BinaryFeedback,
@@ -48,7 +49,7 @@ __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
     "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "merged_state_dict",
-    "bradley_terry_loss", "pair_scores",
+    "bradley_terry_loss", "pair_scores", "score_rollouts",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
     "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",

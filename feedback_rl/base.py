@@ -37,7 +37,10 @@ class PluginContext:
     role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
 
     def resolve(self, path: str | Path) -> Path:
-        """A path from the recipe, relative to the recipe's folder."""
+        """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier
+        stage of this run saved (``runs/<run>/stages/<name>/``)."""
+        if str(path).startswith("stage:"):
+            return self.run_dir / "stages" / str(path).split(":", 1)[1]
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.recipe_dir / p
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Models
-from .batching import TokenBatch, pad_id, position_ids
+from .batching import TokenBatch, pack, pad_id, position_ids
 from . import lora
 from .errors import UserError
 from .models import frozen_copy
@@ -142,3 +142,33 @@ def pair_scores(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tenso
     scores = sequence_scores(model, tokens)
     n = len(tokens) // 2
     return scores[:n], scores[n:]
+
+
+@torch.no_grad()
+def score_rollouts(model: torch.nn.Module, rollouts: list, batch_size: int = 32) -> list:
+    """A scalar model's :class:`Score` for each rollout, read from the rollout's own token ids (no
+    re-tokenization); an error for a rollout the model cannot read (empty, out of its vocabulary or
+    past its context)."""
+    from .types import Score
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    out: list = [None] * len(rollouts)
+    fit = []
+    for k, r in enumerate(rollouts):
+        ids = list(r.prompt_ids) + list(r.completion_ids)
+        if not ids:
+            out[k] = Score.error("empty rollout")
+        elif max(ids) >= vocab:
+            out[k] = Score.error(f"token id {max(ids)} is outside the reward model's vocabulary ({vocab})")
+        elif limit and len(ids) > limit:
+            out[k] = Score.error(f"rollout is {len(ids)} tokens; the reward model reads at most {limit}")
+        else:
+            fit.append(k)
+    for start in range(0, len(fit), batch_size):
+        part = fit[start: start + batch_size]
+        # the pad id is irrelevant: the last real token comes from the attention mask
+        tokens = pack([rollouts[k].prompt_ids for k in part], [rollouts[k].completion_ids for k in part], 0)
+        for k, s in zip(part, sequence_scores(model, tokens.to(device)).tolist()):
+            out[k] = Score.ok(s)
+    return out

@@ -11,13 +11,10 @@ a later stage's ``reward_model`` source finds it as ``path: stage:<stage>``.
 """
 from __future__ import annotations
 
-
 import torch
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, hookimpl, tokenize
-
-from feedback_rl import bradley_terry_loss, pair_scores
+from feedback_rl import Optimizer, PluginOptions, bradley_terry_loss, hookimpl, pair_scores, tokenize
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from feedback_rl import (
     PluginContext, PluginOptions, Rollout, Score, bradley_terry_loss, load_model, pack, pair_scores, scalar_model,
-    sequence_scores,
+    score_rollouts,
 )
 
 from .store import Label
@@ -95,9 +95,7 @@ class RefittedRewardModel:
     def _load_trunk(self) -> None:
         if self.trunk is None:
             path = self.options.path
-            if path.startswith("stage:"):
-                path = str(self.context.run_dir / "stages" / path.split(":", 1)[1])
-            elif not path.startswith("builtin:"):
+            if not path.startswith("builtin:"):
                 path = str(self.context.resolve(path))
             self.trunk, self.tokenizer = load_model(path)
             self.trunk.to(self.device)
@@ -157,20 +155,12 @@ class RefittedRewardModel:
             right += int((chosen > rejected).sum())
         return right / len(pairs)
 
-    @torch.no_grad()
-    def values(self, rollouts: list[Rollout]) -> list[float | None]:
-        """The RM's score per rollout, from its own token ids; None for an empty rollout."""
-        out: list[float | None] = [None] * len(rollouts)
-        fit = [k for k, r in enumerate(rollouts) if r.prompt_ids or r.completion_ids]
-        for start in range(0, len(fit), 64):
-            part = fit[start: start + 64]
-            tokens = pack([rollouts[k].prompt_ids for k in part], [rollouts[k].completion_ids for k in part], 0)
-            for k, s in zip(part, sequence_scores(self.model, tokens.to(self.device)).tolist()):
-                out[k] = s
-        return out
-
     def score(self, rollouts: list[Rollout]) -> list[Score]:
-        return [Score.error("empty rollout") if v is None else Score.ok(v) for v in self.values(rollouts)]
+        return score_rollouts(self.model, rollouts, 64)
+
+    def values(self, rollouts: list[Rollout]) -> list[float | None]:
+        """The RM's score per rollout; None where it cannot read one."""
+        return [s.value for s in self.score(rollouts)]
 
     def state_dict(self) -> dict:
         return {"refits": self.refits, "stats": dict(self.stats),
