@@ -65,7 +65,7 @@ def ours_stage(s: dict) -> dict:
 
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
     from feedback_rl import hookimpl
-    from feedback_rl.engine import train_recipe
+    from feedback_rl.train import train_recipe
     from feedback_rl.plugins import default
 
     class Timer:

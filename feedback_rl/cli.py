@@ -32,7 +32,7 @@ def _load(recipe_path: str, overrides: tuple[str, ...]):
 def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool, num_processes: int) -> None:
     """Run every stage of RECIPE."""
     from .distributed import check_batches, launched, relaunch
-    from .engine import train_recipe
+    from .train import train_recipe
     from .summary import format_summary
     pm, reg, rec = _load(recipe, overrides)  # a bad recipe fails here, once, before any process starts
     if num_processes > 1 and not launched():

@@ -161,9 +161,6 @@ class Dist:
             return None
         return self.acc.get_state_dict(wrapped)
 
-    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module if self.acc is None else self.acc.unwrap_model(module)
-
     def warn(self, emit: Callable[[str], None]) -> Callable[[str], None]:
         """Rank 0 warns as one process does; other ranks say which rank they are."""
         if self.world == 1 or self.main:

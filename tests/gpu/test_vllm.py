@@ -42,7 +42,7 @@ def mismatch(model, tok, rollouts, temperature):
 @pytest.mark.gpu
 def test_grpo_recipe_runs_on_the_vllm_backend(tmp_path):
     pytest.importorskip("vllm")
-    from feedback_rl.engine import train_recipe
+    from feedback_rl.train import train_recipe
     recipe = tmp_path / "r.yaml"
     recipe.write_text(textwrap.dedent(f"""\
         name: grpo-vllm

@@ -7,7 +7,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl.cli import main
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 
 
 @pytest.fixture(scope="module")

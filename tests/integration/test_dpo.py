@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl import sequence_logprobs, tokenize
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 from feedback_rl.synthetic import sort_pairs
 
 

@@ -31,7 +31,7 @@ import pytest
 import torch
 import yaml
 
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.store import LabelStore
 

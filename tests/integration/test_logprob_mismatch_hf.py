@@ -7,7 +7,7 @@ import torch
 
 from feedback_rl import PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs
 from feedback_rl import tokenize_rollouts
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 from feedback_rl.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
 

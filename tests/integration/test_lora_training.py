@@ -17,7 +17,8 @@ from feedback_rl import checkpoint as ckpt
 from feedback_rl import lora
 from feedback_rl.batching import forward_logits, tokenize
 from feedback_rl.cli import main as frl
-from feedback_rl.engine import Engine, train_recipe
+from feedback_rl.engine import Engine
+from feedback_rl.train import train_recipe
 from feedback_rl.models import load_policy
 from feedback_rl.plugins import default
 from feedback_rl.recipe import ModelSpec, load

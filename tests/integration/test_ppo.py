@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 
 RECIPES = Path(__file__).parents[2] / "recipes"
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from feedback_rl import checkpoint as ckpt
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 from feedback_rl.errors import UserError
 
 STEPS = 8

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from feedback_rl import PluginContext, Rollout
 from feedback_rl.data import load
-from feedback_rl.engine import train_recipe
+from feedback_rl.train import train_recipe
 from feedback_rl.recipe import GeneratedData
 from frl_plugins.rewards.reward_model import RewardModelSource
 
