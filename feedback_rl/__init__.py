@@ -19,7 +19,7 @@ from .base import (  # noqa: E402
 )
 from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
-    tokenize_rollouts, truncated_is_weights,
+    mismatch_metrics, tokenize_rollouts, truncated_is_weights,
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
@@ -48,7 +48,8 @@ __version__ = "0.1.0"
 __all__ = [
     "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
     "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
-    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "merged_state_dict",
+    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "mismatch_metrics",
+    "merged_state_dict",
     "bradley_terry_loss", "pair_scores", "score_rollouts",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",

@@ -151,3 +151,11 @@ def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Ten
     """
     w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
     return torch.where(mask > 0, w, torch.ones_like(w)).detach()
+
+
+def mismatch_metrics(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the backend's log-probs are from the trainer's: mean |trainer - behaviour| and mean
+    untruncated ratio exp(trainer - behaviour) over completion tokens."""
+    d = trainer_logps - behaviour_logps
+    return {"rollout/logprob_mismatch": masked_mean(d.abs(), mask).item(),
+            "rollout/is_ratio_mean": masked_mean(torch.exp(d), mask).item()}

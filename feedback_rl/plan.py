@@ -39,6 +39,7 @@ recipe exits 2.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import tempfile
@@ -110,12 +111,9 @@ def read_config(recipe: Any):
     if spec.path == "builtin:tiny-gpt2":
         return _tiny_config(spec)
     where, kwargs = resolve_path(spec, recipe.base_dir, Path(tempfile.gettempdir()), recipe.seed)
-    if "gguf_file" in kwargs:
-        try:
-            import gguf  # noqa: F401  (transformers reads the header with it)
-        except ImportError:
-            raise UserError(f"model.path: '{spec.path}' is a GGUF file; reading its header needs the gguf "
-                            "package (pip install gguf), or point model.path at a folder with config.json") from None
+    if "gguf_file" in kwargs and importlib.util.find_spec("gguf") is None:  # transformers reads the header with it
+        raise UserError(f"model.path: '{spec.path}' is a GGUF file; reading its header needs the gguf "
+                        "package (pip install gguf), or point model.path at a folder with config.json")
     quiet_transformers()
     try:
         return AutoConfig.from_pretrained(where, **kwargs)

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from feedback_rl import (
     Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, masked_mean,
-    sequence_logprobs, tokenize_rollouts, truncated_is_weights,
+    mismatch_metrics, sequence_logprobs, tokenize_rollouts, truncated_is_weights,
 )
 
 
@@ -54,13 +54,6 @@ def clipped_objective(logps, old_logps, advantages, eps_low: float, eps_high: fl
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
     return -torch.min(unclipped, clipped), (clipped < unclipped).float()
-
-
-def mismatch_metrics(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor) -> dict:
-    """Mean |trainer - behaviour| log-prob and mean untruncated ratio over completion tokens."""
-    d = trainer_logps - behaviour_logps
-    return {"rollout/logprob_mismatch": masked_mean(d.abs(), mask).item(),
-            "rollout/is_ratio_mean": masked_mean(torch.exp(d), mask).item()}
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_len: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from feedback_rl import (
     Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, load_dataset, masked_mean,
-    masked_whiten, sequence_logprobs, tokenize, tokenize_rollouts, truncated_is_weights,
+    masked_whiten, mismatch_metrics, sequence_logprobs, tokenize, tokenize_rollouts, truncated_is_weights,
 )
 
 from feedback_rl import DataRef, last_token_index, token_values
@@ -219,9 +219,7 @@ class PPO(Optimizer):
         behaviour = behaviour_logprobs(feedback.rollouts, tokens)
         weights = torch.ones_like(logps)
         if behaviour is not None:
-            d = logps - behaviour
-            self._stats.update({"rollout/logprob_mismatch": float(masked_mean(d.abs(), mask)),
-                                "rollout/is_ratio_mean": float(masked_mean(torch.exp(d), mask))})
+            self._stats.update(mismatch_metrics(logps, behaviour, mask))
             if o.is_cap is not None:
                 weights = truncated_is_weights(logps, behaviour, mask, o.is_cap)
         elif o.is_cap is not None:
