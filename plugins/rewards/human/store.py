@@ -14,6 +14,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -248,22 +249,12 @@ class LabelStore:
             return "changed"
 
     def consume(self, consumer: str, task: str | None = None) -> list[Label]:
-        """Labels newer than ``consumer``'s cursor; the cursor moves past them in the same transaction."""
+        """Labels past ``consumer``'s stored cursor, which moves past them (for tools without a
+        checkpoint of their own; a training run holds its cursor itself: :meth:`take`)."""
         with self._tx() as db:
             cur = db.execute("SELECT last_label_id FROM cursors WHERE consumer=?", (consumer,)).fetchone()
-            last = cur["last_label_id"] if cur else 0
-            rows = db.execute("SELECT l.id, l.item_id, l.annotator, l.choice, i.task, i.prompt, i.a, i.b, i.meta "
-                              "FROM labels l JOIN items i ON i.id=l.item_id WHERE l.id > ? ORDER BY l.id",
-                              (last,)).fetchall()
-            if rows:
-                # the audit trail: a plain INSERT, so handing out a label twice would fail loudly
-                db.executemany("INSERT INTO consumed(consumer, label_id, at) VALUES (?,?,?)",
-                               [(consumer, r["id"], time.time()) for r in rows])
-                db.execute("INSERT INTO cursors(consumer, last_label_id) VALUES (?,?) ON CONFLICT(consumer) "
-                           "DO UPDATE SET last_label_id=excluded.last_label_id", (consumer, rows[-1]["id"]))
-        out = [Label(r["id"], r["item_id"], r["annotator"], r["choice"], r["task"], r["prompt"], r["a"], r["b"],
-                     json.loads(r["meta"])) for r in rows]
-        return [x for x in out if (task is None or x.task == task)]
+        labels, _ = self.take(consumer, (cur["last_label_id"] if cur else 0, sys.maxsize))  # no re-takes of changes
+        return [x for x in labels if task is None or x.task == task]
 
     def take(self, consumer: str, cursor: tuple[int, int]) -> tuple[list[Label], tuple[int, int]]:
         """Labels past a caller-held ``cursor`` = (last label id, last change id), and the new cursor.
@@ -301,10 +292,7 @@ class LabelStore:
         return out
 
     def all_labels(self) -> list[Label]:
-        rows = self._conn().execute("SELECT l.id, l.item_id, l.annotator, l.choice, i.task, i.prompt, i.a, i.b, "
-                                    "i.meta FROM labels l JOIN items i ON i.id=l.item_id ORDER BY l.id").fetchall()
-        return [Label(r["id"], r["item_id"], r["annotator"], r["choice"], r["task"], r["prompt"], r["a"], r["b"],
-                      json.loads(r["meta"])) for r in rows]
+        return self.labels_upto(sys.maxsize)
 
     def history(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._conn().execute("SELECT * FROM label_history ORDER BY id")]
