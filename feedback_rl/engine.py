@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import data as datasets
-from . import lora
 from . import feedback as shapes
+from . import lora
 from .base import Models, PluginContext, SamplingParams
 from .distributed import Dist, check_batches, idle_loss
 from .errors import RunStopped, UserError
@@ -35,6 +35,7 @@ from .rewards import Mixer, Slot
 from .roles import SharedValueHead, build_models
 from .rollout import generate_rollouts
 from .runs import Run
+from .types import Scored
 
 
 def seed_everything(seed: int) -> None:
@@ -293,10 +294,14 @@ class Engine:
         if self.main:
             self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=everyone)
         scored, reward_metrics = mixer.score(rollouts)
-        everyone = self.dist.gather_flat(scored)
+        if self.dist.world > 1:  # the rollouts crossed once already: only their scores cross now
+            marks = self.dist.gather_flat([(s.scores, s.reward) for s in scored])
+            all_scored = [Scored(r, scores, reward) for r, (scores, reward) in zip(everyone, marks)]
+        else:
+            all_scored = scored
         if self.main:
-            self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=everyone)
-            self._log_rollouts(stage.name, step, everyone)
+            self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=all_scored)
+            self._log_rollouts(stage.name, step, all_scored)
         metrics.update(reward_metrics)
         metrics.update(_rollout_metrics(rollouts, scored))
         prefs = self._compare(mixer, rollouts)
