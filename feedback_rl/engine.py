@@ -70,6 +70,7 @@ class Engine:
     # ------------------------------------------------------------------ the run
     def train(self) -> dict[str, Any]:
         recipe = self.recipe
+        check_batches(recipe, self.dist.world)  # before anything loads (accelerate launch skips frl's own check)
         seed_everything(recipe.seed)
         spec = recipe.model if self.resumed is None else \
             recipe.model.model_copy(update={"path": str(self.resume_path / "policy"), "gguf_file": None})
@@ -309,13 +310,11 @@ class Engine:
                             [f for slot in mixer.slots for f in slot.source.collect()])
 
     def _check_distributed(self, i: int, stage: StageSpec, models: Models) -> None:
-        world = self.dist.world
-        if world == 1:
-            return
-        check_batches(self.recipe, world)
-        if isinstance(models.critic, SharedValueHead):
+        if self.dist.world > 1 and isinstance(models.critic, SharedValueHead):
             raise UserError(f"{self.recipe.path}: stages[{i}].optimizer.critic: a value head shared with the "
-                            f"policy's trunk runs in one process; use a separate critic with {world} processes")
+                            f"policy's trunk runs in one process; use a separate critic with "
+                            f"{self.dist.world} processes")
+
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:
         batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
