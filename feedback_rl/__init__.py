@@ -1,4 +1,8 @@
-"""feedback_rl: train language models from feedback. The public API plugins import."""
+"""feedback_rl: train language models from feedback.
+
+This module is the public API: what a plugin may import (docs/plugins.md describes each name). A
+plugin imports nothing else from the core, and nothing from another plugin.
+"""
 from __future__ import annotations
 
 import pluggy
@@ -6,52 +10,51 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("feedback_rl")
 
 from .base import (  # noqa: E402
-    Backend,
-    Generation,
-    Logger,
-    Models,
-    Optimizer,
-    Plugin,
-    PluginContext,
-    PluginOptions,
-    RewardSource,
-    SamplingParams,
+    Backend, Generation, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource, SamplingParams,
 )
 from .batching import (  # noqa: E402
-    TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
-    mismatch_metrics, tokenize_rollouts, truncated_is_weights,
+    TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch,
+    rollout_batch, sequence_logprobs, split_pairs,
 )
+from .chat import encode_prompt, render_prompt  # noqa: E402
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
+from .feedback import candidate_pairs, encode_text_rollouts, from_rows as feedback_from_rows, to_pairs  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
-from .models import load_model  # noqa: E402
+from .models import context_length, load_model  # noqa: E402
+from .policy_gradient import (  # noqa: E402
+    backend_correction, clipped_surrogate, is_cap_option, mismatch_metrics, truncated_is_weights,
+)
 from .recipe import DataRef, GeneratedData  # noqa: E402
 from .rollout import generate_rollouts  # noqa: E402
 from .roles import (  # noqa: E402
-    bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, scalar_model, score_rollouts,
-    sequence_scores, token_values,
+    bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, pairwise_accuracy, scalar_model,
+    score_rollouts, sequence_scores, token_values,
 )
 from .types import (  # noqa: E402
-    BinaryFeedback,
-    Demonstrations,
-    Feedback,
-    PairFeedback,
-    Preference,
-    Rollout,
-    ScalarFeedback,
-    Score,
-    Scored,
+    BinaryFeedback, Demonstrations, Feedback, Judgment, PairFeedback, Preference, Rating, Rollout, ScalarFeedback,
+    Score, Scored,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "Backend", "Generation", "Logger", "Models", "Optimizer", "Plugin", "PluginContext",
-    "PluginOptions", "RewardSource", "SamplingParams", "TokenBatch", "masked_mean", "masked_whiten", "pack",
-    "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "mismatch_metrics",
-    "merged_state_dict",
-    "bradley_terry_loss", "pair_scores", "score_rollouts",
-    "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
-    "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
-    "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
+    # writing a plugin
+    "hookimpl", "Plugin", "PluginOptions", "PluginContext", "UserError", "RunStopped",
+    "RewardSource", "Optimizer", "Backend", "Logger", "Models", "SamplingParams", "Generation",
+    # what flows through the loop
+    "Rollout", "Score", "Preference", "Rating", "Judgment", "Scored",
+    "Feedback", "ScalarFeedback", "PairFeedback", "BinaryFeedback", "Demonstrations",
+    "feedback_from_rows", "to_pairs", "candidate_pairs", "encode_text_rollouts",
+    # data and prompts
+    "Dataset", "load_dataset", "DataRef", "GeneratedData", "render_prompt", "encode_prompt",
+    # token batches and log-probs
+    "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
+    "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",
+    # shared loss math
+    "clipped_surrogate", "is_cap_option", "backend_correction", "truncated_is_weights", "mismatch_metrics",
+    "bradley_terry_loss",
+    # models and roles
+    "load_model", "context_length", "generate_rollouts", "merged_state_dict", "scalar_model", "load_scalar_model",
+    "score_rollouts", "sequence_scores", "pair_scores", "pairwise_accuracy", "token_values", "last_token_index",
 ]

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from .types import Feedback, FeedbackShape, Preference, Rollout, Score
+from .types import Feedback, FeedbackShape, Judgment, Preference, Rollout, Score
 
 
 class PluginOptions(BaseModel):
@@ -35,6 +35,7 @@ class PluginContext:
     warn: Any = print              # callable(str): user-facing warnings
     sampling: Any = None           # the stage's SamplingParams (optimizers need the temperature)
     role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
+    system_prompt: str | None = None  # the stage's rollout.system_prompt (rows are rendered with it)
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier
@@ -71,16 +72,19 @@ class RewardSource(Plugin):
 
     :meth:`score` returns one :class:`Score` per rollout: ``Score.ok(x)``,
     ``Score.abstain()`` (not applicable) or ``Score.error(reason)``; never a silent 0.
-    A pairwise source also implements :meth:`compare`.
+    A pairwise source also implements :meth:`compare`. A source returns judgments only: the core
+    shapes them into whatever feedback the stage's optimizer consumes (``feedback_rl/feedback.py``).
     """
 
     #: True when the source judges pairs natively (a human A/B queue, a pairwise judge).
     pairwise: ClassVar[bool] = False
 
     @classmethod
-    def gives(cls, options: PluginOptions) -> set[str]:
-        """The feedback shapes this source can feed (the engine adapts pointwise scores to all three)."""
-        return {"pairs"} if cls.pairwise else {"scalar", "pairs", "binary"}
+    def judgments(cls, options: PluginOptions) -> set[str]:
+        """The kinds of judgment this source returns: ``scores`` (:meth:`score`), ``preferences``
+        (:meth:`compare`, or late from :meth:`collect`), late ``values`` or ``labels`` (:class:`Rating`
+        from :meth:`collect`). The core knows which feedback shapes each kind can build."""
+        return {"preferences"} if cls.pairwise else {"scores"}
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
@@ -93,8 +97,10 @@ class RewardSource(Plugin):
         ``source/<name>/<key>``."""
         return {}
 
-    def collect(self) -> list[Feedback]:
-        """Feedback that arrived since the last call (an asynchronous source, such as a human queue)."""
+    def collect(self) -> list[Judgment]:
+        """Judgments that arrived since the last call (an asynchronous source, such as a human queue):
+        :class:`Preference` and :class:`Rating` objects about rollouts of earlier steps, each rollout
+        with the token ids it was sampled with."""
         return []
 
     def describe(self) -> dict[str, Any]:
@@ -111,7 +117,6 @@ class Models:
     reference: torch.nn.Module | None = None
     critic: torch.nn.Module | None = None
     reward_model: torch.nn.Module | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def trainable(self) -> list[torch.nn.Module]:
         # a frozen role adds no parameters: the engine keeps only those that require grad
@@ -155,6 +160,14 @@ class Optimizer(Plugin):
         """The modules this optimizer trains (default: policy and critic, or a reward model)."""
         return models.trainable()
 
+    def max_length(self) -> int | None:
+        """The longest prompt + completion this optimizer trains on (longer ones are cut), if any."""
+        return None
+
+    def rows_per_forward(self, rows: int) -> int:
+        """How many of a step's ``rows`` sequences one training forward holds (for ``frl plan``)."""
+        return rows
+
     def stage_output(self, models: Models) -> torch.nn.Module:
         """The model the stage produces, saved to ``stages/<stage>/`` (a reward-model stage: the RM)."""
         return models.policy
@@ -171,11 +184,13 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     greedy: bool = False
+    stop_token_ids: list[int] = field(default_factory=list)  # the core fills it from the tokenizer and model
 
 
 @dataclass
 class Generation:
-    """What a backend returns for one prompt: token ids and behaviour log-probs."""
+    """What a backend returns for one prompt: token ids and behaviour log-probs (one per completion
+    token). The completion may run past a stop token: the core cuts it at the first one."""
 
     prompt_ids: list[int]
     completion_ids: list[int]
@@ -186,8 +201,10 @@ class Generation:
 class Backend(Plugin):
     """Produces completions. The core's rollout path calls it; nothing else generates."""
 
-    def generate(self, model: torch.nn.Module, tokenizer: Any, prompts: list[str],
+    def generate(self, model: torch.nn.Module, tokenizer: Any, prompt_ids: list[list[int]],
                  sampling: SamplingParams) -> list[Generation]:
+        """One completion per prompt, from token ids (rendered and tokenized once, by the core); stop
+        at ``sampling.stop_token_ids`` or ``sampling.max_new_tokens``."""
         raise NotImplementedError
 
     def sync_weights(self, model: torch.nn.Module, version: int) -> None:

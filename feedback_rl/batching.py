@@ -35,38 +35,56 @@ class TokenBatch:
         return TokenBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
-def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int) -> TokenBatch:
-    """Concatenate each prompt with its completion and right-pad to the longest."""
+def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+         completion_masks: list[list[int] | None] | None = None, max_length: int | None = None) -> TokenBatch:
+    """Concatenate each prompt with its completion and right-pad to the longest.
+
+    ``completion_masks`` marks, per completion token, whether it trains (None: every one does);
+    ``max_length`` cuts each sequence's completion so prompt + completion fit (the prompt is kept)."""
+    masks = completion_masks or [None] * len(prompt_ids)
+    if max_length is not None:
+        keep = [max(0, max_length - len(p)) for p in prompt_ids]
+        completion_ids = [c[:k] for c, k in zip(completion_ids, keep)]
+        masks = [m[:k] if m is not None else None for m, k in zip(masks, keep)]
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
     comp = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
+    for i, (p, s, m) in enumerate(zip(prompt_ids, seqs, masks)):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         attn[i, : len(s)] = 1
-        comp[i, len(p): len(s)] = 1
+        comp[i, len(p): len(s)] = 1 if m is None else torch.tensor(m, dtype=torch.long)
     return TokenBatch(ids, attn, comp)
 
 
-def tokenize(tokenizer: Any, prompts: list[str], completions: list[str], add_eos: bool = True,
+def rollout_batch(rollouts: list, tokenizer: Any, max_length: int | None = None) -> TokenBatch:
+    """The sequences exactly as sampled (or as an offline row was encoded, once): no re-tokenization.
+    The tokenizer only names the pad id."""
+    return pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id(tokenizer),
+                [r.completion_mask for r in rollouts], max_length)
+
+
+def pair_batch(feedback: Any, tokenizer: Any, max_length: int | None = None) -> TokenBatch:
+    """A :class:`PairFeedback`'s chosen rows stacked on its rejected rows: one forward scores both;
+    :func:`split_pairs` takes the two halves of its per-row results apart."""
+    return rollout_batch(list(feedback.chosen) + list(feedback.rejected), tokenizer, max_length)
+
+
+def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen and the rejected half of per-row values computed on a :func:`pair_batch`."""
+    n = len(values) // 2
+    return values[:n], values[n:]
+
+
+def tokenize(tokenizer: Any, prompts: list, completions: list, add_eos: bool = True,
              max_length: int | None = None) -> TokenBatch:
-    """Tokenize text pairs; the completion ends with EOS so the model learns to stop."""
-    p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    c_ids = []
-    for c in completions:
-        ids = tokenizer(c, add_special_tokens=False)["input_ids"]
-        if add_eos and tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
-        c_ids.append(ids)
-    if max_length is not None:
-        c_ids = [c[: max(0, max_length - len(p))] for p, c in zip(p_ids, c_ids)]
-    return pack(p_ids, c_ids, pad_id(tokenizer))
-
-
-def tokenize_rollouts(rollouts: list, tokenizer: Any) -> TokenBatch:
-    """Rollouts keep their generated token ids: no re-tokenization, no mismatch."""
-    return pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id(tokenizer))
+    """Encode offline text (or conversation) pairs once, with the completion ending in EOS: for tests and
+    the core's offline rows; generated text never comes through here (rollouts keep their ids)."""
+    from .chat import encode_example
+    enc = [encode_example(tokenizer, p, c, add_eos=add_eos) for p, c in zip(prompts, completions)]
+    return pack([e.prompt_ids for e in enc], [e.completion_ids for e in enc], pad_id(tokenizer),
+                [e.completion_mask for e in enc], max_length)
 
 
 def behaviour_logprobs(rollouts: list, batch: TokenBatch) -> torch.Tensor | None:
@@ -91,6 +109,8 @@ def behaviour_logprobs(rollouts: list, batch: TokenBatch) -> torch.Tensor | None
 
 
 def pad_id(tokenizer: Any) -> int:
+    if tokenizer is None:  # no tokenizer to ask: the attention mask, not the pad id, marks padding
+        return 0
     pid = tokenizer.pad_token_id
     return pid if pid is not None else (tokenizer.eos_token_id or 0)
 
@@ -140,22 +160,3 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + eps)
     return out if shift_mean else out + mean
-
-
-def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,
-                         cap: float) -> torch.Tensor:
-    """Per-token ``min(exp(trainer - behaviour), cap)``, detached; 1 outside the mask.
-
-    The rollouts were sampled from the backend's distribution, the gradient assumes the trainer's:
-    the weight reweights each token towards the trainer's, truncated so one token cannot dominate.
-    """
-    w = torch.exp(trainer_logps - behaviour_logps).clamp(max=cap)
-    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
-
-
-def mismatch_metrics(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor) -> dict:
-    """How far the backend's log-probs are from the trainer's: mean |trainer - behaviour| and mean
-    untruncated ratio exp(trainer - behaviour) over completion tokens."""
-    d = trainer_logps - behaviour_logps
-    return {"rollout/logprob_mismatch": masked_mean(d.abs(), mask).item(),
-            "rollout/is_ratio_mean": masked_mean(torch.exp(d), mask).item()}

@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
-from .base import PluginContext, SamplingParams
+from .base import PluginContext
 from .errors import RunStopped, UserError
 from .feedback import candidate_pairs
-from .rewards import Mixer, Slot
-from .rollout import generate_rollouts
+from .rewards import build_mixer
+from .rollout import generate_rollouts, sampling_params
 
 
 def register(cli: click.Group) -> None:
@@ -61,10 +61,8 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
             backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
-            r = stage.rollout
-            sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                                      top_k=r.top_k)
-            rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling, generations)
+            rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling_params(stage.rollout), generations,
+                                         system_prompt=getattr(stage.rollout, "system_prompt", None))
             echo(f"== stage '{stage.name}': {len(rollouts)} rollouts of {len(rows)} prompts "
                  "(from the recipe's starting model)")
             for key, specs in groups:
@@ -78,16 +76,16 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
 
 def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: list, run_dir: Path,
                    show: int, echo: Any) -> list[str]:
-    failed, slots = [], []
-    for j, spec in enumerate(specs):
-        ctx = PluginContext(name=spec.name, run_dir=run_dir, stage=rec.stages[i].name, seed=rec.seed,
-                            recipe_dir=rec.base_dir)
-        try:
-            slots.append(Slot(spec, reg.get("reward_sources", spec.type)(rec.options(key, i, j), ctx)))
-        except UserError as e:
-            echo(f"{spec.name:<16} {spec.type:<10} cannot start: {e}")
-            failed.append(spec.name)
-    mixer = Mixer([s for s in slots], "none", max_error_rate=1.0)
+    failed = []
+
+    def cannot_start(spec: Any, e: UserError) -> None:
+        echo(f"{spec.name:<16} {spec.type:<10} cannot start: {e}")
+        failed.append(spec.name)
+
+    mixer = build_mixer(rec, reg, i, key, specs, lambda name: PluginContext(
+        name=name, run_dir=run_dir, stage=rec.stages[i].name, seed=rec.seed, recipe_dir=rec.base_dir),
+        on_error=cannot_start)
+    slots = mixer.slots
     try:
         scored, metrics = mixer.score(rollouts, prefix="check")
         echo(f"{'source':<16} {'type':<10} {'n':>3} {'ok':>3} {'abstain':>7} {'error':>5} {'mean':>8} "

@@ -20,20 +20,21 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .chat import encode_prompt
 from . import data as datasets
 from . import feedback as shapes
 from . import lora
-from .base import Models, PluginContext, SamplingParams
+from .base import Models, PluginContext
 from .distributed import Dist, check_batches, idle_loss
 from .errors import RunStopped, UserError
 from .evaluation import evaluate
 from .health import Health
-from .models import load_policy
+from .models import context_length, load_policy
 from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
-from .rewards import Mixer, Slot
+from .rewards import Mixer, build_mixer
 from .roles import SharedValueHead, build_models
-from .rollout import generate_rollouts
+from .rollout import generate_rollouts, sampling_params
 from .runs import Run
 from .types import Scored
 
@@ -126,7 +127,8 @@ class Engine:
         recipe = self.recipe
         seed_everything(recipe.seed + 1000 * i)
         ctx = self._context(stage.optimizer.type, stage.name)
-        ctx.sampling = self._sampling(stage)
+        ctx.sampling = sampling_params(stage.rollout)
+        ctx.system_prompt = _system_prompt(stage)
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
         if resumed is None and lora.is_lora(self.policy) and lora.adapter_trained(self.policy):
             self._restart_adapter(stage)
@@ -164,7 +166,7 @@ class Engine:
         local_eval = self.dist.split(eval_rows)
         def do_eval() -> dict[str, float]:
             out = evaluate(backend, self.policy, self.tokenizer, local_eval, eval_mixer, eval_tokens,
-                           stage.eval.batch_size)
+                           stage.eval.batch_size, _system_prompt(stage))
             with torch.no_grad():
                 out.update(optimizer.evaluate(local_eval, models))
             return self.dist.reduce_metrics(out, weight=len(local_eval))
@@ -215,7 +217,7 @@ class Engine:
             stopped = None
             try:
                 if optimizer.feedback == "demonstrations" or not mixer.slots:
-                    fb = shapes.from_rows(optimizer.feedback, rows)
+                    fb = shapes.from_rows(optimizer.feedback, rows, self.tokenizer, _system_prompt(stage))
                 else:
                     fb = self._feedback(stage, step, rows, backend, mixer, optimizer.feedback, state["version"],
                                         metrics)
@@ -284,9 +286,9 @@ class Engine:
     def _feedback(self, stage: StageSpec, step: int, rows: list[dict], backend: Any, mixer: Mixer, shape: str,
                   version: int, metrics: dict[str, Any]) -> Any:
         """Generate this rank's rollouts, score and mix them, and shape what the optimizer consumes."""
-        sampling = self._sampling(stage)
-        rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, sampling,
-                                     stage.rollout.num_generations, policy_version=version)
+        rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, sampling_params(stage.rollout),
+                                     stage.rollout.num_generations, policy_version=version,
+                                     system_prompt=_system_prompt(stage))
         if self.dist.world > 1:  # groups and ids unique across ranks, for the logs and the hooks
             for r in rollouts:
                 r.group += self.dist.rank * len(rows)
@@ -305,9 +307,13 @@ class Engine:
             self._log_rollouts(stage.name, step, all_scored)
         metrics.update(reward_metrics)
         metrics.update(_rollout_metrics(rollouts, scored))
-        prefs = self._compare(mixer, rollouts)
-        return shapes.merge(self._shape(shape, scored, prefs, stage, bool(mixer.pointwise)),
-                            [f for slot in mixer.slots for f in slot.source.collect()])
+        late = []
+        for slot in mixer.slots:  # judgments of earlier steps' rollouts that arrived since (people)
+            for j in slot.source.collect():
+                j.source = slot.spec.name
+                late.append(j)
+        return shapes.build(shape, scored, self._compare(mixer, rollouts), late, bool(mixer.pointwise),
+                            self.tokenizer, stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
 
     def _check_distributed(self, i: int, stage: StageSpec, models: Models) -> None:
         if self.dist.world > 1 and isinstance(models.critic, SharedValueHead):
@@ -356,17 +362,6 @@ class Engine:
         torch.save({"feedback": feedback, "minibatch": minibatch}, where)
         return where
 
-    def _shape(self, shape: str, scored: list, prefs: list, stage: StageSpec, pointwise: bool) -> Any:
-        if shape == "scalar":
-            return shapes.to_scalar(scored)
-        if shape == "pairs":
-            mixed = shapes.best_worst_pairs(scored, stage.feedback.pair_min_margin) if pointwise else []
-            return shapes.to_pairs(mixed + prefs)
-        if shape == "binary":
-            fb = shapes.to_binary(scored, stage.feedback.binary_threshold) if pointwise else shapes.to_binary([], 0)
-            return shapes.merge(fb, [shapes.pairs_to_binary(prefs)])
-        raise UserError(f"stage '{stage.name}': feedback shape '{shape}' cannot come from reward sources")
-
     def _compare(self, mixer: Mixer, rollouts: list) -> list:
         """Pairwise sources judge candidate pairs (two completions of each prompt) directly."""
         prefs = []
@@ -379,40 +374,24 @@ class Engine:
 
     def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float,
                role: str = "train") -> Mixer:
-        slots = []
-        for j, spec in enumerate(specs):
-            cls = self.reg.get("reward_sources", spec.type)
-            ctx = self._context(spec.name, self.recipe.stages[i].name)
+        def context(name: str) -> PluginContext:
+            ctx = self._context(name, self.recipe.stages[i].name)
             ctx.role = role
-            slots.append(Slot(spec, cls(self.recipe.options(key, i, j), ctx)))
-        return Mixer(slots, normalize, max_error_rate)
-
+            return ctx
+        return build_mixer(self.recipe, self.reg, i, key, specs, context, normalize, max_error_rate)
 
     def _check_rows(self, rows: Any, shape: str, online: bool, stage: StageSpec) -> None:
         if rows is None:
             return
-        need: dict[str, Any] = {"prompt": str}
-        if shape == "demonstrations":
-            need["completion"] = str
-        elif not online and shape == "pairs":
-            need.update(chosen=str, rejected=str)
-        elif not online and shape == "binary":
-            need.update(completion=str, label=bool)
-        rows.require(need, f"stage '{stage.name}' ({stage.optimizer.type})")
-        limit = getattr(self.policy.config, "n_positions", None) or getattr(self.policy.config,
-                                                                              "max_position_embeddings", None)
+        rows.require(shapes.row_columns(shape, online), f"stage '{stage.name}' ({stage.optimizer.type})")
+        limit = context_length(self.policy.config)
         if limit:
             budget = limit - (stage.rollout.max_new_tokens if online else 0)
             for row, line in zip(rows, rows.lines):
-                n = len(self.tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+                n = len(encode_prompt(self.tokenizer, row["prompt"], _system_prompt(stage)))
                 if n > budget:
                     raise UserError(f"{rows.origin}:{line}: prompt is {n} tokens; with max_new_tokens "
                                     f"{stage.rollout.max_new_tokens} it exceeds the model's context of {limit}")
-
-    @staticmethod
-    def _sampling(stage: StageSpec) -> SamplingParams:
-        r = stage.rollout
-        return SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
 
     def _log(self, metrics: dict[str, Any]) -> None:
         self.global_step += 1
@@ -426,6 +405,10 @@ class Engine:
             "scores": {k: {"status": v.status, "value": v.value, **({"reason": v.reason} if v.reason else {})}
                        for k, v in s.scores.items()},
         } for s in scored])
+
+
+def _system_prompt(stage: StageSpec) -> str | None:
+    return getattr(stage.rollout, "system_prompt", None)
 
 
 def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:

@@ -65,6 +65,13 @@ def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> 
     return model, tokenizer
 
 
+def context_length(config: Any) -> int | None:
+    """How many positions the model reads (GPT-2 names it ``n_positions``, most others
+    ``max_position_embeddings``; multimodal configs keep it in their ``text_config``)."""
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen, eval-mode copy (the reference policy of a stage)."""
     ref = copy.deepcopy(model)

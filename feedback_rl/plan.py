@@ -50,6 +50,7 @@ from typing import Any
 import click
 
 from .errors import RunStopped, UserError
+from .models import context_length
 
 ACT_FACTOR = 30          # h-wide tensors a block keeps per token for the backward (see above)
 LOGIT_FP32_COPIES = 2    # float32 log-softmax and its gradient, besides the model's own logits
@@ -140,7 +141,7 @@ def model_shape(config: Any) -> ModelShape:
         elif isinstance(m, Conv1D):  # GPT-2's linear layers store the weight as (in, out)
             matrices[name] = tuple(m.weight.shape)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    context = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+    context = context_length(text) or 2048
     return ModelShape(params=sum(p.numel() for p in lm.parameters()),
                       scalar_params=sum(p.numel() for p in scalar.parameters()),
                       hidden=text.hidden_size, layers=text.num_hidden_layers, vocab=text.vocab_size,
@@ -192,48 +193,50 @@ def _count_tokens(shape: ModelShape, text: str) -> int:
     return len(shape.tokenizer(text, add_special_tokens=False)["input_ids"]) if shape.tokenizer else len(text)
 
 
-def _sequence(recipe: Any, i: int, opt_cls: Any, options: Any, shape: ModelShape,
+def _sequence(recipe: Any, i: int, optimizer: Any, shape: ModelShape,
               prompt_tokens: int | None) -> tuple[int, int]:
-    """(B, T) of the stage's training forward."""
+    """(B, T) of the stage's training forward: the feedback shape says how many sequences a step's items
+    train on, the optimizer how many of them one forward holds and how long they may be."""
     from . import data as datasets
+    from .feedback import SHAPES, row_columns
     stage = recipe.stages[i]
-    online = bool(stage.rewards.sources) and opt_cls.feedback != "demonstrations"
+    kind = SHAPES[optimizer.feedback]
+    online = bool(stage.rewards.sources) and optimizer.feedback != "demonstrations"
     rows = list(datasets.load(stage.data.train, recipe.base_dir))[:MAX_ROWS] if stage.data.train is not None else []
     if online:
-        seqs = math.ceil(stage.train.batch_size * stage.rollout.num_generations
-                         / getattr(options, "num_minibatches", 1))
+        seqs = optimizer.rows_per_forward(stage.train.batch_size * stage.rollout.num_generations)
         longest = prompt_tokens if prompt_tokens is not None else \
             max((_count_tokens(shape, r["prompt"]) for r in rows), default=0)
         length = longest + stage.rollout.max_new_tokens
     else:
-        seqs = stage.train.batch_size * (1 if opt_cls.feedback == "demonstrations" else 2)
+        seqs = optimizer.rows_per_forward(stage.train.batch_size * kind.sequences_per_item)
+        texts = [k for k in row_columns(optimizer.feedback, False) if k != "prompt"]
         length = max((_count_tokens(shape, r.get("prompt", "")) + 1 + max(
-            (_count_tokens(shape, v) for k, v in r.items() if k in ("completion", "chosen", "rejected")
-             and isinstance(v, str)), default=0) for r in rows), default=stage.rollout.max_new_tokens)
+            (_count_tokens(shape, r[k]) for k in texts if isinstance(r.get(k), str)), default=0)
+            for r in rows), default=stage.rollout.max_new_tokens)
         if prompt_tokens is not None:
             length = max(length, prompt_tokens)
-    max_length = getattr(options, "max_length", None)
+    max_length = optimizer.max_length()
     return seqs, min(length, max_length or length, shape.context)
 
 
 def plan_stage(recipe: Any, reg: Any, i: int, shape: ModelShape, num_processes: int = 1, zero: int = 0,
                prompt_tokens: int | None = None) -> StagePlan:
-    from .base import PluginContext, SamplingParams
+    from .base import PluginContext
+    from .rollout import sampling_params
     stage = recipe.stages[i]
     opt_cls = reg.get("optimizers", stage.optimizer.type)
     options = recipe.options("stage", i, "optimizer")
-    r = stage.rollout
     with tempfile.TemporaryDirectory(prefix="frl-plan-") as tmp:
         ctx = PluginContext(name=stage.optimizer.type, run_dir=Path(tmp), stage=stage.name, seed=recipe.seed,
-                            recipe_dir=recipe.base_dir, sampling=SamplingParams(
-                                max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k))
+                            recipe_dir=recipe.base_dir, sampling=sampling_params(stage.rollout))
         optimizer = opt_cls(options, ctx)
         roles = set(optimizer.roles())
         trained = _trained(optimizer, roles)
     w = DTYPE_BYTES[recipe.model.dtype]
     n = num_processes
     lora = getattr(recipe.model, "lora", None)
-    seqs, length = _sequence(recipe, i, opt_cls, options, shape, prompt_tokens)
+    seqs, length = _sequence(recipe, i, optimizer, shape, prompt_tokens)
     seqs = math.ceil(seqs / n)
     plan = StagePlan(stage.name, stage.optimizer.type, seqs, length)
     wdiv = n if zero == 3 else 1    # ZeRO-3 shards weights

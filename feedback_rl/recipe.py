@@ -353,12 +353,13 @@ def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail:
         return
     if stage.data.train is None:
         fail(loc + ("data", "train"), "set data.train: the prompts to generate rollouts from")
+    from .feedback import buildable, can_build
     for j, src in enumerate(sources):
         cls = reg.get("reward_sources", src.type)
-        gives = cls.gives(recipe.options("source", i, j))
-        if shape not in gives:
+        judgments = cls.judgments(recipe.options("source", i, j))
+        if not can_build(shape, judgments):
             fail(loc + ("rewards", "sources", j), f"optimizer '{opt_cls.name}' consumes {shape} feedback, but reward "
-                 f"source '{src.name}' ({src.type}) gives only {', '.join(sorted(gives))}")
+                 f"source '{src.name}' ({src.type}) gives only {', '.join(sorted(buildable(judgments)))}")
     if shape == "pairs" and stage.rollout.num_generations < 2:
         fail(loc + ("rollout", "num_generations"), "pairs are formed within a prompt's group: set it to 2 or more")
 

@@ -14,9 +14,10 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from .base import RewardSource
-from .errors import RunStopped
+from .errors import RunStopped, UserError
 from .recipe import SourceSpec
 from .types import Rollout, Score, Scored
 
@@ -26,6 +27,24 @@ class Slot:
     spec: SourceSpec
     source: RewardSource
     last_errors: deque = field(default_factory=lambda: deque(maxlen=3))
+
+
+def build_mixer(recipe: Any, registry: Any, i: int, key: str, specs: list[SourceSpec], context: Any,
+                normalize: str = "none", max_error_rate: float = 1.0, on_error: Any = None) -> "Mixer":
+    """The sources ``specs`` of stage ``i`` (``key``: ``source`` or ``eval_source``, where their options
+    sit in the recipe), each built with ``context(name)``. ``on_error(spec, error)``: a source that
+    cannot start is left out and reported instead of raising (``frl check``)."""
+    slots = []
+    for j, spec in enumerate(specs):
+        try:
+            source = registry.get("reward_sources", spec.type)(recipe.options(key, i, j), context(spec.name))
+        except UserError as e:
+            if on_error is None:
+                raise
+            on_error(spec, e)
+            continue
+        slots.append(Slot(spec, source))
+    return Mixer(slots, normalize, max_error_rate)
 
 
 class Mixer:

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from .base import Models
-from .batching import TokenBatch, pack, pad_id, position_ids
+from .batching import TokenBatch, pack, pad_id, position_ids, split_pairs
 from . import lora
 from .errors import UserError
-from .models import frozen_copy
+from .models import context_length, frozen_copy
 
 ROLES = {"reference", "critic", "critic:shared", "reward_model"}
 
@@ -139,9 +139,24 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
 
 def pair_scores(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of a batch of chosen rows stacked on rejected rows: one forward for both."""
-    scores = sequence_scores(model, tokens)
-    n = len(tokens) // 2
-    return scores[:n], scores[n:]
+    return split_pairs(sequence_scores(model, tokens))
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: torch.nn.Module, pairs: Any, tokenizer: Any, batch_size: int = 64) -> float:
+    """Share of a :class:`PairFeedback`'s pairs the scalar model scores chosen above rejected."""
+    from .batching import pair_batch
+    from .types import PairFeedback
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    right = 0
+    for start in range(0, len(pairs), batch_size):
+        part = PairFeedback(pairs.chosen[start: start + batch_size], pairs.rejected[start: start + batch_size])
+        chosen, rejected = pair_scores(model, pair_batch(part, tokenizer).to(device))
+        right += int((chosen > rejected).sum())
+    model.train(was_training)
+    return right / max(1, len(pairs))
 
 
 @torch.no_grad()
@@ -152,7 +167,7 @@ def score_rollouts(model: torch.nn.Module, rollouts: list, batch_size: int = 32)
     from .types import Score
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    limit = context_length(model.config)
     out: list = [None] * len(rollouts)
     fit = []
     for k, r in enumerate(rollouts):

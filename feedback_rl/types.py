@@ -17,7 +17,9 @@ class Rollout:
 
     ``group`` ties together the completions of the same prompt within a step.
     ``logprobs`` are the behaviour log-probabilities of the completion tokens, taken
-    at generation time (after temperature), one per completion token.
+    at generation time (after temperature), one per completion token. ``completion_mask`` marks
+    the completion tokens that train (None: all of them); a conversation's user turns, or an
+    environment's answers inside an episode, are 0.
     """
 
     prompt: str
@@ -30,6 +32,7 @@ class Rollout:
     truncated: bool = False
     policy_version: int = 0
     uid: str = ""
+    completion_mask: list[int] | None = None
 
     @property
     def task(self) -> str | None:
@@ -91,6 +94,22 @@ class Scored:
 
 
 @dataclass
+class Rating:
+    """An asynchronous judgment of one rollout, arriving after the step that generated it (a person's
+    rating or thumbs). ``value`` feeds scalar feedback and pairs within the rollout's prompt;
+    ``desirable`` feeds binary feedback (None: neutral, left out)."""
+
+    rollout: Rollout
+    value: float | None = None
+    desirable: bool | None = None
+    source: str = ""
+
+
+Judgment = Score | Preference | Rating
+"""What a reward source returns. No source builds feedback: the core shapes judgments (feedback.py)."""
+
+
+@dataclass
 class ScalarFeedback:
     """For GRPO/PPO/RLOO: rollouts with one reward each (rows nothing scored are left out)."""
 
@@ -103,38 +122,36 @@ class ScalarFeedback:
 
 @dataclass
 class PairFeedback:
-    """For DPO and reward-model training: (prompt, chosen, rejected) triples."""
+    """For DPO and reward-model training: a chosen and a rejected sequence of the same prompt, each a
+    :class:`Rollout` carrying its token ids (sampled ids for live pairs; offline rows encoded once)."""
 
-    prompts: list[str]
-    chosen: list[str]
-    rejected: list[str]
+    chosen: list[Rollout] = field(default_factory=list)
+    rejected: list[Rollout] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.chosen)
 
 
 @dataclass
 class BinaryFeedback:
-    """For KTO: completions labelled desirable (True) or undesirable (False)."""
+    """For KTO: sequences labelled desirable (True) or undesirable (False)."""
 
-    prompts: list[str]
-    completions: list[str]
-    desirable: list[bool]
+    rollouts: list[Rollout] = field(default_factory=list)
+    desirable: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.rollouts)
 
 
 @dataclass
 class Demonstrations:
-    """For SFT: prompt/completion rows from a dataset."""
+    """For SFT: prompt/completion rows from a dataset, encoded once into token ids."""
 
-    prompts: list[str]
-    completions: list[str]
+    rollouts: list[Rollout] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self.rollouts)
 
 
 Feedback = ScalarFeedback | PairFeedback | BinaryFeedback | Demonstrations

@@ -1,4 +1,4 @@
-"""The default generation backend: HF ``generate`` with left padding.
+"""The default generation backend: HF ``generate`` on left-padded token ids.
 
 Behaviour log-probs come from the processed scores (after temperature, top-k, top-p), i.e. the
 distribution the tokens were actually sampled from.
@@ -16,36 +16,32 @@ class HFBackend(Backend):
     class Options(PluginOptions):
         pass
 
-    def generate(self, model, tokenizer, prompts: list[str], sampling: SamplingParams) -> list[Generation]:
-        tokenizer.padding_side = "left"
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    def generate(self, model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[Generation]:
         device = next(model.parameters()).device
-        enc = {k: v.to(device) for k, v in enc.items()}
-        eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for i, p in enumerate(prompt_ids):  # left padding: every prompt ends where generation starts
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            attn[i, width - len(p):] = 1
+        stops = list(sampling.stop_token_ids) or [tokenizer.eos_token_id]
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=stops,
                       return_dict_in_generate=True, output_scores=True)
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k or None)
-        out = model.generate(**enc, **kwargs)
-        width = enc["input_ids"].shape[1]
+        out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
         new = out.sequences[:, width:]
-        scores = torch.stack(out.scores, dim=1).float() if out.scores else None   # [B, T, V]
         logps = None
-        if scores is not None and new.shape[1]:
-            logps = torch.log_softmax(scores, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        gens = []
-        for i in range(len(prompts)):
-            prompt_ids = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
-            ids = new[i].tolist()
-            ended = eos in ids
-            n = ids.index(eos) + 1 if ended else len(ids)
-            lp = logps[i, :n].cpu() if logps is not None else None
-            gens.append(Generation(prompt_ids, ids[:n], lp, truncated=not ended))
-        return gens
+        if out.scores and new.shape[1]:
+            scores = torch.stack(out.scores, dim=1).float()   # [B, T, V]
+            logps = torch.log_softmax(scores, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1).cpu()
+        # the core cuts each completion at its first stop token (HF pads finished rows after it)
+        return [Generation(list(p), new[i].tolist(), logps[i] if logps is not None else None, truncated=False)
+                for i, p in enumerate(prompt_ids)]
 
 
 @hookimpl

@@ -114,7 +114,7 @@ class VLLMBackend(Backend):
         self.llm.reset_prefix_cache()   # cached prompt KV was computed by the old weights
 
     # ------------------------------------------------------------------ the Backend API
-    def generate(self, model, tokenizer, prompts: list[str], sampling: SamplingParams) -> list[Generation]:
+    def generate(self, model, tokenizer, prompt_ids: list[list[int]], sampling: SamplingParams) -> list[Generation]:
         llm = self._engine(model, tokenizer)
         from vllm import SamplingParams as VLLMSampling
         if self._sleeping:   # level-2 sleep dropped the weights: push the current ones back
@@ -122,28 +122,23 @@ class VLLMBackend(Backend):
             self._push(model)
             llm.wake_up(tags=["kv_cache"])
             self._sleeping = False
-        eos = tokenizer.eos_token_id
-        common = dict(n=1, max_tokens=sampling.max_new_tokens, logprobs=0, detokenize=False,
-                      stop_token_ids=[eos] if eos is not None else None)
+        stops = list(sampling.stop_token_ids) or [tokenizer.eos_token_id]
+        common = dict(n=1, max_tokens=sampling.max_new_tokens, logprobs=0, detokenize=False, stop_token_ids=stops)
         if sampling.greedy:
             params = VLLMSampling(temperature=0.0, **common)
         else:
             params = VLLMSampling(temperature=sampling.temperature, top_p=sampling.top_p,
                                   top_k=sampling.top_k if sampling.top_k > 0 else -1, **common)
-        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling_params=params,
                                use_tqdm=False)
         gens = []
         for ids, out in zip(prompt_ids, outputs):
             done = out.outputs[0]
-            new = list(done.token_ids)
-            # the same cut as the HF backend: the EOS is part of the completion; no EOS means truncated
-            ended = eos in new
-            n = new.index(eos) + 1 if ended else len(new)
+            new = list(done.token_ids)   # the core cuts at the first stop token
             lp = None
             if done.logprobs is not None:
-                lp = torch.tensor([done.logprobs[k][new[k]].logprob for k in range(n)], dtype=torch.float32)
-            gens.append(Generation(list(ids), new[:n], lp, truncated=not ended))
+                lp = torch.tensor([done.logprobs[k][t].logprob for k, t in enumerate(new)], dtype=torch.float32)
+            gens.append(Generation(list(ids), new, lp, truncated=False))
         if self.options.enable_sleep_mode:
             llm.sleep(level=2)
             self._sleeping = True

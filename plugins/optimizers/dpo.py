@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, tokenize
+from feedback_rl import (
+    Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, pair_batch, split_pairs,
+)
 
 
 def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float,
@@ -37,9 +39,7 @@ def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, b
 
 def pair_logps(model: torch.nn.Module, tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence log-probs of a batch of chosen rows stacked on rejected rows: one forward for both."""
-    logps = completion_logprobs(model, tokens)
-    n = len(tokens) // 2
-    return logps[:n], logps[n:]
+    return split_pairs(completion_logprobs(model, tokens))
 
 
 @dataclass
@@ -70,11 +70,13 @@ class DPO(Optimizer):
     def roles(self):
         return {"reference"}
 
+    def max_length(self):
+        return self.options.max_length
+
     def prepare(self, feedback, models):
         if not len(feedback):
             return None
-        tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
-                          max_length=self.options.max_length)
+        tokens = pair_batch(feedback, models.tokenizer, self.options.max_length)
         with torch.no_grad():
             ref_chosen, ref_rejected = pair_logps(models.reference, tokens)
         return DPOBatch(tokens, ref_chosen, ref_rejected, tokens.target_mask.sum(-1).clamp(min=1.0))

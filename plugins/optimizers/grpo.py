@@ -7,8 +7,7 @@ Advantages need no critic: each completion is compared with the other completion
 - ``dapo``:    sum over all tokens / number of tokens in the batch (token-level, DAPO).
 
 The generation backend (vLLM above all) may score tokens slightly differently from the trainer.
-``logprob_mismatch`` logs how much; ``is_cap`` corrects for it with truncated importance sampling
-(TRL's ``vllm_importance_sampling_correction`` in ``token_truncate`` mode, cap = its ``clip_max``).
+``logprob_mismatch`` logs how much; ``is_cap`` corrects for it (the core's ``backend_correction``).
 """
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, masked_mean,
-    mismatch_metrics, sequence_logprobs, tokenize_rollouts, truncated_is_weights,
+    Optimizer, PluginOptions, TokenBatch, backend_correction, behaviour_logprobs, clipped_surrogate, hookimpl,
+    is_cap_option, masked_mean, rollout_batch, sequence_logprobs,
 )
 
 
@@ -47,15 +46,6 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def clipped_objective(logps, old_logps, advantages, eps_low: float, eps_high: float):
-    """Per-token PPO-clip loss ``-min(r A, clip(r) A)`` and whether each token was clipped."""
-    ratio = torch.exp(logps - old_logps)
-    adv = advantages.unsqueeze(-1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv
-    return -torch.min(unclipped, clipped), (clipped < unclipped).float()
-
-
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_len: int) -> torch.Tensor:
     if loss_type == "grpo":
         return masked_mean(per_token, mask, dim=1).mean()
@@ -76,7 +66,6 @@ class GRPOBatch:
 class GRPO(Optimizer):
     name = "grpo"
     feedback = "scalar"
-    _mismatch: dict[str, float] = {}   # trainer vs backend log-prob gauges of the prepared batch
 
     class Options(PluginOptions):
         beta: float = Field(0.0, ge=0.0, description="KL weight; 0 loads no reference model")
@@ -88,9 +77,12 @@ class GRPO(Optimizer):
         logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
                                        "(trainer vs backend log-probs; one more no-grad forward when "
                                        "num_iterations is 1)")
-        is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: weight each token's "
-                                     "policy loss by min(exp(trainer - backend log-prob), is_cap) (TRL's "
-                                     "vllm_importance_sampling_correction, token_truncate); default off")
+        is_cap: float | None = is_cap_option()
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        self._mismatch: dict[str, float] = {}   # trainer vs backend log-prob gauges of the prepared batch
+        self._zero_std = 0.0
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -106,24 +98,18 @@ class GRPO(Optimizer):
             return None
         o = self.options
         device = next(models.policy.parameters()).device
-        tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer).to(device)
+        tokens = rollout_batch(feedback.rollouts, models.tokenizer).to(device)
         groups = torch.tensor([r.group for r in feedback.rollouts])
         adv = group_advantages(feedback.rewards, groups, o.scale_rewards).to(device)
         self._zero_std = float((adv == 0).float().mean())
         behaviour = behaviour_logprobs(feedback.rollouts, tokens)
-        if o.is_cap is not None and behaviour is None:
-            raise UserError(f"stage '{self.context.stage}': optimizer.is_cap needs the backend's log-probs, "
-                            "and these rollouts carry none")
         temp = self.context.sampling.temperature
         with torch.no_grad():
             want_old = o.num_iterations > 1 or o.is_cap is not None or o.logprob_mismatch
             trainer = sequence_logprobs(models.policy, tokens, temp) if want_old else None
             ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else None
-        self._mismatch, weights = {}, None
-        if trainer is not None and behaviour is not None:
-            self._mismatch = mismatch_metrics(trainer, behaviour, tokens.target_mask)
-            if o.is_cap is not None:
-                weights = truncated_is_weights(trainer, behaviour, tokens.target_mask, o.is_cap)
+        weights, self._mismatch = backend_correction(trainer, behaviour, tokens.target_mask, o.is_cap,
+                                                     self.context.stage)
         # with one pass the old policy is the current one: the ratio is 1 and only its gradient matters
         old = trainer if o.num_iterations > 1 else None
         return GRPOBatch(tokens, adv, old, ref, weights)
@@ -140,7 +126,8 @@ class GRPO(Optimizer):
                                            with_entropy=True)
         mask = batch.tokens.target_mask
         old = batch.old_logps if batch.old_logps is not None else logps.detach()
-        per_token, clipped = clipped_objective(logps, old, batch.advantages, o.epsilon, o.epsilon_high or o.epsilon)
+        per_token, clipped = clipped_surrogate(logps, old, batch.advantages.unsqueeze(-1), o.epsilon,
+                                               o.epsilon_high or o.epsilon)
         if batch.is_weights is not None:
             per_token = per_token * batch.is_weights
         metrics = {"clip_frac": masked_mean(clipped, mask).item(), "entropy": masked_mean(entropy, mask).item(),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, tokenize
+from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, pack, pad_id, rollout_batch
 
 # The KTO paper recommends wD * n_desirable / (wU * n_undesirable) in [1, 4/3].
 RATIO_RANGE = (1.0, 4.0 / 3.0)
@@ -36,7 +36,7 @@ def reference_point(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torc
     return (policy_logps - ref_logps).mean().detach().clamp(min=0.0)
 
 
-def mismatched(prompts: list[str], completions: list[str]) -> tuple[list[str], list[str]]:
+def mismatched(prompts: list, completions: list) -> tuple[list, list]:
     """Completion i after prompt i+1 (a rotation, as TRL's KL dataset); none for a batch of one."""
     if len(prompts) < 2:
         return [], []
@@ -82,14 +82,19 @@ class KTO(Optimizer):
     def roles(self):
         return {"reference"}
 
+    def max_length(self):
+        return self.options.max_length
+
     def prepare(self, feedback, models):
         if not len(feedback):
             return None
         self._check_weights(feedback.desirable)
-        tok = lambda p, c: tokenize(models.tokenizer, p, c, max_length=self.options.max_length)  # noqa: E731
-        tokens = tok(feedback.prompts, feedback.completions)
-        kl_prompts, kl_completions = mismatched(feedback.prompts, feedback.completions)
-        kl_tokens = tok(kl_prompts, kl_completions) if kl_prompts else None
+        rollouts = feedback.rollouts
+        tokens = rollout_batch(rollouts, models.tokenizer, self.options.max_length)
+        # the mismatched pairs are the same token ids, each completion after another row's prompt
+        kl_prompts, kl_rows = mismatched([r.prompt_ids for r in rollouts], rollouts)
+        kl_tokens = pack(kl_prompts, [r.completion_ids for r in kl_rows], pad_id(models.tokenizer),
+                         [r.completion_mask for r in kl_rows], self.options.max_length) if kl_prompts else None
         with torch.no_grad():
             ref = completion_logprobs(models.reference, tokens)
             kl_ref = completion_logprobs(models.reference, kl_tokens) if kl_tokens is not None else torch.zeros(0)

@@ -8,8 +8,7 @@ over the critic's values; the policy loss is PPO's clipped surrogate, the value 
 around the old values. ``ptx_coef`` mixes in the LM loss on a dataset (InstructGPT's PPO-ptx).
 
 The backend may score tokens slightly differently from the trainer (vLLM above all): the PPO stage
-always logs ``rollout/logprob_mismatch``; ``is_cap`` corrects for it with truncated importance
-sampling (TRL's ``vllm_importance_sampling_correction``, ``token_truncate`` mode, cap = ``clip_max``).
+always logs ``rollout/logprob_mismatch``; ``is_cap`` corrects for it (the core's ``backend_correction``).
 
 Token alignment: log-probs are ``[B, T-1]`` (position t predicts token t+1); the value at position
 t has read tokens 0..t, so ``values[:, :-1]`` is the value of the state each log-prob acts from.
@@ -25,11 +24,10 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, UserError, behaviour_logprobs, hookimpl, load_dataset, masked_mean,
-    masked_whiten, mismatch_metrics, sequence_logprobs, tokenize, tokenize_rollouts, truncated_is_weights,
+    DataRef, Optimizer, PluginOptions, TokenBatch, UserError, backend_correction, behaviour_logprobs,
+    clipped_surrogate, feedback_from_rows, hookimpl, is_cap_option, last_token_index, load_dataset, masked_mean,
+    masked_whiten, rollout_batch, sequence_logprobs, token_values,
 )
-
-from feedback_rl import DataRef, last_token_index, token_values
 
 
 # ------------------------------------------------------------------ the math, tested alone
@@ -65,13 +63,10 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
                 clip: float, is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate ``mean(w * max(-A r, -A clip(r, 1-c, 1+c)))``, and the share of tokens
     clipped; ``w`` is the truncated importance weight against the backend (1 without correction)."""
-    ratio = torch.exp(logps - old_logps)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-    per_token = torch.max(unclipped, clipped)
+    per_token, clipped = clipped_surrogate(logps, old_logps, advantages, clip, clip)
     if is_weights is not None:
         per_token = per_token * is_weights
-    return masked_mean(per_token, mask), masked_mean((clipped > unclipped).float(), mask)
+    return masked_mean(per_token, mask), masked_mean(clipped, mask)
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
@@ -149,9 +144,7 @@ class PPO(Optimizer):
         ptx_data: DataRef | None = Field(None, description="dataset of prompt/completion rows for PPO-ptx")
         ptx_coef: float = Field(0.0, ge=0.0)
         ptx_batch_size: int = Field(8, ge=1)
-        is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: weight each token's "
-                                     "policy loss by min(exp(trainer - backend log-prob), is_cap) (TRL's "
-                                     "vllm_importance_sampling_correction, token_truncate); default off")
+        is_cap: float | None = is_cap_option()
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -192,7 +185,7 @@ class PPO(Optimizer):
             return None
         o = self.options
         device = next(models.policy.parameters()).device
-        tokens = tokenize_rollouts(feedback.rollouts, models.tokenizer).to(device)
+        tokens = rollout_batch(feedback.rollouts, models.tokenizer).to(device)
         mask = tokens.target_mask
         scores = feedback.rewards.to(device).float()
         if o.missing_eos_penalty is not None:  # a reward model often scores unfinished text well: a known hack
@@ -216,15 +209,10 @@ class PPO(Optimizer):
                        "score/mean": float(feedback.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
                        "explained_variance": explained_variance(values, returns, mask),
                        "non_score_reward": float((-self.kl_ctl.value * seq_kl).mean())}
-        behaviour = behaviour_logprobs(feedback.rollouts, tokens)
-        weights = torch.ones_like(logps)
-        if behaviour is not None:
-            self._stats.update(mismatch_metrics(logps, behaviour, mask))
-            if o.is_cap is not None:
-                weights = truncated_is_weights(logps, behaviour, mask, o.is_cap)
-        elif o.is_cap is not None:
-            raise UserError(f"stage '{self.context.stage}': optimizer.is_cap needs the backend's log-probs, "
-                            "and these rollouts carry none")
+        weights, mismatch = backend_correction(logps, behaviour_logprobs(feedback.rollouts, tokens), mask, o.is_cap,
+                                               self.context.stage)
+        self._stats.update(mismatch)
+        weights = weights if weights is not None else torch.ones_like(logps)
         self._batch_size = len(feedback)
         return PPOBatch(tokens, logps, values, adv, returns, weights)
 
@@ -259,8 +247,8 @@ class PPO(Optimizer):
     def _ptx_loss(self, models) -> torch.Tensor:
         k = min(len(self._ptx), self.options.ptx_batch_size)
         rows = [self._ptx[i] for i in self._rng.sample(range(len(self._ptx)), k)]
-        tokens = tokenize(models.tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows])
-        tokens = tokens.to(next(models.policy.parameters()).device)
+        demos = feedback_from_rows("demonstrations", rows, models.tokenizer, self.context.system_prompt)
+        tokens = rollout_batch(demos.rollouts, models.tokenizer).to(next(models.policy.parameters()).device)
         return -masked_mean(sequence_logprobs(models.policy, tokens), tokens.target_mask)
 
     def after_step(self, metrics):

@@ -14,23 +14,10 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, bradley_terry_loss, hookimpl, pair_scores, tokenize
-
-
-@torch.no_grad()
-def pairwise_accuracy(model: torch.nn.Module, tokenizer, rows: list[dict], batch_size: int = 64) -> float:
-    """Share of ``{prompt, chosen, rejected}`` rows the model scores chosen above rejected."""
-    was_training = model.training
-    model.eval()
-    right = 0
-    for start in range(0, len(rows), batch_size):
-        part = rows[start: start + batch_size]
-        prompts = [r["prompt"] for r in part]
-        tokens = tokenize(tokenizer, prompts * 2, [r["chosen"] for r in part] + [r["rejected"] for r in part])
-        chosen, rejected = pair_scores(model, tokens.to(next(model.parameters()).device))
-        right += int((chosen > rejected).sum())
-    model.train(was_training)
-    return right / max(1, len(rows))
+from feedback_rl import (
+    Optimizer, PluginOptions, bradley_terry_loss, feedback_from_rows, hookimpl, pair_batch, pair_scores,
+    pairwise_accuracy,
+)
 
 
 class RewardModelTraining(Optimizer):
@@ -44,11 +31,13 @@ class RewardModelTraining(Optimizer):
     def roles(self):
         return {"reward_model"}
 
+    def max_length(self):
+        return self.options.max_length
+
     def prepare(self, feedback, models):
         if not len(feedback):
             return None
-        tokens = tokenize(models.tokenizer, feedback.prompts * 2, feedback.chosen + feedback.rejected,
-                          max_length=self.options.max_length)
+        tokens = pair_batch(feedback, models.tokenizer, self.options.max_length)
         margins = torch.tensor(feedback.margins or [0.0] * len(feedback), dtype=torch.float32)
         return tokens, margins * self.options.margin_coef
 
@@ -70,7 +59,8 @@ class RewardModelTraining(Optimizer):
         """Held-out pairwise accuracy on eval rows with ``chosen``/``rejected`` (for the engine's eval)."""
         if not rows or "chosen" not in rows[0]:
             return {}
-        return {"eval/pairwise_accuracy": pairwise_accuracy(models.reward_model, models.tokenizer, rows)}
+        pairs = feedback_from_rows("pairs", rows, models.tokenizer, self.context.system_prompt)
+        return {"eval/pairwise_accuracy": pairwise_accuracy(models.reward_model, pairs, models.tokenizer)}
 
     def trainable(self, models):
         return [models.reward_model]  # the policy is only the trunk the RM starts from

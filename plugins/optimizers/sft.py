@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, hookimpl, masked_mean, sequence_logprobs, tokenize
+from feedback_rl import Optimizer, PluginOptions, hookimpl, masked_mean, rollout_batch, sequence_logprobs
 
 
 def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -16,10 +17,13 @@ class SFT(Optimizer):
     feedback = "demonstrations"
 
     class Options(PluginOptions):
-        max_length: int | None = None
+        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
+
+    def max_length(self):
+        return self.options.max_length
 
     def prepare(self, feedback, models):
-        return tokenize(models.tokenizer, feedback.prompts, feedback.completions, max_length=self.options.max_length)
+        return rollout_batch(feedback.rollouts, models.tokenizer, self.options.max_length)
 
     def loss(self, batch, models):
         logps = sequence_logprobs(models.policy, batch)

@@ -6,7 +6,8 @@ import textwrap
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from feedback_rl import sequence_logprobs, tokenize
+from feedback_rl import sequence_logprobs
+from feedback_rl.batching import tokenize
 from feedback_rl.train import train_recipe
 from feedback_rl.synthetic import sort_pairs
 

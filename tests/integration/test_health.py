@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import feedback_rl
-from feedback_rl import Optimizer, PluginOptions, masked_mean, sequence_logprobs, tokenize
+from feedback_rl import Optimizer, PluginOptions, masked_mean, rollout_batch, sequence_logprobs
 from feedback_rl.train import train_recipe
 from feedback_rl.errors import RunStopped
 from feedback_rl.plugins import get_plugin_manager
@@ -79,7 +79,7 @@ class NaNOnStepTwo(Optimizer):
     calls = 0
 
     def prepare(self, feedback, models):
-        return tokenize(models.tokenizer, feedback.prompts, feedback.completions)
+        return rollout_batch(feedback.rollouts, models.tokenizer)
 
     def loss(self, batch, models):
         NaNOnStepTwo.calls += 1

@@ -6,7 +6,7 @@ import textwrap
 import torch
 
 from feedback_rl import PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs
-from feedback_rl import tokenize_rollouts
+from feedback_rl import rollout_batch
 from feedback_rl.train import train_recipe
 from feedback_rl.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
@@ -22,7 +22,7 @@ def test_hf_backend_logprobs_match_the_trainer(tiny_model_dir):
     backend = HFBackend(HFBackend.Options(), PluginContext(name="hf", run_dir="."))
     sampling = SamplingParams(max_new_tokens=6, temperature=0.7, top_p=1.0, top_k=0)
     rollouts = generate_rollouts(backend, model, tok, addition("train", 8, 0, 0), sampling, 4)
-    batch = tokenize_rollouts(rollouts, tok)
+    batch = rollout_batch(rollouts, tok)
     with torch.no_grad():
         trainer = sequence_logprobs(model.eval(), batch, sampling.temperature)
     mask = batch.target_mask

@@ -3,7 +3,13 @@ import math
 
 import torch
 
-from frl_plugins.optimizers.grpo import aggregate, clipped_objective, group_advantages, k3_kl
+from feedback_rl import clipped_surrogate
+from frl_plugins.optimizers.grpo import aggregate, group_advantages, k3_kl
+
+
+def clipped_objective(logp, old, adv, eps_low, eps_high):
+    """GRPO's use of the core surrogate: one advantage per sequence."""
+    return clipped_surrogate(logp, old, adv.unsqueeze(-1), eps_low, eps_high)
 
 
 def test_group_advantages_normalise_within_each_group():

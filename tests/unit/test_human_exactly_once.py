@@ -3,7 +3,7 @@ trainer killed between collect() and the next checkpoint trains again, after res
 it took after that checkpoint, and on no other."""
 from __future__ import annotations
 
-from feedback_rl import PluginContext, Rollout
+from feedback_rl import PluginContext, Rollout, to_pairs
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
 
@@ -27,8 +27,9 @@ def label(src, n, choice="a"):
     return prompts
 
 
-def trained(feedback):
-    return list(feedback[0].prompts) if feedback else []
+def trained(judgments):
+    """The prompts of the pairs the core makes of the judgments: what the optimizer trains on."""
+    return [r.prompt for r in to_pairs(judgments).chosen]
 
 
 def test_a_kill_after_collect_loses_no_label_and_trains_none_twice(tmp_path):
@@ -60,11 +61,12 @@ def test_a_kill_after_collect_loses_no_label_and_trains_none_twice(tmp_path):
 def test_a_changed_label_comes_again_with_its_new_choice(tmp_path):
     src = make(tmp_path)
     (p,) = label(src, 1, "a")
-    assert src.collect()[0].chosen == ["X"]
+    assert [r.completion for r in to_pairs(src.collect()).chosen] == ["X"]
     item = src.store.find_item("pairwise", p, "X", "Y")
     assert src.store.submit(item, "ann", "b") == "changed"
-    pairs = src.collect()[0]
-    assert pairs.prompts == [p] and pairs.chosen == ["Y"] and pairs.rejected == ["X"]
+    pairs = to_pairs(src.collect())
+    assert [r.prompt for r in pairs.chosen] == [p]
+    assert [r.completion for r in pairs.chosen] == ["Y"] and [r.completion for r in pairs.rejected] == ["X"]
     assert src.collect() == []
 
 

@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from feedback_rl import BinaryFeedback, PairFeedback, PluginContext, Rollout, ScalarFeedback
+from feedback_rl.feedback import build, buildable
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
+
+
+def shaped(kind, judgments):
+    """What the core makes of a source's late judgments for an optimizer consuming ``kind``."""
+    return build(kind, [], [], judgments, pointwise=False, tokenizer=None)
+
+
+def texts(rollouts):
+    return [r.completion for r in rollouts]
 
 
 def make(tmp_path, **opts):
@@ -25,9 +35,9 @@ def ro(prompt, completion, group=0, logprobs=None):
 
 
 def test_gives_matches_the_task():
-    assert HumanSource.gives(HumanOptions(task="pairwise")) == {"pairs", "binary"}
-    assert HumanSource.gives(HumanOptions(task="thumbs")) == {"binary"}
-    assert HumanSource.gives(HumanOptions(task="rating")) == {"scalar", "binary", "pairs"}
+    assert buildable(HumanSource.judgments(HumanOptions(task="pairwise"))) == {"pairs", "binary"}
+    assert buildable(HumanSource.judgments(HumanOptions(task="thumbs"))) == {"binary"}
+    assert buildable(HumanSource.judgments(HumanOptions(task="rating"))) == {"scalar", "binary", "pairs"}
 
 
 def test_async_compare_enqueues_and_returns_ties_at_once(tmp_path):
@@ -49,10 +59,11 @@ def test_labels_come_back_once_as_pairs_and_binary(tmp_path):
     items = [src.store.next_item(f"ann{k}") for k in range(3)]
     for item, choice in zip(items, ["a", "b", "tie"]):
         src.store.submit(item["id"], "ann", choice)
-    pairs, binary = src.collect()
+    late = src.collect()
+    pairs, binary = shaped("pairs", late), shaped("binary", late)
     assert isinstance(pairs, PairFeedback) and isinstance(binary, BinaryFeedback)
-    assert pairs.chosen == ["A", "B"] and pairs.rejected == ["B", "A"]  # the tie gives nothing
-    assert binary.completions == ["A", "B", "B", "A"] and binary.desirable == [True, False, True, False]
+    assert texts(pairs.chosen) == ["A", "B"] and texts(pairs.rejected) == ["B", "A"]  # the tie gives nothing
+    assert texts(binary.rollouts) == ["A", "B", "B", "A"] and binary.desirable == [True, False, True, False]
     assert src.collect() == []
     assert src.metrics()["labels_consumed"] == 3
 
@@ -62,7 +73,7 @@ def test_a_resumed_source_takes_up_at_its_checkpoint_and_a_fresh_one_at_the_star
     src.compare([(ro(f"{k}+1=", "A", k), ro(f"{k}+1=", "B", k)) for k in range(2)])
     first = src.store.next_item("ann")
     src.store.submit(first["id"], "ann", "a")
-    assert len(src.collect()[0]) == 1
+    assert len(shaped("pairs", src.collect())) == 1
     saved = src.state_dict()
     src.close()
     resumed = make(tmp_path, per_step=2)
@@ -70,7 +81,7 @@ def test_a_resumed_source_takes_up_at_its_checkpoint_and_a_fresh_one_at_the_star
     assert resumed.collect() == []
     assert resumed.store.next_item("bob")["id"] != first["id"]  # the other item is still pending
     fresh = make(tmp_path, per_step=2)  # a new run's model has seen no label yet
-    assert fresh.collect()[0].chosen == ["A"]
+    assert texts(shaped("pairs", fresh.collect()).chosen) == ["A"]
 
 
 def test_thumbs_and_ratings_become_binary_and_scalars(tmp_path):
@@ -79,21 +90,23 @@ def test_thumbs_and_ratings_become_binary_and_scalars(tmp_path):
     for who in ("a1", "a2"):
         item = thumbs.store.next_item(who)
         thumbs.store.submit(item["id"], who, "up" if item["a"] == "2" else "down")
-    (fb,) = thumbs.collect()
-    assert sorted(zip(fb.completions, fb.desirable)) == [("2", True), ("5", False)]
+    fb = shaped("binary", thumbs.collect())
+    assert sorted(zip(texts(fb.rollouts), fb.desirable)) == [("2", True), ("5", False)]
 
     rating = make(tmp_path / "r", task="rating", per_step=2)
     assert [s.status for s in rating.score([ro("1+1=", "2"), ro("1+1=", "7")])] == ["abstain", "abstain"]
     for who in ("a1", "a2"):
         item = rating.store.next_item(who)
         rating.store.submit(item["id"], who, "5" if item["a"] == "2" else "1")
-    scalar, binary, pairs = rating.collect()
+    late = rating.collect()
+    scalar, binary, pairs = (shaped(kind, late) for kind in ("scalar", "binary", "pairs"))
     assert isinstance(scalar, ScalarFeedback)
     got = dict(zip([r.completion for r in scalar.rollouts], scalar.rewards.tolist()))
     assert got == {"2": 1.0, "7": -1.0}  # (rating - 3) / 2
     assert scalar.rollouts[0].prompt_ids == [1, 2]
-    assert pairs.chosen == ["2"] and pairs.rejected == ["7"] and pairs.margins == [4.0]
-    assert sorted(zip(binary.completions, binary.desirable)) == [("2", True), ("7", False)]
+    # the margin is the reward gap, as for pairs of scored rollouts: (5 - 3)/2 - (1 - 3)/2 = 2
+    assert texts(pairs.chosen) == ["2"] and texts(pairs.rejected) == ["7"] and pairs.margins == [2.0]
+    assert sorted(zip(texts(binary.rollouts), binary.desirable)) == [("2", True), ("7", False)]
 
 
 def test_uncertain_sampling_picks_the_pair_the_policy_is_least_sure_about(tmp_path):
@@ -120,7 +133,7 @@ def test_blocking_mode_waits_for_labels_then_collect_has_them(tmp_path):
     waited = time.monotonic() - t0
     t.join()
     assert 0.25 < waited < 5
-    assert src.collect()[0].chosen == ["A"]
+    assert texts(shaped("pairs", src.collect()).chosen) == ["A"]
 
 
 def test_blocking_mode_times_out_with_a_warning(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from feedback_rl import PluginContext, Rollout
+from feedback_rl.feedback import buildable
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
 
@@ -56,7 +57,7 @@ def test_single_items_nearest_the_median_score_go_to_people(tmp_path):
 def test_before_the_first_fit_it_abstains_and_ranks_by_the_policy(tmp_path):
     src = make(tmp_path, "pairwise", per_step=1)
     assert not src.pairwise  # with a reward model the engine asks it for scores
-    assert HumanSource.gives(src.options) == {"scalar", "pairs", "binary"}
+    assert buildable(HumanSource.judgments(src.options)) == {"scalar", "pairs", "binary"}
     sure = [ro("1+1=", "A", 0, -0.1), ro("1+1=", "B", 0, -5.0)]
     unsure = [ro("2+1=", "C", 1, -1.0), ro("2+1=", "D", 1, -1.1)]
     assert [s.status for s in src.score(sure + unsure)] == ["abstain"] * 4

@@ -5,7 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from feedback_rl import Models, PluginContext, Rollout, SamplingParams, TokenBatch, behaviour_logprobs, pack
+from feedback_rl import (
+    Models, PluginContext, Rollout, SamplingParams, TokenBatch, behaviour_logprobs, mismatch_metrics, pack,
+    truncated_is_weights,
+)
 from frl_plugins.optimizers import grpo as grpo_mod
 from frl_plugins.optimizers import ppo as ppo_mod
 
@@ -52,16 +55,16 @@ def hand_weights():
             for ra, rb, rm in zip(TRAINER, BEHAVIOUR, MASK)]
 
 
-@pytest.mark.parametrize("module", [grpo_mod, ppo_mod])
-def test_is_weight_is_the_truncated_ratio_trainer_over_behaviour(module):
-    w = module.truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
+def test_is_weight_is_the_truncated_ratio_trainer_over_behaviour():
+    # one function in the core, used by GRPO and PPO alike
+    w = truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
     assert w.tolist() == [pytest.approx(r, abs=1e-6) for r in hand_weights()]
     assert w[1, 1] == CAP          # exp(1.0) = 2.72 is truncated
     assert not w.requires_grad
 
 
 def test_mismatch_metrics_by_hand():
-    m = grpo_mod.mismatch_metrics(t(TRAINER), t(BEHAVIOUR), t(MASK))
+    m = mismatch_metrics(t(TRAINER), t(BEHAVIOUR), t(MASK))
     pairs = [(a, b) for ra, rb, rm in zip(TRAINER, BEHAVIOUR, MASK) for a, b, k in zip(ra, rb, rm) if k]
     assert m["rollout/logprob_mismatch"] == pytest.approx(sum(abs(a - b) for a, b in pairs) / 5)
     assert m["rollout/is_ratio_mean"] == pytest.approx(sum(math.exp(a - b) for a, b in pairs) / 5)
@@ -112,7 +115,7 @@ def hand_grpo_loss(weights):
 
 def test_grpo_corrected_loss_by_hand():
     models = Models(policy=FixedLogprobs(CURRENT), tokenizer=None)
-    w = grpo_mod.truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
+    w = truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
     loss, _ = grpo(is_cap=CAP).loss(grpo_batch(w), models)
     assert loss.item() == pytest.approx(hand_grpo_loss(hand_weights()), abs=1e-5)
     plain, _ = grpo().loss(grpo_batch(None), models)
@@ -122,7 +125,7 @@ def test_grpo_corrected_loss_by_hand():
 
 def test_grpo_correction_is_a_no_op_when_backend_and_trainer_agree():
     models = Models(policy=FixedLogprobs(CURRENT), tokenizer=None)
-    same = grpo_mod.truncated_is_weights(t(TRAINER), t(TRAINER), t(MASK), CAP)
+    same = truncated_is_weights(t(TRAINER), t(TRAINER), t(MASK), CAP)
     corrected, _ = grpo(is_cap=CAP).loss(grpo_batch(same), models)
     plain, _ = grpo().loss(grpo_batch(None), models)
     assert corrected.item() == pytest.approx(plain.item(), abs=1e-7)
@@ -143,12 +146,12 @@ def hand_ppo_loss(weights, adv):
 
 def test_ppo_corrected_policy_loss_by_hand():
     adv = [[0.5, -1.0, 2.0], [-0.3, 1.5, 0.7]]
-    w = ppo_mod.truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
+    w = truncated_is_weights(t(TRAINER), t(BEHAVIOUR), t(MASK), CAP)
     loss, _ = ppo_mod.policy_loss(t(CURRENT), t(TRAINER), t(adv), t(MASK), 0.2, w)
     assert loss.item() == pytest.approx(hand_ppo_loss(hand_weights(), adv), abs=1e-6)
     plain, _ = ppo_mod.policy_loss(t(CURRENT), t(TRAINER), t(adv), t(MASK), 0.2)
     assert plain.item() == pytest.approx(hand_ppo_loss([[1.0] * 3] * 2, adv), abs=1e-6)
-    same = ppo_mod.truncated_is_weights(t(TRAINER), t(TRAINER), t(MASK), CAP)
+    same = truncated_is_weights(t(TRAINER), t(TRAINER), t(MASK), CAP)
     assert ppo_mod.policy_loss(t(CURRENT), t(TRAINER), t(adv), t(MASK), 0.2, same)[0].item() == \
         pytest.approx(plain.item(), abs=1e-7)
     assert abs(loss.item() - plain.item()) > 1e-3

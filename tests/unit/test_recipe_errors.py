@@ -49,7 +49,7 @@ CASES = [
     ("scalar optimizer without sources", "    rewards:\n      sources:\n        - {name: correct, type: rule, check: exact}\n", "",
      "stages[1].rewards.sources: optimizer 'grpo' consumes scalar feedback; add at least one reward source"),
     ("pairwise source cannot feed a scalar optimizer", "type: rule, check: exact}", "type: ab_only}",
-     "optimizer 'grpo' consumes scalar feedback, but reward source 'correct' (ab_only) gives only pairs"),
+     "optimizer 'grpo' consumes scalar feedback, but reward source 'correct' (ab_only) gives only binary, pairs"),
     ("gate on an unknown source", "check: exact}", "check: exact, gate: corect}",
      "gate source 'corect' must be a source listed before 'correct'"),
     ("invalid YAML", "name: t\n", "name: [t\n", "t.yaml:"),

@@ -25,7 +25,7 @@ def test_without_vllm_or_cuda_the_backend_says_what_it_needs(tiny_model_dir):
     model, tok = load(tiny_model_dir)
     backend = VLLMBackend(VLLMBackend.Options(), PluginContext(name="vllm", run_dir="."))
     with pytest.raises(UserError) as e:
-        backend.generate(model, tok, ["12+34="], SamplingParams(max_new_tokens=2))
+        backend.generate(model, tok, [tok("12+34=")["input_ids"]], SamplingParams(max_new_tokens=2))
     assert str(e.value) == NEEDS
 
 

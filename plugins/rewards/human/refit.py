@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    PluginContext, PluginOptions, Rollout, Score, bradley_terry_loss, load_model, pack, pair_scores, scalar_model,
-    score_rollouts,
+    PluginContext, PluginOptions, Preference, Rollout, Score, bradley_terry_loss, encode_text_rollouts, load_model,
+    pair_batch, pair_scores, pairwise_accuracy, scalar_model, score_rollouts, to_pairs,
 )
 
 from .store import Label
@@ -39,37 +39,32 @@ class RefitOptions(PluginOptions):
 
 @dataclass
 class Pair:
-    """One preference, as token ids (the rollout's own, so the RM reads what it will score)."""
+    """One preference and the item it came from (which side of the held-out split it is on)."""
 
     item_id: int
-    prompt: list[int]
-    chosen: list[int]
-    rejected: list[int]
+    preference: Preference
 
 
 def preference_pairs(labels: list[Label], tokenizer=None) -> list[Pair]:
-    """Pairwise labels give their (winner, loser); ratings and thumbs give graded pairs per prompt."""
-    def ids(text: str, stored) -> list[int]:
-        return list(stored) if stored else tokenizer(text, add_special_tokens=False)["input_ids"]
-
+    """Pairwise labels give their (winner, loser); ratings and thumbs give graded pairs per prompt. Each
+    side keeps the token ids it was sampled with, so the RM reads what it will score; an imported item
+    (text only) is encoded by the core with the trunk's tokenizer."""
+    from .source import label_rollouts
     out: list[Pair] = []
-    graded: dict[str, list[Label]] = defaultdict(list)
+    graded: dict[str, list[tuple[Label, Rollout]]] = defaultdict(list)
     for x in labels:
+        a, b = label_rollouts(x)
+        encode_text_rollouts([r for r in (a, b) if r is not None], tokenizer)
         if x.task == "pairwise":
-            if x.choice == "tie":
-                continue
-            a = ids(x.a, x.meta.get("completion_ids"))
-            b = ids(x.b, x.meta.get("completion_ids_b"))
-            win, lose = (a, b) if x.choice == "a" else (b, a)
-            out.append(Pair(x.item_id, ids(x.prompt, x.meta.get("prompt_ids")), win, lose))
+            if x.choice != "tie":
+                out.append(Pair(x.item_id, Preference(a, b, winner=0 if x.choice == "a" else 1)))
         else:
-            graded[x.prompt].append(x)
+            graded[x.prompt].append((x, a))
     for group in graded.values():
-        for x, y in itertools.combinations(group, 2):
+        for (x, ra), (y, rb) in itertools.combinations(group, 2):
             if GRADE[x.choice] != GRADE[y.choice]:
-                hi, lo = (x, y) if GRADE[x.choice] > GRADE[y.choice] else (y, x)
-                out.append(Pair(min(x.item_id, y.item_id), ids(hi.prompt, hi.meta.get("prompt_ids")),
-                                ids(hi.a, hi.meta.get("completion_ids")), ids(lo.a, lo.meta.get("completion_ids"))))
+                winner = 0 if GRADE[x.choice] > GRADE[y.choice] else 1
+                out.append(Pair(min(x.item_id, y.item_id), Preference(ra, rb, winner=winner)))
     return out
 
 
@@ -140,20 +135,13 @@ class RefittedRewardModel:
         self.model = model
 
     def _batch(self, pairs: list[Pair]):
-        # chosen rows stacked on rejected rows; the pad id is irrelevant (the mask finds the last token)
-        return pack([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs],
-                    0).to(self.device)
+        return pair_batch(to_pairs([p.preference for p in pairs]), self.tokenizer).to(self.device)
 
-    @torch.no_grad()
     def accuracy(self, pairs: list[Pair]) -> float:
         """Share of pairs the current model scores chosen above rejected (nan for none)."""
         if not pairs or self.model is None:
             return float("nan")
-        right = 0
-        for start in range(0, len(pairs), 64):
-            chosen, rejected = pair_scores(self.model, self._batch(pairs[start: start + 64]))
-            right += int((chosen > rejected).sum())
-        return right / len(pairs)
+        return pairwise_accuracy(self.model, to_pairs([p.preference for p in pairs]), self.tokenizer)
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         return score_rollouts(self.model, rollouts, 64)

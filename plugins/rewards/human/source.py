@@ -19,15 +19,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from feedback_rl import (
-    BinaryFeedback, Feedback, PairFeedback, PluginContext, PluginOptions, Preference, RewardSource, Rollout,
-    ScalarFeedback, Score,
+    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs,
 )
 
 from .refit import RefitOptions, RefittedRewardModel
@@ -72,11 +69,10 @@ class HumanSource(RewardSource):
         self.started = time.time()
 
     @classmethod
-    def gives(cls, options: HumanOptions) -> set[str]:
-        if options.reward_model is not None:
-            return {"scalar", "pairs", "binary"}
-        return {"pairwise": {"pairs", "binary"}, "thumbs": {"binary"},
-                "rating": {"scalar", "binary", "pairs"}}[options.task]
+    def judgments(cls, options: HumanOptions) -> set[str]:
+        late = {"pairwise": {"preferences"}, "thumbs": {"labels"}, "rating": {"values", "labels"}}[options.task]
+        # with a reward model refitted on the labels, the source also scores every rollout
+        return late | {"scores"} if options.reward_model is not None else late
 
     def describe(self) -> dict:
         o = self.options
@@ -91,7 +87,7 @@ class HumanSource(RewardSource):
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         values = self._rm_values(rollouts)
         if self.options.task == "pairwise":  # only with a reward model: people still compare pairs
-            self._ask_pairs(_first_pairs(rollouts), values)
+            self._ask_pairs(candidate_pairs(rollouts, distinct=True), values)
         else:
             chosen = self._sample(rollouts, _single_key(values))
             ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, _meta(r))
@@ -136,7 +132,7 @@ class HumanSource(RewardSource):
                           f"{self.options.timeout:g}s; training goes on, they stay in the queue")
 
     # ------------------------------------------------------------------ incoming
-    def collect(self) -> list[Feedback]:
+    def collect(self) -> list[Preference | Rating]:
         self.taken_after = self.cursor[0]
         labels, self.cursor = self.store.take(self.consumer, self.cursor)
         labels = [x for x in labels if x.task == self.options.task]
@@ -149,7 +145,7 @@ class HumanSource(RewardSource):
             if self.since_fit >= self.options.reward_model.refit_every:
                 self.rm.fit([x for x in self.store.labels_upto(self.cursor[0]) if x.task == self.options.task])
                 self.since_fit = 0
-        return to_feedback(self.options.task, labels)
+        return to_judgments(self.options.task, labels)
 
     def state_dict(self) -> dict:
         return {"cursor": list(self.cursor), "consumed": self.consumed, "since_fit": self.since_fit,
@@ -182,52 +178,36 @@ class HumanSource(RewardSource):
         self.store.close()
 
 
-# --------------------------------------------------------------------------- labels -> feedback
+# --------------------------------------------------------------------------- labels -> judgments
 
-def to_feedback(task: str, labels: list[Label]) -> list[Feedback]:
-    """Pairwise -> pairs and binary; thumbs -> binary; rating -> scalar, binary (>=4 / <=2), pairs."""
-    if task == "pairwise":
-        pairs, binary = PairFeedback([], [], [], []), BinaryFeedback([], [], [])
-        for x in labels:
-            if x.choice == "tie":
-                continue
-            win, lose = (x.a, x.b) if x.choice == "a" else (x.b, x.a)
-            pairs.prompts.append(x.prompt)
-            pairs.chosen.append(win)
-            pairs.rejected.append(lose)
-            pairs.margins.append(1.0)
-            binary.prompts += [x.prompt, x.prompt]
-            binary.completions += [win, lose]
-            binary.desirable += [True, False]
-        return [pairs, binary]
-    if task == "thumbs":
-        return [BinaryFeedback([x.prompt for x in labels], [x.a for x in labels],
-                               [x.choice == "up" for x in labels])]
-    binary = BinaryFeedback([], [], [])
+def to_judgments(task: str, labels: list[Label]) -> list[Preference | Rating]:
+    """Pairwise choices -> preferences (ties give none); thumbs -> labels; ratings 1..5 -> values in
+    -1..1 and labels (4 and 5 desirable, 1 and 2 undesirable, 3 neutral). The core shapes them."""
+    out: list[Preference | Rating] = []
     for x in labels:
-        if x.choice != "3":
-            binary.prompts.append(x.prompt)
-            binary.completions.append(x.a)
-            binary.desirable.append(int(x.choice) >= 4)
-    by_prompt: dict[str, list[Label]] = defaultdict(list)
-    for x in labels:
-        by_prompt[x.prompt].append(x)
-    pairs = PairFeedback([], [], [], [])
-    rollouts, rewards = [], []
-    for g, (prompt, group) in enumerate(by_prompt.items()):
-        best = max(group, key=lambda x: int(x.choice))
-        worst = min(group, key=lambda x: int(x.choice))
-        if int(best.choice) > int(worst.choice):
-            pairs.prompts.append(prompt)
-            pairs.chosen.append(best.a)
-            pairs.rejected.append(worst.a)
-            pairs.margins.append(float(int(best.choice) - int(worst.choice)))
-        for x in group:
-            rollouts.append(Rollout(prompt=x.prompt, completion=x.a, row=x.meta.get("row", {}), group=g,
-                                    prompt_ids=x.meta.get("prompt_ids", []),
-                                    completion_ids=x.meta.get("completion_ids", []), uid=f"label-{x.id}"))
-            rewards.append((int(x.choice) - 3) / 2.0)  # 1..5 -> -1..1
-    return [ScalarFeedback(rollouts, torch.tensor(rewards, dtype=torch.float32)), binary, pairs]
+        a, b = label_rollouts(x)
+        if task == "pairwise":
+            if x.choice != "tie":
+                out.append(Preference(a, b, winner=0 if x.choice == "a" else 1, margin=1.0))
+        elif task == "thumbs":
+            out.append(Rating(a, desirable=x.choice == "up"))
+        else:
+            grade = int(x.choice)
+            out.append(Rating(a, value=(grade - 3) / 2.0, desirable=None if grade == 3 else grade >= 4))
+    return out
+
+
+def label_rollouts(x: Label) -> tuple[Rollout, Rollout | None]:
+    """The rollouts a label judges, with the token ids they were sampled with (kept with the item; an
+    item imported from a file has text only, and the core encodes it)."""
+    meta = x.meta
+    common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])),
+                  policy_version=meta.get("policy_version", 0))
+    a = Rollout(completion=x.a, completion_ids=list(meta.get("completion_ids", [])), uid=f"item-{x.item_id}-a",
+                **common)
+    b = None if x.b is None else Rollout(completion=x.b, completion_ids=list(meta.get("completion_ids_b", [])),
+                                         uid=f"item-{x.item_id}-b", **common)
+    return a, b
 
 
 def _meta(a: Rollout, b: Rollout | None = None) -> dict:
@@ -237,15 +217,6 @@ def _meta(a: Rollout, b: Rollout | None = None) -> dict:
     if b is not None:
         meta["completion_ids_b"] = b.completion_ids
     return meta
-
-
-def _first_pairs(rollouts: list[Rollout]) -> list[tuple[Rollout, Rollout]]:
-    """The first two distinct completions of each prompt group: what people are asked to compare."""
-    groups: dict[int, list[Rollout]] = defaultdict(list)
-    for r in rollouts:
-        if all(r.completion != o.completion for o in groups[r.group]):
-            groups[r.group].append(r)
-    return [(m[0], m[1]) for m in groups.values() if len(m) >= 2]
 
 
 def _pair_key(values: dict | None):

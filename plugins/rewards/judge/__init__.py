@@ -67,8 +67,8 @@ class JudgeSource(RewardSource):
             return self
 
     @classmethod
-    def gives(cls, options: Options) -> set[str]:
-        return {"pairs", "binary"} if options.mode == "pairwise" else {"scalar", "pairs", "binary"}
+    def judgments(cls, options: Options) -> set[str]:
+        return {"preferences"} if options.mode == "pairwise" else {"scores"}
 
     def __init__(self, options: Options, context: PluginContext):
         super().__init__(options, context)

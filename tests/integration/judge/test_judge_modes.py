@@ -5,6 +5,7 @@ import pytest
 
 from conftest import make_judge, rollout
 from feedback_rl import UserError
+from feedback_rl.feedback import buildable
 
 
 def test_a_rerun_makes_no_new_http_calls_for_cached_judgments(fake_server, tmp_path):
@@ -38,7 +39,7 @@ def test_failed_calls_are_not_cached(fake_server, tmp_path):
 
 def test_position_swap_turns_a_position_biased_judge_into_ties(fake_server, tmp_path):
     judge = make_judge(fake_server.url, tmp_path, mode="pairwise", template="biased {completion_a} | {completion_b}")
-    assert judge.pairwise and type(judge).gives(judge.options) == {"pairs", "binary"}
+    assert judge.pairwise and buildable(type(judge).judgments(judge.options)) == {"pairs", "binary"}
     pairs = [(rollout(f"x{k}"), rollout(f"y{k}")) for k in range(6)]
     try:
         prefs = judge.compare(pairs)
