@@ -9,12 +9,13 @@ from .rollout import generate_rollouts
 
 
 def evaluate(backend: Backend, model: Any, tokenizer: Any, rows: list[dict], mixer: Mixer,
-             max_new_tokens: int, batch_size: int) -> dict[str, float]:
+             max_new_tokens: int, batch_size: int, system_prompt: str | None = None) -> dict[str, float]:
     """``eval/<source>`` is each source's mean score (for a 0/1 checker: the exact-match rate)."""
     if not rows or not mixer.slots:
         return {}
     sampling = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
-    rollouts = generate_rollouts(backend, model, tokenizer, rows, sampling, batch_size=batch_size)
+    rollouts = generate_rollouts(backend, model, tokenizer, rows, sampling, batch_size=batch_size,
+                                 system_prompt=system_prompt)
     scored, metrics = mixer.score(rollouts, prefix="eval")
     out = {k.removesuffix("/mean"): v for k, v in metrics.items() if k.endswith("/mean")}
     out["eval/reward"] = out.pop("eval")

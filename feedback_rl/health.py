@@ -14,7 +14,7 @@ from .errors import RunStopped
 
 # name -> (metric keys it reads, how a value breaks the limit)
 MONITORS: dict[str, tuple[str, Callable[[float, float], bool], str]] = {
-    "max_kl": ("kl", lambda v, lim: v > lim, "KL to the reference {v:.4g} > {lim:g}"),
+    "max_kl": ("kl/sequence", lambda v, lim: v > lim, "KL to the reference per completion {v:.4g} > {lim:g}"),
     "min_entropy": ("entropy", lambda v, lim: v < lim, "entropy collapsed to {v:.4g} < {lim:g}"),
     "max_truncated_rate": ("rollout/truncated_rate", lambda v, lim: v > lim,
                            "{v:.0%} of completions hit max_new_tokens (> {lim:.0%}): raise it or check the EOS"),

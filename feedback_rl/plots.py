@@ -16,7 +16,7 @@ from .errors import UserError
 
 CHARTS = {
     "rewards": ("Reward per source", lambda k: k.startswith("reward/") and k.endswith("/mean")),
-    "kl": ("KL to the reference", lambda k: k in ("kl", "kl_coef")),
+    "kl": ("KL to the reference per completion", lambda k: k in ("kl/sequence", "kl_coef")),
     "entropy": ("Policy entropy", lambda k: k == "entropy"),
     "length": ("Completion length (tokens)", lambda k: k in ("rollout/completion_len", "rollout/truncated_rate")),
     "loss": ("Loss", lambda k: k == "loss"),

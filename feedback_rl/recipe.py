@@ -143,7 +143,7 @@ class Limit(Strict):
 class HealthSpec(Strict):
     nonfinite: Literal["skip", "stop"] = Field("skip", description="a non-finite loss or gradient: skip the step "
                                               "and save the batch, or stop")
-    max_kl: Limit | None = Field(None, description="KL to the reference above the limit")
+    max_kl: Limit | None = Field(None, description="KL to the reference per completion (metric kl/sequence, nats) above the limit")
     min_entropy: Limit | None = Field(None, description="policy entropy below the limit (collapse)")
     max_truncated_rate: Limit | None = Field(Limit(limit=0.5), description="fraction of completions cut by max_new_tokens")
     max_zero_variance_groups: Limit | None = Field(Limit(limit=0.95), description="fraction of prompt groups whose "

@@ -135,7 +135,9 @@ class GRPO(Optimizer):
         if batch.ref_logps is not None:
             kl = k3_kl(logps, batch.ref_logps)
             per_token = per_token + o.beta * kl
-            metrics["kl"] = masked_mean(kl, mask).item()
+            # per token (what beta weighs) and per completion (what the health limit and the chart read)
+            metrics["kl/token"] = masked_mean(kl, mask).item()
+            metrics["kl/sequence"] = (kl.detach() * mask).sum(-1).mean().item()
         loss = aggregate(per_token, mask, o.loss_type, self.context.sampling.max_new_tokens)
         return loss, metrics
 

@@ -112,7 +112,7 @@ class KTO(Optimizer):
         z0 = reference_point(kl_policy, batch.kl_ref_logps)
         loss = kto_loss(logratios, batch.desirable, z0, o.beta, o.desirable_weight, o.undesirable_weight).mean()
         rewards = o.beta * logratios.detach()
-        metrics = {"kl": float(z0), "desirable_frac": batch.desirable.float().mean().item()}
+        metrics = {"kto/z0": float(z0), "desirable_frac": batch.desirable.float().mean().item()}
         if batch.desirable.any():
             metrics["rewards/chosen"] = rewards[batch.desirable].mean().item()
         if (~batch.desirable).any():

@@ -173,6 +173,9 @@ class PPO(Optimizer):
         critic = "critic" if self.options.critic == "separate" else "critic:shared"
         return {critic, "reference"} if self.options.kl_coef > 0 else {critic}
 
+    def rows_per_forward(self, rows):
+        return math.ceil(rows / self.options.num_minibatches)
+
     def state_dict(self):
         return {"kl_coef": self.kl_ctl.value, "rng": self._rng.getstate()}
 
@@ -205,7 +208,8 @@ class PPO(Optimizer):
         if o.whiten_advantages:
             adv = masked_whiten(adv, mask) * mask
         seq_kl = kl.sum(-1)
-        self._stats = {"kl": float(seq_kl.mean()), "kl_coef": self.kl_ctl.value,
+        self._stats = {"kl/sequence": float(seq_kl.mean()), "kl/token": float(masked_mean(kl, mask)),
+                       "kl_coef": self.kl_ctl.value,
                        "score/mean": float(feedback.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
                        "explained_variance": explained_variance(values, returns, mask),
                        "non_score_reward": float((-self.kl_ctl.value * seq_kl).mean())}
@@ -252,8 +256,8 @@ class PPO(Optimizer):
         return -masked_mean(sequence_logprobs(models.policy, tokens), tokens.target_mask)
 
     def after_step(self, metrics):
-        if self.options.target_kl is not None and "kl" in metrics:
-            self.kl_ctl.update(metrics["kl"], self._batch_size)
+        if self.options.target_kl is not None and "kl/sequence" in metrics:
+            self.kl_ctl.update(metrics["kl/sequence"], self._batch_size)
 
 
 @hookimpl

@@ -34,7 +34,7 @@ def recipe(tmp_path, health: str, sources: str = DIGIT, optimizer: str = "{type:
 
 
 def test_kl_limit_stops(tmp_path):
-    with pytest.raises(RunStopped, match=r"step 2: kl: KL to the reference .* > 1e-09"):
+    with pytest.raises(RunStopped, match=r"step 2: kl/sequence: KL to the reference per completion .* > 1e-09"):
         train_recipe(recipe(tmp_path, "{max_kl: {limit: 1.0e-9, action: stop}}"))
 
 

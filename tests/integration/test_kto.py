@@ -45,9 +45,9 @@ def test_offline_kto_makes_sampled_completions_desirable(tmp_path):
     run, summary = train_recipe(recipe)
     assert summary["status"] == "finished"
     steps = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
-    kto = [s for s in steps if s.get("stage") == "kto" and "kl" in s]
+    kto = [s for s in steps if s.get("stage") == "kto" and "kto/z0" in s]
     assert len(kto) == 60 and all(math.isfinite(s["loss"]) for s in kto)
-    assert kto[0]["kl"] == 0.0                       # policy == reference at the first step
+    assert kto[0]["kto/z0"] == 0.0                       # policy == reference at the first step
     # the implicit rewards separate: desirable up (or level), undesirable down (a flipped sign in
     # the undesirable term would push them up instead)
     last = kto[-10:]

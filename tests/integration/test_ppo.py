@@ -23,7 +23,7 @@ def test_rlhf_ppo_raises_the_reward_model_score_within_the_kl_limit(tmp_path):
     assert summary["status"] == "finished"
     steps = _steps(run, "ppo")
     rewards = [s["reward/rm/mean"] for s in steps]   # fresh rollouts of the current policy, each step
-    kls = [s["kl"] for s in steps]
+    kls = [s["kl/sequence"] for s in steps]
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     print(f"mean RM score of fresh rollouts: first 4 steps {first:.3f}, last 4 steps {last:.3f}; "
           f"KL per completion: mean {sum(kls) / len(kls):.3f}, per step {[round(k, 2) for k in kls]}")

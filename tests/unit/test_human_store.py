@@ -69,18 +69,19 @@ def test_next_item_leases_items_and_skips_labeled_or_skipped_ones(store):
     assert store.next_item("ann")["id"] == i2
 
 
-def test_consume_returns_each_label_once_even_after_reopening(tmp_path):
+def test_take_returns_each_label_once_even_after_reopening(tmp_path):
     path = tmp_path / "labels.sqlite"
     s = LabelStore(path)
     ids = s.enqueue_many([("thumbs", f"p{k}", "x", None, {}) for k in range(3)])
     s.submit(ids[0], "ann", "up")
-    assert [x.item_id for x in s.consume("run")] == [ids[0]]
-    assert s.consume("run") == []
+    got, cursor = s.take("run", (0, 0))
+    assert [x.item_id for x in got] == [ids[0]]
+    assert s.take("run", cursor)[0] == []
     s.submit(ids[1], "ann", "down")
     s.close()
-    s2 = LabelStore(path)  # a restarted trainer
-    assert [x.item_id for x in s2.consume("run")] == [ids[1]]
-    assert [x.item_id for x in s2.consume("other")] == [ids[0], ids[1]]  # cursors are per consumer
+    s2 = LabelStore(path)  # a restarted trainer, with the cursor its checkpoint held
+    assert [x.item_id for x in s2.take("run", cursor)[0]] == [ids[1]]
+    assert [x.item_id for x in s2.take("other", (0, 0))[0]] == [ids[0], ids[1]]  # cursors are per consumer
     assert s2.next_item("ann")["id"] == ids[2]  # the pending item is still served
 
 

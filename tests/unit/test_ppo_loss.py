@@ -131,7 +131,7 @@ def test_minibatches_cover_every_rollout_each_epoch_and_kl_state_round_trips(tmp
     batch = ppo.prepare(fb, models)
     sizes = [len(mb.tokens) for mb in ppo.minibatches(batch)]
     assert sizes == [2, 1, 2, 1]
-    ppo.after_step({"kl": 3.0})           # far above target: the coefficient grows by 1 + 0.2 * 3 / 10000
+    ppo.after_step({"kl/sequence": 3.0})          # far above target: the coefficient grows by 1 + 0.2 * 3 / 10000
     assert ppo.kl_ctl.value == pytest.approx(0.05 * (1 + 0.2 * 3 / 10000))
     fresh, _, _ = _ppo(tmp_path, tiny_model_dir, target_kl=1.0)
     fresh.load_state_dict(ppo.state_dict())

@@ -248,14 +248,6 @@ class LabelStore:
                        (old["id"], old["choice"], choice, now))
             return "changed"
 
-    def consume(self, consumer: str, task: str | None = None) -> list[Label]:
-        """Labels past ``consumer``'s stored cursor, which moves past them (for tools without a
-        checkpoint of their own; a training run holds its cursor itself: :meth:`take`)."""
-        with self._tx() as db:
-            cur = db.execute("SELECT last_label_id FROM cursors WHERE consumer=?", (consumer,)).fetchone()
-        labels, _ = self.take(consumer, (cur["last_label_id"] if cur else 0, sys.maxsize))  # no re-takes of changes
-        return [x for x in labels if task is None or x.task == task]
-
     def take(self, consumer: str, cursor: tuple[int, int]) -> tuple[list[Label], tuple[int, int]]:
         """Labels past a caller-held ``cursor`` = (last label id, last change id), and the new cursor.
 

@@ -1,0 +1,67 @@
+"""Plugins use the public API only: a built-in plugin imports names from ``feedback_rl`` (listed in its
+``__all__`` and documented in docs/plugins.md), never a core submodule, and never another plugin."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import feedback_rl
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "plugins"
+
+
+def plugin_unit(path: Path) -> tuple[str, ...]:
+    """What one plugin is: a module (plugins/kind/name.py) or a package (plugins/kind/name/...)."""
+    parts = path.relative_to(PLUGINS).with_suffix("").parts
+    return parts[:2]
+
+
+def offences(path: Path) -> list[str]:
+    out = []
+    unit = plugin_unit(path)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: only inside one plugin package, to its own modules
+                inside = len(path.relative_to(PLUGINS).parts) > 2
+                if not inside or node.level > len(path.relative_to(PLUGINS).parts) - 2:
+                    out.append(f"{path.relative_to(ROOT)}:{node.lineno}: relative import leaves the plugin")
+                continue
+            names = [node.module or ""]
+            if node.module == "feedback_rl":
+                out += [f"{path.relative_to(ROOT)}:{node.lineno}: feedback_rl.{a.name} is not public API"
+                        for a in node.names if a.name not in feedback_rl.__all__]
+        else:
+            continue
+        for name in names:
+            if name.startswith("feedback_rl."):
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports the core submodule {name}")
+            if name.startswith("frl_plugins") and tuple(name.split(".")[1:3]) != unit:
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports another plugin, {name}")
+    return out
+
+
+def test_built_in_plugins_import_only_the_public_api_and_no_other_plugin():
+    files = sorted(PLUGINS.rglob("*.py"))
+    assert len(files) > 20
+    assert [o for f in files for o in offences(f)] == []
+
+
+def test_the_checker_catches_each_kind_of_offence(tmp_path, monkeypatch):
+    bad = PLUGINS / "rewards" / "_probe_offender.py"
+    bad.write_text("from feedback_rl.engine import Engine\nfrom feedback_rl import Dataset, Engine\n"
+                   "import frl_plugins.backends.hf\nfrom .rule import RuleSource\n")
+    try:
+        found = offences(bad)
+    finally:
+        bad.unlink()
+    assert len(found) == 4, found
+
+
+def test_every_public_name_exists_and_is_documented():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    missing = [n for n in feedback_rl.__all__ if not hasattr(feedback_rl, n)]
+    undocumented = [n for n in feedback_rl.__all__ if f"`{n}`" not in doc and f"`{n}(" not in doc]
+    assert missing == [] and undocumented == []
