@@ -10,7 +10,8 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("feedback_rl")
 
 from .base import (  # noqa: E402
-    Backend, Generation, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource, SamplingParams,
+    Backend, Generation, LengthLimited, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource,
+    SamplingParams,
 )
 from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch,
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # writing a plugin
-    "hookimpl", "Plugin", "PluginOptions", "PluginContext", "UserError", "RunStopped",
+    "hookimpl", "Plugin", "PluginOptions", "LengthLimited", "PluginContext", "UserError", "RunStopped",
     "RewardSource", "Optimizer", "Backend", "Logger", "Models", "SamplingParams", "Generation",
     # what flows through the loop
     "Rollout", "Score", "Preference", "Rating", "Judgment", "Scored",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .types import Feedback, FeedbackShape, Judgment, Preference, Rollout, Score
 
@@ -21,6 +21,13 @@ class PluginOptions(BaseModel):
     """Base of every plugin's options schema: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class LengthLimited(PluginOptions):
+    """Options of an optimizer that trains on sequences of at most ``max_length`` tokens (the core cuts
+    each completion so that prompt + completion fit)."""
+
+    max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
 
 
 @dataclass
@@ -162,7 +169,7 @@ class Optimizer(Plugin):
 
     def max_length(self) -> int | None:
         """The longest prompt + completion this optimizer trains on (longer ones are cut), if any."""
-        return None
+        return self.options.max_length if isinstance(self.options, LengthLimited) else None
 
     def rows_per_forward(self, rows: int) -> int:
         """How many of a step's ``rows`` sequences one training forward holds (for ``frl plan``)."""

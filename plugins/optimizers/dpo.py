@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, pair_batch, split_pairs,
+    LengthLimited, Optimizer, TokenBatch, completion_logprobs, hookimpl, pair_batch, split_pairs,
 )
 
 
@@ -54,11 +54,10 @@ class DPO(Optimizer):
     name = "dpo"
     feedback = "pairs"
 
-    class Options(PluginOptions):
+    class Options(LengthLimited):
         beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference")
         loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
         label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="cDPO: probability a label is wrong")
-        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -69,9 +68,6 @@ class DPO(Optimizer):
 
     def roles(self):
         return {"reference"}
-
-    def max_length(self):
-        return self.options.max_length
 
     def prepare(self, feedback, models):
         if not len(feedback):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, TokenBatch, completion_logprobs, hookimpl, pack, pad_id, rollout_batch
+from feedback_rl import LengthLimited, Optimizer, TokenBatch, completion_logprobs, hookimpl, pack, pad_id, rollout_batch
 
 # The KTO paper recommends wD * n_desirable / (wU * n_undesirable) in [1, 4/3].
 RATIO_RANGE = (1.0, 4.0 / 3.0)
@@ -68,11 +68,10 @@ class KTO(Optimizer):
     name = "kto"
     feedback = "binary"
 
-    class Options(PluginOptions):
+    class Options(LengthLimited):
         beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference")
         desirable_weight: float = Field(1.0, gt=0.0)
         undesirable_weight: float = Field(1.0, gt=0.0)
-        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
 
     def __init__(self, options, context):
         super().__init__(options, context)
@@ -81,9 +80,6 @@ class KTO(Optimizer):
 
     def roles(self):
         return {"reference"}
-
-    def max_length(self):
-        return self.options.max_length
 
     def prepare(self, feedback, models):
         if not len(feedback):

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, bradley_terry_loss, feedback_from_rows, hookimpl, pair_batch, pair_scores,
+    LengthLimited, Optimizer, bradley_terry_loss, feedback_from_rows, hookimpl, pair_batch, pair_scores,
     pairwise_accuracy,
 )
 
@@ -24,15 +24,11 @@ class RewardModelTraining(Optimizer):
     name = "rm"
     feedback = "pairs"
 
-    class Options(PluginOptions):
+    class Options(LengthLimited):
         margin_coef: float = Field(0.0, ge=0.0, description="weight of each pair's margin in the loss (Llama 2)")
-        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
 
     def roles(self):
         return {"reward_model"}
-
-    def max_length(self):
-        return self.options.max_length
 
     def prepare(self, feedback, models):
         if not len(feedback):

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
-from feedback_rl import Optimizer, PluginOptions, hookimpl, masked_mean, rollout_batch, sequence_logprobs
+from feedback_rl import LengthLimited, Optimizer, hookimpl, masked_mean, rollout_batch, sequence_logprobs
 
 
 def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -16,11 +15,7 @@ class SFT(Optimizer):
     name = "sft"
     feedback = "demonstrations"
 
-    class Options(PluginOptions):
-        max_length: int | None = Field(None, ge=2, description="truncate prompt+completion to this many tokens")
-
-    def max_length(self):
-        return self.options.max_length
+    Options = LengthLimited
 
     def prepare(self, feedback, models):
         return rollout_batch(feedback.rollouts, models.tokenizer, self.options.max_length)
