@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
@@ -94,6 +95,62 @@ class Dist:
         if self.world == 1:
             return value
         return next((v[0] for v in self.gather([value]) if v[0] is not None), None)
+
+    @property
+    def lockstep(self) -> bool:
+        """Several ranks: every one must join every collective call (a gradient all-reduce above all)."""
+        return self.world > 1
+
+    def diverge_sampling(self) -> None:
+        """After every rank drew the same prompts from the same seed: each samples completions its own way."""
+        if self.world > 1:
+            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.rank)
+
+    def tag_rollouts(self, rollouts: list, rows_per_rank: int) -> list:
+        """Groups and ids unique across ranks, for the logs and the hooks."""
+        if self.world > 1:
+            for r in rollouts:
+                r.group += self.rank * rows_per_rank
+                r.uid = f"{r.uid}-rank{self.rank}"
+        return rollouts
+
+    def gather_scored(self, everyone: list, scored: list) -> list:
+        """The whole step's scored rollouts, given every rank's rollouts already gathered: only the scores
+        cross now (the rollouts crossed once)."""
+        if self.world == 1:
+            return scored
+        from .types import Scored
+        marks = self.gather_flat([(s.scores, s.reward) for s in scored])
+        return [Scored(r, scores, reward) for r, (scores, reward) in zip(everyone, marks)]
+
+    @contextmanager
+    def stop_together(self):
+        """A :class:`RunStopped` inside (e.g. a source's error rate on one rank) stops every rank."""
+        reason = None
+        try:
+            yield
+        except RunStopped as e:
+            if self.world == 1:
+                raise
+            reason = str(e)
+        self.agree_stop(reason)
+
+    def same_weights(self, module: torch.nn.Module, stage: str) -> list[str] | None:
+        """Several ranks: proof that they ended the stage with the same weights (their checksums)."""
+        if self.world == 1:
+            return None
+        sums = self.checksums(module)
+        if len(set(sums)) > 1:
+            raise RunStopped(f"stage '{stage}': the {self.world} processes ended with different weights; the run "
+                             "is not reproducible across ranks")
+        return sums
+
+    def check_models(self, models: Any, where: str) -> None:
+        """What one process can do and several cannot."""
+        from .roles import SharedValueHead
+        if self.world > 1 and isinstance(models.critic, SharedValueHead):
+            raise UserError(f"{where}: a value head shared with the policy's trunk runs in one process; use a "
+                            f"separate critic with {self.world} processes")
 
     def agree_stop(self, reason: str | None) -> None:
         """A stop on any rank stops every rank, with the same message (no rank waits forever)."""

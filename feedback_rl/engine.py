@@ -33,10 +33,9 @@ from .models import context_length, load_policy
 from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, build_mixer
-from .roles import SharedValueHead, build_models
+from .roles import build_models
 from .rollout import generate_rollouts, sampling_params
 from .runs import Run
-from .types import Scored
 
 
 def seed_everything(seed: int) -> None:
@@ -144,7 +143,7 @@ class Engine:
         eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
             if stage.data.eval is not None else []
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
-        self._check_distributed(i, stage, models)
+        self.dist.check_models(models, f"{self.recipe.path}: stages[{i}].optimizer.critic")
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
         health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)
@@ -188,8 +187,7 @@ class Engine:
             state.update(version=resumed["version"], eval_before=resumed["eval_before"])
             first = resumed["step"] + 1
             ckpt.set_rng_state(resumed["rng"])  # last: building models above drew random numbers
-        if self.dist.world > 1:  # same prompts drawn everywhere; each rank samples completions its own way
-            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.dist.rank)
+        self.dist.diverge_sampling()
 
         def save_checkpoint(step: int) -> Path:
             name = ckpt.tag(i, stage.name, step)
@@ -214,24 +212,17 @@ class Engine:
             t0 = time.perf_counter()
             rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
             metrics: dict[str, Any] = {}
-            stopped = None
-            try:
+            with self.dist.stop_together():  # e.g. a source's error rate: every rank stops, not only this one
                 if optimizer.feedback == "demonstrations" or not mixer.slots:
                     fb = shapes.from_rows(optimizer.feedback, rows, self.tokenizer, _system_prompt(stage))
                 else:
                     fb = self._feedback(stage, step, rows, backend, mixer, optimizer.feedback, state["version"],
                                         metrics)
-            except RunStopped as e:  # e.g. a source's error rate: every rank must stop, not only this one
-                if self.dist.world == 1:
-                    raise
-                stopped = str(e)
-            self.dist.agree_stop(stopped)
             for slot in mixer.slots:
                 metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
             t_gen = time.perf_counter() - t0
             metrics["feedback/size"] = float(len(fb))
-            if len(fb) or self.dist.world > 1:  # every rank joins every gradient all-reduce
-                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
+            metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
             sched.step()
             state["version"] += 1
             backend.sync_weights(self.policy, state["version"])
@@ -257,12 +248,8 @@ class Engine:
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
         self.summary["stages"][stage.name] = {"eval_before": state["eval_before"], "eval_after": after}
         produced = optimizer.stage_output(models)
-        if self.dist.world > 1:  # proof that the ranks ended the stage with the same weights
-            sums = self.dist.checksums(produced)
+        if (sums := self.dist.same_weights(produced, stage.name)) is not None:
             self.summary["stages"][stage.name]["rank_checksums"] = sums
-            if len(set(sums)) > 1:
-                raise RunStopped(f"stage '{stage.name}': the {self.dist.world} processes ended with different "
-                                 f"weights; the run is not reproducible across ranks")
         out = self.run.dir / "stages" / stage.name
         whole = self.dist.full_state_dict(swap.get(id(produced)))
         if self.main:
@@ -289,19 +276,12 @@ class Engine:
         rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, sampling_params(stage.rollout),
                                      stage.rollout.num_generations, policy_version=version,
                                      system_prompt=_system_prompt(stage))
-        if self.dist.world > 1:  # groups and ids unique across ranks, for the logs and the hooks
-            for r in rollouts:
-                r.group += self.dist.rank * len(rows)
-                r.uid = f"{r.uid}-rank{self.dist.rank}"
+        self.dist.tag_rollouts(rollouts, len(rows))
         everyone = self.dist.gather_flat(rollouts)  # hooks see the whole step, on rank 0
         if self.main:
             self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=everyone)
         scored, reward_metrics = mixer.score(rollouts)
-        if self.dist.world > 1:  # the rollouts crossed once already: only their scores cross now
-            marks = self.dist.gather_flat([(s.scores, s.reward) for s in scored])
-            all_scored = [Scored(r, scores, reward) for r, (scores, reward) in zip(everyone, marks)]
-        else:
-            all_scored = scored
+        all_scored = self.dist.gather_scored(everyone, scored)
         if self.main:
             self.pm.hook.frl_scores_mixed(stage=stage.name, step=step, scored=all_scored)
             self._log_rollouts(stage.name, step, all_scored)
@@ -314,12 +294,6 @@ class Engine:
                 late.append(j)
         return shapes.build(shape, scored, self._compare(mixer, rollouts), late, bool(mixer.pointwise),
                             self.tokenizer, stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
-
-    def _check_distributed(self, i: int, stage: StageSpec, models: Models) -> None:
-        if self.dist.world > 1 and isinstance(models.critic, SharedValueHead):
-            raise UserError(f"{self.recipe.path}: stages[{i}].optimizer.critic: a value head shared with the "
-                            f"policy's trunk runs in one process; use a separate critic with "
-                            f"{self.dist.world} processes")
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:
@@ -336,7 +310,7 @@ class Engine:
                 mb, m = None, {}
                 loss = idle_loss(wrapped, self.tokenizer.pad_token_id)
             finite = bool(torch.isfinite(loss))
-            if finite or self.dist.world > 1:  # a rank that skipped backward would leave the others waiting
+            if finite or self.dist.lockstep:  # a rank that skipped backward would leave the others waiting
                 self.dist.backward(loss)
                 gnorm = self.dist.clip_grad_norm(params, stage.train.max_grad_norm)
                 finite = bool(torch.isfinite(gnorm))  # averaged gradients: the same verdict on every rank
