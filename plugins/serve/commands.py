@@ -56,6 +56,19 @@ def check_model(path: str) -> None:
         raise UserError(f"no model in {path}: it lacks {', '.join(missing)}")
 
 
+def pick_device(name: str | None):
+    import torch
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1...)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} visible)")
+    return device
+
+
 def bind(host: str, port: int):
     """The server's socket, bound before the model loads so a taken port fails at once."""
     from .server import listen
@@ -81,7 +94,8 @@ def frl_register_commands(cli):
     @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1))
     @click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0))
     @click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]))
-    def serve(model_dir, host, port, api_key_env, model_name, max_batch, batch_wait_ms, dtype):
+    @click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
+    def serve(model_dir, host, port, api_key_env, model_name, max_batch, batch_wait_ms, dtype, device):
         """Serve MODEL_DIR (an HF folder, a .gguf file, a hub id or builtin:tiny-gpt2) over an OpenAI-compatible API."""
         import uvicorn
 
@@ -92,10 +106,12 @@ def frl_register_commands(cli):
             if not api_key:
                 raise UserError(f"--api-key-env: environment variable {api_key_env} is not set")
         check_model(model_dir)
+        where = pick_device(device)
         sock = bind(host, port)
         model, tokenizer = load_model(model_dir, dtype)
+        model.to(where)
         name = model_name or Path(model_dir.rstrip("/")).name
         app = build_app(model, tokenizer, name, api_key, max_batch, batch_wait_ms)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
-        click.echo(f"serving '{name}' on {url}" + (" (API key required)" if api_key else ""))
+        click.echo(f"serving '{name}' on {url} ({where})" + (" (API key required)" if api_key else ""))
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

@@ -98,7 +98,11 @@ def build_app(model: Any, tokenizer: Any, model_name: str = "local", api_key: st
     async def chat(request: Request) -> Any:
         body = await read(request)
         ask = parse_ask(body, chat=True)
-        text = chat_prompt(tokenizer, parse_messages(body))
+        turns = parse_messages(body)
+        try:
+            text = chat_prompt(tokenizer, turns)
+        except Exception as e:  # noqa: BLE001 - a template's own check (e.g. roles must alternate) refused them
+            raise bad("messages", f"the model's chat template refused them: {type(e).__name__}: {e}") from None
         prompts = [(text, batcher.text.encode(text))]
         return await answer(await batcher.submit(prompts, fit(ask, prompts)), True, body["model"])
 

@@ -193,6 +193,20 @@ def test_the_models_eos_ids_end_a_reply(tiny):
     assert r.usage.completion_tokens == 2  # "=" and the stop token
 
 
+def test_chat_uses_the_tokenizers_template_and_a_refusing_template_is_a_400(tiny, tiny_model_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system turns') }}"
+                         "{% endif %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}>"
+                         "{% endif %}")
+    with ServerThread(build_app(tiny[0], tok, "tiny", batch_wait_ms=1)) as s:
+        c = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0)
+        r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "1+1="}], max_tokens=2)
+        assert r.usage.prompt_tokens == len("[user]1+1=>")
+        with pytest.raises(openai.BadRequestError, match="chat template refused them.*no system turns"):
+            c.chat.completions.create(model="tiny", messages=[{"role": "system", "content": "s"}], max_tokens=2)
+
+
 def test_an_unknown_model_is_a_404_in_openai_shape(server, client):
     for call in (lambda: client.completions.create(model="gpt-4", prompt="1", max_tokens=1),
                  lambda: client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "1"}]),
@@ -270,3 +284,22 @@ def test_bad_requests_are_400s_naming_the_parameter(server, route, body, param):
 def test_the_client_sees_a_400_as_bad_request(client):
     with pytest.raises(openai.BadRequestError, match="top_p"):
         client.completions.create(model="tiny", prompt="1", top_p=1.5)
+
+
+def test_a_failure_while_generating_is_a_500_or_a_stream_error_event_and_the_server_goes_on(tiny):
+    app = build_app(*tiny, "tiny", batch_wait_ms=1)
+    batcher = app.state.batcher
+    real = batcher._sample
+
+    def broken(rows):  # fault injection: generation itself fails (out of memory, a bad kernel...)
+        raise RuntimeError("CUDA out of memory (injected)")
+    with ServerThread(app) as s:
+        c = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0)
+        batcher._sample = broken
+        with pytest.raises(openai.InternalServerError, match="generation failed: RuntimeError: CUDA out of memory"):
+            c.completions.create(model="tiny", prompt=PROMPT, max_tokens=3)
+        with pytest.raises(openai.APIError, match="generation failed"):
+            list(c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "1"}], max_tokens=3,
+                                           stream=True))
+        batcher._sample = real
+        assert c.completions.create(model="tiny", prompt=PROMPT, max_tokens=3).choices[0].finish_reason == "length"

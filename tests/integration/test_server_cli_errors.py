@@ -80,6 +80,13 @@ def test_frl_serve_a_file_that_is_not_a_model(tmp_path):
     assert_one_line_error(frl("serve", str(tmp_path / "notes.txt")), "is a file")
 
 
+def test_frl_serve_on_a_device_that_is_not_here(tiny_model_dir):
+    import torch
+    assert_one_line_error(frl("serve", str(tiny_model_dir), "--device", f"cuda:{torch.cuda.device_count()}"),
+                          "no such CUDA device")
+    assert_one_line_error(frl("serve", str(tiny_model_dir), "--device", "toaster"), "not a device")
+
+
 def test_frl_label_serve_with_a_missing_db_refuses_unless_create(tmp_path):
     typo = tmp_path / "lables.sqlite"   # the other label commands: tests/unit/test_human_commands.py
     assert_one_line_error(frl("label", "serve", "--db", str(typo)), f"--db {typo}: no such label database",
