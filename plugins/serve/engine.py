@@ -1,10 +1,11 @@
 """Generation for ``frl serve``: concurrent requests batched into one HF ``generate`` call, streamed per token.
 
 A queue collects requests for ``wait_ms`` (or until ``max_batch`` rows), groups them by sampling setting,
-and runs each group through ``model.generate`` in a worker thread. Two small hooks into ``generate`` do the
-serving: a logits processor records the step's log-softmax (the model's distribution, before temperature
-and top-p, as OpenAI and vLLM report it), and a stopping criterion hands every new token to its row,
-which decodes it, applies stop strings and ``max_tokens``, and sends the new text to the waiting request.
+and runs each group through ``model.generate`` in a worker thread. Two small hooks do the serving: a forward
+hook keeps each step's log-softmax (the model's raw distribution, as vLLM reports it), and a stopping
+criterion hands every new token to its row, which decodes it, applies stop strings and ``max_tokens``, and
+sends the new text to the waiting request. Sampling follows the request; settings of the model's
+generation_config the API has no name for (a repetition penalty) apply as well, as in vLLM.
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
-    StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .protocol import Ask, Tok
 
@@ -137,7 +137,8 @@ class Row:
         self.sent = upto
 
     def _tok(self, token: int, logprob: float | None, top: list[tuple[int, float]] | None, offset: int) -> Tok:
-        alts = None if top is None else [(self.text_of.decode([i], False), lp) for i, lp in top[: self.ask.top_logprobs]]
+        k = self.ask.top_logprobs
+        alts = None if top is None else [(self.text_of.decode([i], False), lp) for i, lp in top[:k]]
         return Tok(self.text_of.decode([token], False), logprob, alts, offset)
 
     def echo(self, model: Any) -> None:
@@ -155,7 +156,6 @@ class Row:
                 toks.append(tok if i else Tok(tok.text, None, None, 0))
                 offset += len(tok.text)
         self.job.emit(Piece(self.index, self.prompt, toks))
-        self.sent = 0
 
 
 def _top(logp: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
@@ -170,15 +170,20 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-class _Record(LogitsProcessor):
-    """Keeps the step's log-softmax; custom processors run before temperature and top-p in ``generate``."""
+class _Record:
+    """Keeps each forward pass's next-token log-softmax: the model's raw distribution, before ``generate``
+    applies temperature, top-p or the model's own generation settings (vLLM's default log-probs too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any):
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA model's own
         self.logp: torch.Tensor | None = None
+        self.handle = inner.register_forward_hook(self._keep)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.logp = torch.log_softmax(scores.float(), -1)
-        return scores
+    def _keep(self, module: Any, args: Any, output: Any) -> None:
+        self.logp = torch.log_softmax(output.logits[:, -1].float(), -1)
+
+    def close(self) -> None:
+        self.handle.remove()
 
 
 class _Deliver(StoppingCriteria):
@@ -281,9 +286,13 @@ class Batcher:
         sampling = {} if ask.greedy else {"temperature": ask.temperature, "top_p": ask.top_p}
         config = GenerationConfig(max_new_tokens=max(r.ask.max_tokens for r in rows), do_sample=not ask.greedy,
                                   top_k=0, eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id, **sampling)
-        record = _Record() if any(r.ask.top_logprobs is not None for r in rows) else None
+        record = _Record(self.model) if any(r.ask.top_logprobs is not None for r in rows) else None
         if ask.seed is not None:
             torch.manual_seed(ask.seed)
-        self.model.generate(input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
-                            generation_config=config, logits_processor=LogitsProcessorList([record] if record else []),
-                            stopping_criteria=StoppingCriteriaList([_Deliver(rows, record)]))
+        try:
+            self.model.generate(input_ids=torch.tensor(ids, device=device),
+                                attention_mask=torch.tensor(mask, device=device), generation_config=config,
+                                stopping_criteria=StoppingCriteriaList([_Deliver(rows, record)]))
+        finally:
+            if record is not None:
+                record.close()

@@ -207,6 +207,23 @@ def test_chat_uses_the_tokenizers_template_and_a_refusing_template_is_a_400(tiny
             c.chat.completions.create(model="tiny", messages=[{"role": "system", "content": "s"}], max_tokens=2)
 
 
+def test_logprobs_stay_raw_when_the_models_generation_config_reshapes_sampling(tiny):
+    model, tok = tiny
+    saved = model.generation_config.repetition_penalty
+    model.generation_config.repetition_penalty = 5.0   # no OpenAI parameter for it: it applies, as in vLLM
+    try:
+        with ServerThread(build_app(model, tok, "tiny", batch_wait_ms=1)) as s:
+            c = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0)
+            r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=1)
+    finally:
+        model.generation_config.repetition_penalty = saved
+    text, lp = r.choices[0].text, r.choices[0].logprobs
+    assert text != "=KKKKK"  # the penalty changed the greedy reply (without it: "=KKKKK")
+    ids, logp = log_softmax_of(tiny, PROMPT + text)
+    for k, token_lp in enumerate(lp.token_logprobs):
+        assert token_lp == pytest.approx(logp[len(PROMPT) - 1 + k, ids[len(PROMPT) + k]].item(), abs=1e-5)
+
+
 def test_an_unknown_model_is_a_404_in_openai_shape(server, client):
     for call in (lambda: client.completions.create(model="gpt-4", prompt="1", max_tokens=1),
                  lambda: client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "1"}]),
