@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -320,3 +321,19 @@ def test_a_failure_while_generating_is_a_500_or_a_stream_error_event_and_the_ser
                                            stream=True))
         batcher._sample = real
         assert c.completions.create(model="tiny", prompt=PROMPT, max_tokens=3).choices[0].finish_reason == "length"
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(tmp_path):
+    from feedback_rl.tiny import build_tiny_gpt2
+    model, tok = load_local(str(build_tiny_gpt2(tmp_path / "long", seed=0, n_positions=1024)))
+    app = build_app(model, tok, "long", batch_wait_ms=1)
+    stats = app.state.batcher.stats
+    with ServerThread(app) as s:
+        c = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0)
+        stream = c.completions.create(model="long", prompt=PROMPT, max_tokens=1000, temperature=0, stream=True)
+        next(iter(stream))
+        stream.close()
+        deadline = time.monotonic() + 120
+        while stats["generated_tokens"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert 0 < stats["generated_tokens"] < 1000
