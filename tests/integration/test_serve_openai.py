@@ -69,6 +69,19 @@ def test_streamed_completion_deltas_reassemble_the_greedy_text(client):
     assert whole.usage.prompt_tokens == len(PROMPT) and whole.usage.completion_tokens == 12
 
 
+def test_streamed_choices_of_several_prompts_and_n_reassemble_by_index(client):
+    args = dict(model="tiny", prompt=[PROMPT, "5+5="], max_tokens=6, temperature=1.0, n=2, seed=3)
+    whole = client.completions.create(**args)
+    texts: dict[int, str] = {}
+    finished = set()
+    for chunk in client.completions.create(**args, stream=True):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+            if c.finish_reason:
+                finished.add(c.index)
+    assert texts == {c.index: c.text for c in whole.choices} and finished == {0, 1, 2, 3}
+
+
 def test_streamed_chat_deltas_reassemble_with_sync_and_async_clients(server, client):
     messages = [{"role": "system", "content": "add"}, {"role": "user", "content": "1+2="}]
     whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0)
