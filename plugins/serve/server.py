@@ -1,114 +1,36 @@
-"""An OpenAI-compatible HTTP server for a local HF model: ``/v1/chat/completions``, ``/v1/completions``.
+"""An OpenAI-compatible HTTP server for a local model: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
-Concurrent requests are batched: a queue collects requests for ``batch_wait_ms`` (or until
-``max_batch``), then one call of the core generation path (``generate_rollouts``) serves them all.
-Requests with different sampling settings go in separate generate calls.
+Streaming (server-sent events ending in ``[DONE]``), log-probs, ``echo``, ``n``, stop strings and seeds follow
+OpenAI's shapes. Every error answers in OpenAI's error shape; with an API key set, every route needs it.
+Chat turns are rendered by :func:`chat_prompt`; completion prompts are raw text (or token ids).
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
+import json
+import socket
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from feedback_rl import SamplingParams
-from feedback_rl import generate_rollouts
-
-
-@dataclass
-class _Job:
-    prompt: str
-    sampling: SamplingParams
-    n: int
-    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+from .engine import Batcher, Job
+from .protocol import ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, usage
 
 
 def chat_prompt(tokenizer: Any, messages: list[dict]) -> str:
     """The tokenizer's chat template when it has one, else ``role: content`` lines and ``assistant:``."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    lines = [f"{m.get('role', 'user')}: {_text(m.get('content', ''))}" for m in messages]
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):  # the content-parts form: keep the text parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-class BadRequest(Exception):
-    pass
-
-
-class Batcher:
-    """Collects concurrent jobs and runs them through one generate call per sampling setting."""
-
-    def __init__(self, backend: Any, model: Any, tokenizer: Any, max_batch: int = 16, wait_ms: float = 5.0):
-        self.backend, self.model, self.tokenizer = backend, model, tokenizer
-        self.max_batch, self.wait_s = max_batch, wait_ms / 1000
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "generated_tokens": 0}
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-
-    async def submit(self, prompt: str, sampling: SamplingParams, n: int) -> list:
-        job = _Job(prompt, sampling, n, asyncio.get_running_loop().create_future())
-        self.stats["requests"] += 1
-        await self.queue.put(job)
-        return await job.future
-
-    async def _run(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            deadline = time.monotonic() + self.wait_s
-            while len(jobs) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    jobs.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
-            groups: dict[tuple, list[_Job]] = {}
-            for job in jobs:
-                s = job.sampling
-                groups.setdefault((s.max_new_tokens, s.temperature, s.top_p, s.greedy), []).append(job)
-            for group in groups.values():
-                await self._generate(group)
-
-    async def _generate(self, jobs: list[_Job]) -> None:
-        rows = [{"prompt": j.prompt} for j in jobs for _ in range(j.n)]
-        self.stats["batches"] += 1
-        self.stats["max_batch"] = max(self.stats["max_batch"], len(rows))
-        try:
-            rollouts = await asyncio.to_thread(generate_rollouts, self.backend, self.model, self.tokenizer,
-                                               rows, jobs[0].sampling, 1)
-        except Exception as e:  # noqa: BLE001 - every waiting request gets the error
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_exception(e)
-            return
-        k = 0
-        for j in jobs:
-            if not j.future.done():
-                j.future.set_result(rollouts[k: k + j.n])
-            k += j.n
-        self.stats["generated_tokens"] += sum(len(r.completion_ids) for r in rollouts)
 
 
 def _context_limit(model: Any) -> int | None:
@@ -116,103 +38,145 @@ def _context_limit(model: Any) -> int | None:
     return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
-def _sampling(body: dict) -> tuple[SamplingParams, int]:
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 16
-    temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
-    top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
-    n = int(body.get("n") or 1)
-    if not (isinstance(max_tokens, int) and max_tokens >= 1) or n < 1 or not 0 < top_p <= 1 or temperature < 0:
-        raise BadRequest("invalid max_tokens, n, top_p or temperature")
-    return SamplingParams(max_new_tokens=max_tokens, temperature=temperature or 1.0, top_p=top_p,
-                          greedy=temperature == 0), n
+def error_response(e: ApiError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
 
 
-def _cut(text: str, stop: Any) -> tuple[str, bool]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    cuts = [text.find(s) for s in stops if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
+class RequireKey:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <key>``, unknown paths included."""
+
+    def __init__(self, app: Any, key: str | None):
+        self.app, self.want = app, f"Bearer {key}".encode() if key is not None else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.want is not None:
+            got = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(got, self.want):
+                e = ApiError(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                             code="invalid_api_key")
+                await error_response(e)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-def build_app(model: Any, tokenizer: Any, backend: Any, model_name: str = "local",
-              api_key: str | None = None, max_batch: int = 16, batch_wait_ms: float = 5.0) -> Starlette:
+def build_app(model: Any, tokenizer: Any, model_name: str = "local", api_key: str | None = None,
+              max_batch: int = 16, batch_wait_ms: float = 5.0) -> Starlette:
     """The Starlette app; ``api_key`` set means every request needs ``Authorization: Bearer <key>``."""
-    batcher = Batcher(backend, model, tokenizer, max_batch, batch_wait_ms)
+    batcher = Batcher(model, tokenizer, max_batch, batch_wait_ms)
     limit = _context_limit(model)
+    vocab = len(tokenizer)
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
-
-    async def run(request: Request, make_prompts, shape) -> JSONResponse:
-        if api_key is not None:
-            got = request.headers.get("authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {api_key}".encode()):
-                return error(401, "invalid or missing API key", "authentication_error")
+    async def read(request: Request) -> dict:
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            sampling, n = _sampling(body)
-            prompts = make_prompts(body)
-            for p in prompts:
-                used = len(tokenizer(p, add_special_tokens=False)["input_ids"])
-                if limit and used + sampling.max_new_tokens > limit:
-                    raise BadRequest(f"the prompt is {used} tokens; with max_tokens {sampling.max_new_tokens} "
-                                     f"it exceeds the model's context of {limit}")
-        except BadRequest as e:
-            return error(400, str(e))
-        except ValueError as e:  # malformed JSON
-            return error(400, f"invalid JSON body: {e}")
-        results = await asyncio.gather(*(batcher.submit(p, sampling, n) for p in prompts))
-        choices, used_in, used_out = [], 0, 0
-        for p_idx, rollouts in enumerate(results):
-            for r in rollouts:
-                text, stopped = _cut(r.completion, body.get("stop"))
-                finish = "stop" if stopped or not r.truncated else "length"
-                choices.append(shape(len(choices), text, finish))
-                used_out += len(r.completion_ids)
-            used_in += len(rollouts[0].prompt_ids) if rollouts else 0
-        kind = "chat.completion" if shape is chat_choice else "text_completion"
-        return JSONResponse({
-            "id": f"frl-{uuid.uuid4().hex[:12]}", "object": kind, "created": int(time.time()),
-            "model": body.get("model") or model_name, "choices": choices,
-            "usage": {"prompt_tokens": used_in, "completion_tokens": used_out,
-                      "total_tokens": used_in + used_out},
-        })
+            body = json.loads(await request.body())
+        except ValueError as e:
+            raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise bad("model", "required: the model's id (GET /v1/models lists it)")
+        if name != model_name:
+            raise ApiError(404, f"the model '{name}' does not exist; this server serves '{model_name}'",
+                           param="model", code="model_not_found")
+        return body
 
-    def chat_prompts(body: dict) -> list[str]:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty list")
-        return [chat_prompt(tokenizer, messages)]
+    def fit(ask: Ask, prompts: list[tuple[str, list[int]]]) -> Ask:
+        """Refuse what exceeds the context; chat without ``max_tokens`` may fill the context."""
+        longest = max(len(ids) for _, ids in prompts)
+        if not all(ids for _, ids in prompts):
+            raise bad("prompt", "a prompt is empty (it has no tokens)")
+        if ask.max_tokens is None:
+            ask.max_tokens = (limit - longest) if limit else 1024
+            if ask.max_tokens < 1:
+                raise bad("messages", f"the prompt is {longest} tokens, the model's whole context of {limit}")
+        elif limit and longest + ask.max_tokens > limit:
+            raise bad("max_tokens", f"the prompt is {longest} tokens; with max_tokens {ask.max_tokens} "
+                                    f"it exceeds the model's context of {limit}")
+        return ask
 
-    def completion_prompts(body: dict) -> list[str]:
-        prompt = body.get("prompt")
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise BadRequest("'prompt' must be a string or a list of strings")
-        return prompts
+    async def chat(request: Request) -> Any:
+        body = await read(request)
+        ask = parse_ask(body, chat=True)
+        turns = parse_messages(body)
+        try:
+            text = chat_prompt(tokenizer, turns)
+        except Exception as e:  # noqa: BLE001 - a template's own check (e.g. roles must alternate) refused them
+            raise bad("messages", f"the model's chat template refused them: {type(e).__name__}: {e}") from None
+        prompts = [(text, batcher.text.encode(text))]
+        return await answer(await batcher.submit(prompts, fit(ask, prompts)), True, body["model"])
 
-    def chat_choice(i: int, text: str, finish: str) -> dict:
-        return {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+    async def completions(request: Request) -> Any:
+        body = await read(request)
+        ask = parse_ask(body, chat=False)
+        prompts = [(p, batcher.text.encode(p)) if isinstance(p, str) else (batcher.text.decode(p, False), p)
+                   for p in parse_prompts(body, vocab)]
+        return await answer(await batcher.submit(prompts, fit(ask, prompts)), False, body["model"])
 
-    def text_choice(i: int, text: str, finish: str) -> dict:
-        return {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+    async def answer(job: Job, is_chat: bool, name: str) -> Any:
+        rid, created = f"frl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if job.ask.stream:
+            return StreamingResponse(stream(job, is_chat, rid, created, name), media_type="text/event-stream")
+        texts, toks, finish, used = [""] * len(job.rows), [[] for _ in job.rows], [None] * len(job.rows), 0
+        try:
+            async for piece in job.pieces():
+                texts[piece.index] += piece.text
+                toks[piece.index] += piece.toks or []
+                finish[piece.index] = piece.finish or finish[piece.index]
+                used += piece.completion_tokens
+        except Exception as e:  # noqa: BLE001 - a failed generate is the server's fault: a 500, in shape
+            raise ApiError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_failed") from e
+        want = job.ask.top_logprobs is not None
+        choices = [choice(is_chat, i, texts[i], toks[i] if want else None, finish[i], delta=False)
+                   for i in range(len(job.rows))]
+        return JSONResponse(envelope(is_chat, rid, created, name, choices, chunk=False,
+                                     usage=usage(job.prompt_tokens, used)))
 
-    async def chat(request: Request) -> JSONResponse:
-        return await run(request, chat_prompts, chat_choice)
-
-    async def completions(request: Request) -> JSONResponse:
-        return await run(request, completion_prompts, text_choice)
+    async def stream(job: Job, is_chat: bool, rid: str, created: int, name: str) -> AsyncIterator[str]:
+        extra = {"usage": None} if job.ask.include_usage else {}
+        started: set[int] = set()
+        used = 0
+        try:
+            async for piece in job.pieces():
+                first = piece.index not in started
+                started.add(piece.index)
+                used += piece.completion_tokens
+                c = choice(is_chat, piece.index, piece.text, piece.toks, piece.finish, delta=True, first=first)
+                yield _event(envelope(is_chat, rid, created, name, [c], chunk=True, **extra))
+            if job.ask.include_usage:
+                yield _event(envelope(is_chat, rid, created, name, [], chunk=True,
+                                      usage=usage(job.prompt_tokens, used)))
+        except Exception as e:  # noqa: BLE001 - the stream has begun: the error goes in an event
+            yield _event(ApiError(500, f"generation failed: {type(e).__name__}: {e}").body())
+        finally:
+            job.cancel()   # a client that left stops its rows
+        yield "data: [DONE]\n\n"
 
     async def models(request: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [{"id": model_name, "object": "model",
-                                                          "owned_by": "feedback_rl"}]})
+        return JSONResponse({"object": "list", "data": [_model_card(model_name)]})
+
+    async def one_model(request: Request) -> JSONResponse:
+        if request.path_params["name"] != model_name:
+            raise ApiError(404, f"the model '{request.path_params['name']}' does not exist; this server serves "
+                                f"'{model_name}'", param="model", code="model_not_found")
+        return JSONResponse(_model_card(model_name))
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(batcher.stats)
 
+    async def on_api_error(request: Request, e: Exception) -> JSONResponse:
+        return error_response(e)  # type: ignore[arg-type]
+
+    async def on_http_error(request: Request, e: Exception) -> JSONResponse:
+        status = getattr(e, "status_code", 404)
+        what = "method not allowed" if status == 405 else "no such route"
+        return error_response(ApiError(status, f"{what}: {request.method} {request.url.path}"))
+
+    async def on_crash(request: Request, e: Exception) -> JSONResponse:
+        return error_response(ApiError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error"))
+
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start()
         yield
         await batcher.stop()
@@ -221,10 +185,28 @@ def build_app(model: Any, tokenizer: Any, backend: Any, model_name: str = "local
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{name:path}", one_model, methods=["GET"]),
         Route("/v1/frl/stats", stats, methods=["GET"]),
-    ], lifespan=lifespan)
+    ], middleware=[Middleware(RequireKey, key=api_key)], lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash})
     app.state.batcher = batcher
     return app
+
+
+def _model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "feedback_rl"}
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket (uvicorn listens on it); raises ``OSError`` when the port is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 class ServerThread:

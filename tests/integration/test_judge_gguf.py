@@ -23,12 +23,12 @@ def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path):
     from feedback_rl import PluginContext, Rollout
     from frl_plugins.rewards.judge import JudgeSource
     from frl_plugins.rewards.judge.template import parse_score
-    from frl_plugins.serve.commands import hf_backend, load_local
+    from frl_plugins.serve.commands import load_local
     from frl_plugins.serve.server import ServerThread, build_app
 
     model, tok = load_local(str(_smollm2_gguf()))
     assert tok.chat_template  # an instruct model: the server uses its chat template
-    with ServerThread(build_app(model, tok, hf_backend(), "smollm2")) as server:
+    with ServerThread(build_app(model, tok, "smollm2")) as server:
         opts = JudgeSource.Options(base_url=server.url, model="smollm2", max_tokens=12, timeout=120,
                                    template="Rate this answer to {prompt} from 0 to 10: {completion}\n"
                                             "Answer with a single number.", score_range=(0, 10))

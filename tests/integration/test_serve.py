@@ -14,7 +14,7 @@ import pytest
 from feedback_rl import PluginContext
 from feedback_rl.tiny import build_tiny_gpt2
 from frl_plugins.rewards.judge import JudgeSource
-from frl_plugins.serve.commands import hf_backend, load_local
+from frl_plugins.serve.commands import load_local
 from frl_plugins.serve.server import ServerThread, build_app, chat_prompt
 
 
@@ -26,7 +26,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(tiny_dir):
     model, tok = load_local(str(tiny_dir))
-    app = build_app(model, tok, hf_backend(), "tiny", max_batch=16, batch_wait_ms=50)
+    app = build_app(model, tok, "tiny", max_batch=16, batch_wait_ms=50)
     with ServerThread(app) as server:
         server.app = app
         yield server
@@ -112,7 +112,8 @@ def test_frl_serve_command_binds_loopback_and_requires_the_api_key(tiny_dir):
     port = _free_port()
     env = {**os.environ, "TINY_SERVE_KEY": "k-123"}
     frl = os.path.join(os.path.dirname(sys.executable), "frl")
-    proc = subprocess.Popen([frl, "serve", str(tiny_dir), "--port", str(port), "--api-key-env", "TINY_SERVE_KEY"],
+    proc = subprocess.Popen([frl, "serve", str(tiny_dir), "--port", str(port), "--api-key-env", "TINY_SERVE_KEY",
+                             "--model-name", "m"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/v1"
@@ -127,6 +128,8 @@ def test_frl_serve_command_binds_loopback_and_requires_the_api_key(tiny_dir):
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).completions.create(
                 model="m", prompt="1+1=", max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
         ok = openai.OpenAI(base_url=url, api_key="k-123").completions.create(model="m", prompt="1+1=", max_tokens=2)
         assert len(ok.choices) == 1
     finally:

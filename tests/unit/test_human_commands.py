@@ -11,7 +11,7 @@ from frl_plugins.rewards.human.terminal import label_loop
 
 def test_add_annotator_prints_a_working_token(tmp_path, capsys):
     db = tmp_path / "l.sqlite"
-    assert main(["label", "add-annotator", "ann", "--db", str(db)]) == 0
+    assert main(["label", "add-annotator", "ann", "--db", str(db), "--create"]) == 0
     token = capsys.readouterr().out.strip()
     assert LabelStore(db).annotator_for(token) == "ann"
 
@@ -55,14 +55,14 @@ def test_export_writes_offline_formats_and_import_is_idempotent(tmp_path, capsys
     ]
     dst = tmp_path / "dst.sqlite"
     for _ in range(2):
-        assert main(["label", "import", "--db", str(dst), str(out)]) == 0
+        assert main(["label", "import", "--db", str(dst), "--create", str(out)]) == 0
     assert export_rows(LabelStore(dst)) == rows
 
 
 def test_import_reports_the_bad_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p"}\n')
-    assert main(["label", "import", "--db", str(tmp_path / "d.sqlite"), str(bad)]) == 2
+    assert main(["label", "import", "--db", str(tmp_path / "d.sqlite"), "--create", str(bad)]) == 2
     assert f"{bad}:2:" in capsys.readouterr().err
 
 
@@ -74,3 +74,16 @@ def test_import_row_rejects_a_non_boolean_label(tmp_path):
         assert "true or false" in str(e)
     else:
         raise AssertionError("accepted label 'yes'")
+
+
+def test_every_label_command_refuses_a_missing_db_unless_create(tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text("")
+    typo = tmp_path / "lables.sqlite"
+    for args in (["add-annotator", "me"], ["cli"], ["export", "--out", str(tmp_path / "o.jsonl")],
+                 ["import", str(tmp_path / "in.jsonl")]):
+        assert main(["label", *args, "--db", str(typo)]) == 2
+        err = capsys.readouterr().err
+        assert f"--db {typo}: no such label database" in err and "--create" in err and len(err.splitlines()) == 1
+        assert not typo.exists()
+    assert main(["label", "export", "--db", str(typo), "--create", "--out", str(tmp_path / "o.jsonl")]) == 0
+    assert typo.exists()

@@ -7,6 +7,7 @@ with ``textContent`` only, and the Content-Security-Policy forbids inline script
 """
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import sys
@@ -18,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from feedback_rl import UserError
 
 from .store import LabelError, LabelStore
 
@@ -153,7 +156,12 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
     """Run the app until interrupted; prints ``serving on URL`` once the socket listens."""
     import uvicorn
-    sock = bind(host, port)
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        taken = e.errno == errno.EADDRINUSE
+        raise UserError(f"--port {port}: {host}:{port} is already in use; pick another --port (0 picks a free one)"
+                        if taken else f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
     url = f"http://{host}:{sock.getsockname()[1]}/"
     print(f"serving on {url}", flush=True)
     print("open it with ?token=YOUR_TOKEN (create one with: frl label add-annotator NAME)", file=sys.stderr,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -10,7 +11,23 @@ from feedback_rl import UserError
 
 from .store import LabelError, LabelStore
 
-_DB = click.option("--db", "db", required=True, type=click.Path(dir_okay=False), help="The labels' SQLite file.")
+
+def _db(command):
+    """``--db FILE`` (an existing label database) and ``--create`` (make it when it does not exist yet)."""
+    command = click.option("--create", is_flag=True, help="Create the database if it does not exist.")(command)
+    return click.option("--db", "db", required=True, type=click.Path(dir_okay=False),
+                        help="The labels' SQLite file (a run's default: runs/NAME/labels.sqlite).")(command)
+
+
+def open_store(db: str, create: bool) -> LabelStore:
+    """The label database at ``db``; a path that does not exist is a typo unless ``--create`` says otherwise."""
+    path = Path(db)
+    if not path.exists() and not create:
+        raise UserError(f"--db {db}: no such label database (check the path, or add --create to make a new one)")
+    try:
+        return LabelStore(path)
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"--db {db}: not a label database ({e})") from None
 
 
 @click.group()
@@ -19,35 +36,37 @@ def label() -> None:
 
 
 @label.command()
-@_DB
+@_db
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback by default; 0.0.0.0 exposes it.")
 @click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port.")
-def serve(db: str, host: str, port: int) -> None:
+def serve(db: str, create: bool, host: str, port: int) -> None:
     """Serve the labeling web app."""
     from .app import serve as run_server
+    open_store(db, create)
     run_server(db, host, port)
 
 
 @label.command("add-annotator")
 @click.argument("name")
-@_DB
-def add_annotator(name: str, db: str) -> None:
+@_db
+def add_annotator(name: str, db: str, create: bool) -> None:
     """Create an annotator and print their token (shown once; stored only as a hash)."""
+    store = open_store(db, create)
     try:
-        click.echo(LabelStore(db).add_annotator(name))
+        click.echo(store.add_annotator(name))
     except LabelError as e:
         raise UserError(f"add-annotator: {e}") from None
 
 
 @label.command("cli")
-@_DB
+@_db
 @click.option("--annotator", default=None, help="Label as this annotator (default: $USER, created if new).")
-def terminal(db: str, annotator: str | None) -> None:
+def terminal(db: str, create: bool, annotator: str | None) -> None:
     """Label in the terminal."""
     import getpass
 
     from .terminal import label_loop
-    store = LabelStore(db)
+    store = open_store(db, create)
     name = annotator or getpass.getuser()
     if not store.has_annotator(name):
         store.add_annotator(name)
@@ -56,25 +75,26 @@ def terminal(db: str, annotator: str | None) -> None:
 
 
 @label.command("export")
-@_DB
+@_db
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False))
-def export(db: str, out: str) -> None:
+def export(db: str, create: bool, out: str) -> None:
     """Labels as JSONL: pairwise -> prompt/chosen/rejected (DPO, RM); thumbs, rating -> prompt/completion/label (KTO)."""
+    store = open_store(db, create)
     n = 0
     with open(out, "w") as f:
-        for row in export_rows(LabelStore(db)):
+        for row in export_rows(store):
             f.write(json.dumps(row) + "\n")
             n += 1
     click.echo(f"{n} rows -> {out}")
 
 
 @label.command("import")
-@_DB
+@_db
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--annotator", default="import", show_default=True, help="For rows without an annotator.")
-def import_(db: str, path: str, annotator: str) -> None:
+def import_(db: str, create: bool, path: str, annotator: str) -> None:
     """Read labels from JSONL (the export formats); importing a file twice stores each label once."""
-    store = LabelStore(db)
+    store = open_store(db, create)
     stored = 0
     for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
