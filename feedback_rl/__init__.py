@@ -27,7 +27,7 @@ from .policy_gradient import (  # noqa: E402
     backend_correction, clipped_surrogate, is_cap_option, mismatch_metrics, truncated_is_weights,
 )
 from .recipe import DataRef, GeneratedData  # noqa: E402
-from .rollout import generate_rollouts  # noqa: E402
+from .rollout import generate_rollouts, stop_token_ids  # noqa: E402
 from .roles import (  # noqa: E402
     bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, pairwise_accuracy, scalar_model,
     score_rollouts, sequence_scores, token_values,
@@ -56,6 +56,6 @@ __all__ = [
     "clipped_surrogate", "is_cap_option", "backend_correction", "truncated_is_weights", "mismatch_metrics",
     "bradley_terry_loss",
     # models and roles
-    "load_model", "context_length", "generate_rollouts", "merged_state_dict", "scalar_model", "load_scalar_model",
+    "load_model", "context_length", "generate_rollouts", "stop_token_ids", "merged_state_dict", "scalar_model", "load_scalar_model",
     "score_rollouts", "sequence_scores", "pair_scores", "pairwise_accuracy", "token_values", "last_token_index",
 ]

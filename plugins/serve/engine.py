@@ -18,6 +18,8 @@ from typing import Any, AsyncIterator
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from feedback_rl import stop_token_ids
+
 from .protocol import Ask, Tok
 
 
@@ -29,13 +31,6 @@ class Piece:
     toks: list[Tok] | None
     finish: str | None = None
     completion_tokens: int = 0
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """The ids that end a reply: the tokenizer's EOS and the model's generation_config EOS ids."""
-    ids = [tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)]
-    flat = [i for x in ids for i in (x if isinstance(x, (list, tuple)) else [x]) if isinstance(i, int)]
-    return sorted(set(flat))
 
 
 class Text:
@@ -210,7 +205,7 @@ class Batcher:
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, wait_ms: float = 5.0):
         self.model, self.text = model, Text(tokenizer)
-        self.stop_ids = stop_token_ids(model, tokenizer)
+        self.stop_ids = stop_token_ids(tokenizer, model)   # where training's rollouts stop too
         self.pad_id = next((i for i in (tokenizer.pad_token_id, *self.stop_ids) if i is not None), 0)
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
         self.queue: asyncio.Queue[Job] = asyncio.Queue()

@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from feedback_rl import context_length
+
 from .engine import Batcher, Job
 from .protocol import ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, usage
 
@@ -32,10 +34,6 @@ def chat_prompt(tokenizer: Any, messages: list[dict]) -> str:
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
 
-
-def _context_limit(model: Any) -> int | None:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -63,7 +61,7 @@ def build_app(model: Any, tokenizer: Any, model_name: str = "local", api_key: st
               max_batch: int = 16, batch_wait_ms: float = 5.0) -> Starlette:
     """The Starlette app; ``api_key`` set means every request needs ``Authorization: Bearer <key>``."""
     batcher = Batcher(model, tokenizer, max_batch, batch_wait_ms)
-    limit = _context_limit(model)
+    limit = context_length(model.config) if getattr(model, "config", None) is not None else None
     vocab = len(tokenizer)
 
     async def read(request: Request) -> dict:

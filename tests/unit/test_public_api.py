@@ -11,10 +11,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 
 
+KINDS = {"rewards", "optimizers", "backends", "loggers", "environments", "data"}
+
+
 def plugin_unit(path: Path) -> tuple[str, ...]:
-    """What one plugin is: a module (plugins/kind/name.py) or a package (plugins/kind/name/...)."""
+    """What one plugin is: a module (plugins/kind/name.py), a package (plugins/kind/name/...), or a
+    package of its own kind (plugins/serve/...)."""
     parts = path.relative_to(PLUGINS).with_suffix("").parts
-    return parts[:2]
+    return parts[:2] if parts[0] in KINDS else parts[:1]
 
 
 def offences(path: Path) -> list[str]:
@@ -25,8 +29,9 @@ def offences(path: Path) -> list[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: only inside one plugin package, to its own modules
-                inside = len(path.relative_to(PLUGINS).parts) > 2
-                if not inside or node.level > len(path.relative_to(PLUGINS).parts) - 2:
+                here = path.relative_to(PLUGINS).with_suffix("").parts[:-1]   # the file's package
+                target = here[: len(here) - (node.level - 1)] if node.level - 1 <= len(here) else ()
+                if len(here) < len(unit) or target[: len(unit)] != unit:
                     out.append(f"{path.relative_to(ROOT)}:{node.lineno}: relative import leaves the plugin")
                 continue
             names = [node.module or ""]
@@ -38,7 +43,7 @@ def offences(path: Path) -> list[str]:
         for name in names:
             if name.startswith("feedback_rl."):
                 out.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports the core submodule {name}")
-            if name.startswith("frl_plugins") and tuple(name.split(".")[1:3]) != unit:
+            if name.startswith("frl_plugins") and tuple(name.split(".")[1:1 + len(unit)]) != unit:
                 out.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports another plugin, {name}")
     return out
 
