@@ -21,7 +21,7 @@ from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
     mismatch_metrics, tokenize_rollouts, truncated_is_weights,
 )
-from .data import Dataset, load as load_dataset  # noqa: E402
+from .data import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
 from .models import load_model  # noqa: E402
@@ -53,5 +53,6 @@ __all__ = [
     "bradley_terry_loss", "pair_scores", "score_rollouts",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
+    "Turns", "TEXT_OR_TURNS",
     "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
 ]

@@ -5,12 +5,13 @@ Each plugin validates its own options with its ``Options`` schema, as strictly a
 """
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from .errors import UserError, did_you_mean
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
@@ -57,11 +58,73 @@ class GeneratedData(Strict):
     seed: int = 0
 
 
-DataRef = str | GeneratedData
+class RowSelection(Strict):
+    """What a file or a `datasets` source keeps of its rows: renames, then shuffle, holdout and size."""
+
+    columns: dict[str, str] = Field({}, description="rename columns, target: source (prompt: question)")
+    shuffle: bool = Field(True, description="shuffle the rows with `seed` before holdout and size pick them")
+    seed: int = Field(0, description="the shuffle's seed")
+    holdout: int = Field(0, ge=0, description="rows set aside for evaluation (never in part: train)")
+    part: Literal["train", "eval"] = Field("train", description="train: the rows after the holdout; "
+                                           "eval: the held-out rows")
+    size: int | None = Field(None, ge=1, description="keep only this many rows of the part")
+
+    @model_validator(mode="after")
+    def _eval_needs_holdout(self) -> "RowSelection":
+        if self.part == "eval" and self.holdout == 0:
+            raise ValueError("part: eval takes the held-out rows; set holdout to how many")
+        return self
+
+
+class FileData(RowSelection):
+    """A local data file: .jsonl, .json (lines or one array), .csv or .parquet."""
+
+    path: str = Field(description="the file, relative to the recipe's folder")
+
+
+class HubData(RowSelection):
+    """Rows through the `datasets` library: a hub id, a `save_to_disk` folder, or a folder of data files."""
+
+    dataset: str = Field(description="a hub id, a local folder, or a builder (json, csv, parquet) with data_files")
+    split: str = Field("train", description="the dataset's own split to read")
+    name: str | None = Field(None, description="the subset (configuration) name")
+    revision: str | None = Field(None, description="a branch, tag or commit of the hub repository")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="files (or globs) to read, as load_dataset takes them")
+
+
+# The key that tells a data mapping's kind; a plugin-provided kind adds its key here and to the union.
+DATA_KINDS = {"generator": "GeneratedData", "path": "FileData", "dataset": "HubData"}
+
+
+def _data_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if not isinstance(value, dict):
+        return None
+    for key, kind in DATA_KINDS.items():
+        if key in value:
+            return kind
+    # a misspelt kind key ('pth'): the nearest kind, so its error names the unknown key
+    for key in value:
+        close = difflib.get_close_matches(str(key), DATA_KINDS, n=1, cutoff=0.6)
+        if close:
+            return DATA_KINDS[close[0]]
+    return None
+
+
+DataRef = Annotated[
+    Annotated[str, Tag("str")] | Annotated[GeneratedData, Tag("GeneratedData")]
+    | Annotated[FileData, Tag("FileData")] | Annotated[HubData, Tag("HubData")],
+    Discriminator(_data_kind, custom_error_type="data_kind", custom_error_message=(
+        "expected a data file path, or a mapping with one of the keys " + ", ".join(DATA_KINDS)))]
 
 
 class DataSpec(Strict):
-    train: DataRef | None = Field(None, description="JSONL path or generator: prompts, demonstrations or offline feedback")
+    train: DataRef | None = Field(None, description="a data file, {path: ...}, {dataset: ...} or {generator: ...}: "
+                                                    "prompts, demonstrations or offline feedback (docs/data.md)")
     eval: DataRef | None = Field(None, description="held-out rows for evaluation")
 
 
@@ -364,19 +427,30 @@ def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail:
 
 
 def _check_files(recipe: Recipe, lines: dict) -> None:
-    def missing(loc: tuple, value: str) -> None:
-        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: file not found: {value}")
+    def fail(loc: tuple, msg: str) -> None:
+        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: {msg}")
 
     for i, stage in enumerate(recipe.stages):
         for split in ("train", "eval"):
-            ref = getattr(stage.data, split)
-            if isinstance(ref, str) and not (recipe.base_dir / ref).expanduser().exists() and not Path(ref).is_absolute():
-                missing(("stages", i, "data", split), ref)
-            if isinstance(ref, str) and Path(ref).is_absolute() and not Path(ref).exists():
-                missing(("stages", i, "data", split), ref)
+            ref, loc = getattr(stage.data, split), ("stages", i, "data", split)
+            if isinstance(ref, FileData):
+                value, loc = ref.path, loc + ("path",)
+            elif isinstance(ref, HubData) and _looks_local(ref.dataset):
+                value, loc = ref.dataset, loc + ("dataset",)
+            elif isinstance(ref, str):
+                value = ref
+            else:
+                continue
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else recipe.base_dir / path
+            if not path.exists():
+                fail(loc, f"file not found: {value}")
+            if path.is_dir() and not isinstance(ref, HubData):
+                fail(loc, f"{value} is a folder, not a data file; read a save_to_disk folder or a folder of "
+                          f"data files with {{dataset: {value}}}")
     p = recipe.model.path
     if _looks_local(p) and not (recipe.base_dir / p).expanduser().exists() and not Path(p).expanduser().exists():
-        missing(("model", "path"), p)
+        fail(("model", "path"), f"file not found: {p}")
 
 
 def _looks_local(p: str) -> bool:
