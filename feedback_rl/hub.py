@@ -52,16 +52,17 @@ def use_cache_only() -> None:
         sys.modules["datasets"].config.HF_HUB_OFFLINE = True
 
 
-def model_kwargs(repo_id: str, key: str = "model.path", filename: str | None = None) -> dict:
-    """Extra ``from_pretrained`` arguments for a hub model id: none when the hub answers, ``local_files_only``
-    when it cannot be reached but the cache holds the model; otherwise a one-line :class:`UserError`."""
+def require_model(repo_id: str, key: str = "model.path", filename: str | None = None) -> None:
+    """A hub model id can load: the hub answers, or it cannot be reached and the cache holds the model (then
+    the hub libraries read only the cache); otherwise a one-line :class:`UserError`, at once."""
     if not HUB_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
         raise UserError(f"{key}: '{repo_id}' is no local file or folder, nor a hub id (namespace/name)")
     reason = offline_reason()
     if reason is None:
-        return {}
+        return
     from huggingface_hub import try_to_load_from_cache
     if isinstance(try_to_load_from_cache(repo_id, filename or "config.json"), str):
-        return {"local_files_only": True}
+        use_cache_only()
+        return
     raise UserError(f"{key}: '{repo_id}' is no local path and not in the Hugging Face cache, and the hub cannot "
                     f"be reached ({reason}); point it at a local model folder or .gguf file")
