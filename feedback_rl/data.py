@@ -51,7 +51,7 @@ class Dataset(list):
         for key in fields:
             if self.columns is not None and key not in self.columns:
                 raise UserError(f"{self.origin}: no column '{key}'{did_you_mean(key, self.columns)} ({purpose} "
-                                f"needs {', '.join(fields)}); its columns: {', '.join(self.columns)} (rename one with "
+                                f"needs {', '.join(fields)}); its columns: {readers.names(self.columns)} (rename one with "
                                 f"columns: {{{key}: NAME}})")
         for k, row in enumerate(self):
             for key, typ in fields.items():
@@ -88,7 +88,7 @@ def _parse(text: str, types: tuple, where: str) -> Any:
             except ValueError:
                 pass
     want = " or ".join(_WANT.get(t, t.__name__) for t in types)
-    raise UserError(f"{where} must be {want}, got '{text}'")
+    raise UserError(f"{where} must be {want}, got {text!r}")
 
 
 def check_turns(turns: list, where: str, key: str) -> None:
@@ -100,7 +100,7 @@ def check_turns(turns: list, where: str, key: str) -> None:
         for part in ("role", "content"):
             if part not in turn:
                 raise UserError(f"{where}: {key}[{t}] has no '{part}' (a turn is {{role, content}}; it has: "
-                                f"{', '.join(map(str, turn)) or 'nothing'})")
+                                f"{readers.names(turn)})")
             if not isinstance(turn[part], str):
                 raise UserError(f"{where}: {key}[{t}].{part} must be text, got {readers.json_kind(turn[part])}")
 
@@ -140,7 +140,7 @@ def _renamed_columns(present: list[str], renames: dict[str, str], origin: str) -
     for target, source in renames.items():
         if source not in present:
             raise UserError(f"{origin}: columns.{target}: no column '{source}'{did_you_mean(source, present)}; "
-                            f"the columns are: {', '.join(map(str, present))}")
+                            f"the columns are: {readers.names(present)}")
     sources = set(renames.values())
     return [c for c in present if c not in sources and c not in renames] + list(renames)
 

@@ -31,6 +31,12 @@ def json_kind(value: Any) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def names(items: Any) -> str:
+    """Column or key names for a one-line message: odd ones (a newline, an empty name) quoted."""
+    return ", ".join(x if isinstance(x, str) and x.isprintable() and x.strip() == x and x else repr(x)
+                     for x in items) or "none"
+
+
 def read_file(path: Path) -> Table:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a data file; read a save_to_disk folder or a folder of data "
@@ -154,12 +160,11 @@ def read_csv(path: Path) -> Table:
                 header = fields
                 twice = sorted({c for c in header if header.count(c) > 1})
                 if twice:
-                    raise UserError(f"{path}:{line}: the header names column '{twice[0]}' twice")
+                    raise UserError(f"{path}:{line}: the header names column {twice[0]!r} twice")
                 continue
             if len(fields) != len(header):
                 raise UserError(f"{path}:{line}: {len(fields)} field{'s' * (len(fields) != 1)}, but the header "
-                                f"has {len(header)} "
-                                f"({', '.join(header)})")
+                                f"has {len(header)} ({names(header)})")
             rows.append(dict(zip(header, fields)))
             lines.append(line)
     except csv.Error as e:
@@ -180,7 +185,7 @@ def read_parquet(path: Path) -> Table:
             columns[name] = table.column(name).to_pylist()
         except UnicodeDecodeError:
             bad = next(k for k, v in enumerate(table.column(name)) if not _decodes(v))
-            raise UserError(f"{path}: row {bad + 1}: column '{name}' is not UTF-8 text") from None
+            raise UserError(f"{path}: row {bad + 1}: column {name!r} is not UTF-8 text") from None
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     return Table(rows, list(range(1, len(rows) + 1)), "row", table.column_names)
 
