@@ -13,7 +13,7 @@ import torch
 
 from . import readers
 from .errors import UserError, did_you_mean
-from .recipe import DataRef, FileData, GeneratedData, HubData, RowSelection
+from .recipe_data import DataRef, FileData, GeneratedData, HubData, RowSelection
 from .synthetic import GENERATORS
 
 

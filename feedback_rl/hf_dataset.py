@@ -7,7 +7,7 @@ from typing import Any
 
 from . import hub
 from .errors import UserError, did_you_mean
-from .recipe import HubData
+from .recipe_data import HubData
 
 BUILDERS = ("json", "csv", "parquet", "text", "arrow")
 
