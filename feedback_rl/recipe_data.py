@@ -57,11 +57,14 @@ class HubData(RowSelection):
         None, description="files (or globs) to read, as load_dataset takes them")
 
 
-# The key that tells a data mapping's kind; a plugin-provided kind adds its key here and to the union.
+# The key that tells a core data mapping's kind. The union is discriminated by it, so an error speaks of the
+# branch the user meant (not one error per branch). A mapping with none of these keys is no core kind: a
+# catch-all branch for plugin-provided kinds would be returned where this returns None.
 DATA_KINDS = {"generator": "GeneratedData", "path": "FileData", "dataset": "HubData"}
 
 
 def _data_kind(value: Any) -> str | None:
+    """The union branch (its tag) a value is meant for."""
     if isinstance(value, str):
         return "str"
     if isinstance(value, BaseModel):
