@@ -183,19 +183,10 @@ def read_parquet(path: Path) -> Table:
     for name in table.column_names:
         try:
             columns[name] = table.column(name).to_pylist()
-        except UnicodeDecodeError:
-            bad = next(k for k, v in enumerate(table.column(name)) if not _decodes(v))
-            raise UserError(f"{path}: row {bad + 1}: column {name!r} is not UTF-8 text") from None
+        except (UnicodeDecodeError, pa.ArrowException) as e:   # a column of a type Python cannot hold
+            raise UserError(f"{path}: column {name!r}: {str(e).splitlines()[0]}") from None
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     return Table(rows, list(range(1, len(rows) + 1)), "row", table.column_names)
-
-
-def _decodes(scalar: Any) -> bool:
-    try:
-        scalar.as_py()
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 READERS: dict[str, Callable[[Path], Table]] = {
