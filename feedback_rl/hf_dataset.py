@@ -38,7 +38,7 @@ def open_dataset(ref: HubData, base_dir: Path) -> tuple[Any, str]:
     origin = f"dataset '{ref.dataset}' ({ref.split})"
     if not hub.HUB_ID.fullmatch(ref.dataset):
         raise UserError(f"dataset '{ref.dataset}': no such local folder, and not a hub id (namespace/name)")
-    reason = hub.offline_reason()
+    reason = hub.offline_reason("dataset")
     if reason is not None:
         hub.use_cache_only()   # a copy in the cache still loads; anything else fails at once, not after retries
     try:

@@ -1,4 +1,4 @@
-"""Reaching the Hugging Face hub: know within about a second that it cannot be reached, and say so in one line.
+"""Reaching the Hugging Face hub: know at once (one request, 1.5 s at most) that it cannot be reached, and say so.
 
 Left alone, the hub libraries retry an unreachable hub for tens of seconds ("Retrying in 1s") before a
 multi-line error. Model and dataset ids ask here first; with the hub out of reach a cached copy is still used.
@@ -14,15 +14,17 @@ import urllib.request
 
 from .errors import UserError
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+# the settings each library reads: transformers for models, datasets for datasets, both HF_HUB_OFFLINE
+OFFLINE_VARS = {"model": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"),
+                "dataset": ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
 PROBE_TIMEOUT_S = 1.5
 # the hub's own rule (huggingface_hub.utils.validate_repo_id): [namespace/]name of word characters, '-', '.'
 HUB_ID = re.compile(r"^(?:[\w.-]{1,96}/)?[\w.-]{1,96}$")
 
 
-def offline_reason() -> str | None:
-    """Why the hub cannot be used now (an offline setting, or no network), or None when it answers."""
-    for var in OFFLINE_VARS:
+def offline_reason(kind: str = "model") -> str | None:
+    """Why the hub cannot be used now for a model or a dataset (an offline setting, or no network), or None."""
+    for var in OFFLINE_VARS[kind]:
         if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
             return f"{var}={os.environ[var]} is set"
     proxies = tuple(sorted(urllib.request.getproxies().items()))   # the hub client uses them too

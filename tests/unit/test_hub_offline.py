@@ -20,9 +20,16 @@ def silent_server():
     server.close()
 
 
-def test_the_offline_setting_is_named(monkeypatch):
+def test_the_offline_setting_is_named_and_each_library_has_its_own(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.offline_reason() == "HF_HUB_OFFLINE=1 is set"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", REFUSED)   # so that no setting means: ask the network
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert hub.offline_reason("dataset") == "HF_DATASETS_OFFLINE=1 is set"
+    assert hub.offline_reason("model").startswith("no network: ")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    assert hub.offline_reason("model") == "TRANSFORMERS_OFFLINE=1 is set"
 
 
 def test_an_endpoint_that_never_answers_is_given_up_on_in_about_a_second(monkeypatch, silent_server):
