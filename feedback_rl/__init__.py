@@ -18,7 +18,7 @@ from .batching import (  # noqa: E402
     rollout_batch, sequence_logprobs, split_pairs,
 )
 from .chat import encode_prompt, render_prompt  # noqa: E402
-from .data import Dataset, load as load_dataset  # noqa: E402
+from .data import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
 from .feedback import candidate_pairs, encode_text_rollouts, from_rows as feedback_from_rows, to_pairs  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
@@ -48,7 +48,7 @@ __all__ = [
     "Feedback", "ScalarFeedback", "PairFeedback", "BinaryFeedback", "Demonstrations",
     "feedback_from_rows", "to_pairs", "candidate_pairs", "encode_text_rollouts",
     # data and prompts
-    "Dataset", "load_dataset", "DataRef", "GeneratedData", "render_prompt", "encode_prompt",
+    "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "render_prompt", "encode_prompt",
     # token batches and log-probs
     "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
     "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",

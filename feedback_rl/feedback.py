@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from .chat import encode_example, render_prompt
+from .data import TEXT_OR_TURNS
 from .types import BinaryFeedback, Demonstrations, Feedback, PairFeedback, Preference, Rating, Rollout, \
     ScalarFeedback, Scored
 
-TEXT = str
-"""A column that holds text."""
+TEXT = TEXT_OR_TURNS
+"""A column that holds text, or a conversation as a list of ``{role, content}`` turns."""
 
 
 @dataclass(frozen=True)

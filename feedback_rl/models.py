@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from . import lora
+from . import hub, lora
 from .errors import UserError
 from .recipe import ModelSpec
 
@@ -35,7 +35,10 @@ def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) ->
     if local.suffix == ".gguf":   # transformers dequantises a GGUF file found in its folder
         return str(local.parent), {"gguf_file": local.name}
     kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    return (str(local) if local.exists() else path), kwargs
+    if not local.exists():
+        hub.require_model(path, filename=spec.gguf_file)   # a hub id: offline, fail now rather than after retries
+        return path, kwargs
+    return str(local), kwargs
 
 
 def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[torch.nn.Module, Any]:

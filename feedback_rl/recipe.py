@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError, did_you_mean
+from .recipe_data import DataRef, FileData, GeneratedData, HubData
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
@@ -47,21 +48,9 @@ class ModelSpec(Strict):
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of every weight (none: full fine-tuning)")
 
 
-class GeneratedData(Strict):
-    """A synthetic dataset the project generates (``feedback_rl.synthetic``)."""
-
-    generator: str = Field(description="a generator from feedback_rl/synthetic.py, e.g. addition")
-    split: Literal["train", "eval"] = "train"
-    size: int | None = Field(None, ge=1, description="keep only this many rows")
-    holdout: int = Field(500, ge=1, description="rows reserved for the eval split (never in train)")
-    seed: int = 0
-
-
-DataRef = str | GeneratedData
-
-
 class DataSpec(Strict):
-    train: DataRef | None = Field(None, description="JSONL path or generator: prompts, demonstrations or offline feedback")
+    train: DataRef | None = Field(None, description="a data file, {path: ...}, {dataset: ...} or {generator: ...}: "
+                                                    "prompts, demonstrations or offline feedback (docs/data.md)")
     eval: DataRef | None = Field(None, description="held-out rows for evaluation")
 
 
@@ -365,19 +354,30 @@ def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail:
 
 
 def _check_files(recipe: Recipe, lines: dict) -> None:
-    def missing(loc: tuple, value: str) -> None:
-        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: file not found: {value}")
+    def fail(loc: tuple, msg: str) -> None:
+        raise UserError(f"{_where(recipe.path, lines, loc)}: {_dotted(loc)}: {msg}")
 
     for i, stage in enumerate(recipe.stages):
         for split in ("train", "eval"):
-            ref = getattr(stage.data, split)
-            if isinstance(ref, str) and not (recipe.base_dir / ref).expanduser().exists() and not Path(ref).is_absolute():
-                missing(("stages", i, "data", split), ref)
-            if isinstance(ref, str) and Path(ref).is_absolute() and not Path(ref).exists():
-                missing(("stages", i, "data", split), ref)
+            ref, loc = getattr(stage.data, split), ("stages", i, "data", split)
+            if isinstance(ref, FileData):
+                value, loc = ref.path, loc + ("path",)
+            elif isinstance(ref, HubData) and _looks_local(ref.dataset):
+                value, loc = ref.dataset, loc + ("dataset",)
+            elif isinstance(ref, str):
+                value = ref
+            else:
+                continue
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else recipe.base_dir / path
+            if not path.exists():
+                fail(loc, f"file not found: {value}")
+            if path.is_dir() and not isinstance(ref, HubData):
+                fail(loc, f"{value} is a folder, not a data file; read a save_to_disk folder or a folder of "
+                          f"data files with {{dataset: {value}}}")
     p = recipe.model.path
     if _looks_local(p) and not (recipe.base_dir / p).expanduser().exists() and not Path(p).expanduser().exists():
-        missing(("model", "path"), p)
+        fail(("model", "path"), f"file not found: {p}")
 
 
 def _looks_local(p: str) -> bool:

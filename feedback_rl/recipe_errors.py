@@ -76,9 +76,14 @@ def _clean_loc(loc: tuple) -> tuple:
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The schema class at a location, to list its keys in a did-you-mean."""
     import typing
+    from . import recipe
     cur: Any = model
     for part in loc:
         if isinstance(part, int):
+            continue
+        tagged = getattr(recipe, str(part), None)   # a union branch's tag names its class (data refs)
+        if isinstance(tagged, type) and issubclass(tagged, BaseModel):
+            cur = tagged
             continue
         if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
             return None
@@ -103,7 +108,7 @@ def _pydantic_message(e: ValidationError, path: Path, lines: dict, root: type[Ba
     loc = _clean_loc(tuple(first["loc"]))
     where = _where(path, lines, loc)
     if first["type"] == "extra_forbidden":
-        parent = _model_at(root, loc[:-1])
+        parent = _model_at(root, tuple(first["loc"])[:-1]) or _model_at(root, loc[:-1])
         choices = list(parent.model_fields) if parent else []
         return f"{where}: {_dotted(loc)}: unknown key{did_you_mean(loc[-1], choices)}" + \
             (f"; expected one of: {', '.join(choices)}" if choices else "")
