@@ -82,6 +82,12 @@ class RewardSource(Plugin):
         """The feedback shapes this source can feed (the engine adapts pointwise scores to all three)."""
         return {"pairs"} if cls.pairwise else {"scalar", "pairs", "binary"}
 
+    @classmethod
+    def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
+        """Checks that need no model and no network, run by ``frl validate`` and before any model loads:
+        raise :class:`UserError` naming the file, line or option. ``rows`` is the Dataset the source will
+        score (the stage's train rows; called again with the eval rows when it scores those) or None."""
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 

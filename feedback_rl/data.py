@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, read_text
 from .recipe import DataRef, GeneratedData
 from .synthetic import GENERATORS
 
@@ -42,6 +42,8 @@ def load(ref: DataRef, base_dir: Path) -> Dataset:
         return Dataset(rows, f"generator '{ref.generator}' ({ref.split})")
     path = Path(ref).expanduser()
     path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a data file")
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
     return read_jsonl(path)
@@ -49,18 +51,21 @@ def load(ref: DataRef, base_dir: Path) -> Dataset:
 
 def read_jsonl(path: Path) -> Dataset:
     rows, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
-            rows.append(row)
-            lines.append(n)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PAR1":
+        raise UserError(f"{path}: a Parquet file; data files here are JSONL (one JSON object per line)")
+    for n, raw in enumerate(read_text(path, "data file").split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: each line must be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+        lines.append(n)
     return Dataset(rows, str(path), lines)
 
 

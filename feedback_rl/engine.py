@@ -30,6 +30,7 @@ from .evaluation import evaluate
 from .health import Health
 from .models import load_policy
 from .plugins import Registry, plugin_versions
+from .preflight import StageData, check as preflight
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, Slot
 from .roles import SharedValueHead, build_models
@@ -46,8 +47,9 @@ def seed_everything(seed: int) -> None:
 
 class Engine:
     def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True,
-                 resume: Path | None = None, dist: Dist | None = None):
+                 resume: Path | None = None, dist: Dist | None = None, data: list[StageData] | None = None):
         self.recipe, self.pm, self.reg, self.run = recipe, pm, registry, run
+        self.data = data if data is not None else preflight(recipe, registry)  # every stage's rows, checked
         self.dist = dist or Dist()
         self.main = self.dist.main  # rank 0 alone writes logs, rollouts, checkpoints and models
         self.progress = progress and self.main
@@ -81,7 +83,7 @@ class Engine:
             self.dist.barrier()
         self.policy.to(self.dist.device)
         if self.resumed is None and self.main:
-            self.run.write_lock(recipe, plugin_versions(self.pm), {})
+            self.run.write_lock(recipe, plugin_versions(self.pm))
         self.summary["status"] = "running"
         if self.main:
             self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
@@ -138,9 +140,8 @@ class Engine:
         if self.main:
             self.run.describe_sources(stage.name, {slot.spec.name: slot.source.describe()
                                                    for slot in mixer.slots + eval_mixer.slots})
-        train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
-        eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
-            if stage.data.eval is not None else []
+        train_rows = self.data[i].train
+        eval_rows = self.data[i].eval[: stage.eval.num_prompts] if self.data[i].eval is not None else []
         self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
         self._check_distributed(i, stage, models)
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
@@ -390,15 +391,7 @@ class Engine:
 
     def _check_rows(self, rows: Any, shape: str, online: bool, stage: StageSpec) -> None:
         if rows is None:
-            return
-        need: dict[str, Any] = {"prompt": str}
-        if shape == "demonstrations":
-            need["completion"] = str
-        elif not online and shape == "pairs":
-            need.update(chosen=str, rejected=str)
-        elif not online and shape == "binary":
-            need.update(completion=str, label=bool)
-        rows.require(need, f"stage '{stage.name}' ({stage.optimizer.type})")
+            return  # the columns were checked before any model loaded (preflight); the length needs the tokenizer
         limit = getattr(self.policy.config, "n_positions", None) or getattr(self.policy.config,
                                                                               "max_position_embeddings", None)
         if limit:

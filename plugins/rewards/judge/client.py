@@ -25,7 +25,12 @@ class Reply:
 
 
 class CallFailed(Exception):
-    """The call failed for good (retries spent, breaker open, or a non-retryable status)."""
+    """The call failed for good (retries spent, breaker open, or a non-retryable status).
+    ``unreachable``: every attempt failed to connect (nothing answered at the URL)."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class RateLimiter:
@@ -98,7 +103,8 @@ class JudgeClient:
     def __init__(self, base_url: str, api_key: str, model: str, *, concurrency: int, rpm: float | None,
                  tpm: float | None, timeout: float, max_retries: int, backoff_base: float, backoff_max: float,
                  breaker_threshold: int, breaker_cooldown: float):
-        self.model, self.timeout, self.max_retries = model, timeout, max_retries
+        self.base_url, self.model, self.timeout, self.max_retries = base_url, model, timeout, max_retries
+        self.answered = 0  # calls that got a reply: a URL that once answered is not a wrong setting
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
         self._sem = asyncio.Semaphore(concurrency)
@@ -110,7 +116,7 @@ class JudgeClient:
     async def chat(self, messages: list[dict], **params: Any) -> Reply:
         """One judgment; raises :class:`CallFailed` with a one-line reason."""
         estimate = sum(len(m["content"]) for m in messages) // 4 + int(params.get("max_tokens") or 0)
-        last = ""
+        last, kinds = "", set()
         for attempt in range(self.max_retries + 1):
             async with self._sem:
                 if not self.breaker.allow():  # checked once a slot is free, so queued calls see recent failures
@@ -134,14 +140,17 @@ class JudgeClient:
                         raise CallFailed(f"HTTP {e.status_code}: {_message(e)}") from None
                     kind, last, wait = "server_errors", f"HTTP {e.status_code}: {_message(e)}", _retry_after(e)
                 except openai.APIConnectionError as e:
-                    kind, last, wait = "connection_errors", f"connection error: {e}", None
+                    cause = e.__cause__ or e
+                    kind, last, wait = "connection_errors", f"cannot connect to {self.base_url}: {cause}", None
                 else:
+                    self.answered += 1
                     self.breaker.record(True)
                     usage = resp.usage
                     text = (resp.choices[0].message.content or "") if resp.choices else ""
                     return Reply(text, getattr(usage, "prompt_tokens", 0) or 0,
                                  getattr(usage, "completion_tokens", 0) or 0)
             self.counts[kind] += 1
+            kinds.add(kind)
             if attempt == self.max_retries:
                 break
             self.counts["retries"] += 1
@@ -150,7 +159,7 @@ class JudgeClient:
             self.waits.append(wait)
             await asyncio.sleep(wait)
         self.breaker.record(False)
-        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)")
+        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)", unreachable=kinds == {"connection_errors"})
 
     async def close(self) -> None:
         await self._client.close()
