@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,9 @@ class Engine:
             metrics["feedback/size"] = float(len(fb))
             if len(fb) or self.dist.world > 1:  # every rank joins every gradient all-reduce
                 metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
-            sched.step()
+            with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
+                sched.step()
             state["version"] += 1
             backend.sync_weights(self.policy, state["version"])
             metrics = self.dist.reduce_metrics(metrics)  # the same numbers on every rank from here on

@@ -61,8 +61,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             style = "o-" if name == "eval" else "-"
             ax.plot(xs, ys, style, lw=1.2, ms=4, color="#1f5fa8")
             if len(ys) > 20 and name != "eval":
-                for k, (sx, sy) in enumerate(_by_stage(pts)):  # a stage's loss is not averaged with the last one's
-                    ax.plot(sx, _smooth(sy), lw=2.2, color="#d1495b", label="moving average" if k == 0 else None)
+                for k, (sx, sy) in enumerate(moving_average(pts)):
+                    ax.plot(sx, sy, lw=2.2, color="#d1495b", label="moving average" if k == 0 else None)
                 ax.legend(loc="best", fontsize=8, frameon=False)
             ax.set_ylabel(key.replace("reward/", "").replace("/mean", ""), fontsize=9)
             ax.grid(alpha=0.3)
@@ -95,8 +95,9 @@ def _global_x(rows: list[dict[str, Any]]):
     return (lambda r: offsets.get(r.get("stage"), 0) + r.get("step", 0)), boundaries
 
 
-def _by_stage(pts: list[tuple]) -> list[tuple[list, list]]:
-    """(xs, ys) per run of consecutive points of one stage."""
+def moving_average(pts: list[tuple], window: int = 20) -> list[tuple[list, list[float]]]:
+    """``(xs, smoothed ys)`` per stage, from ``(x, y, stage)`` points: the average restarts at each stage,
+    so a stage's first steps are not averaged with the last steps of the stage before."""
     out: list[tuple[list, list]] = []
     last = object()
     for x, y, stage in pts:
@@ -105,7 +106,7 @@ def _by_stage(pts: list[tuple]) -> list[tuple[list, list]]:
             last = stage
         out[-1][0].append(x)
         out[-1][1].append(y)
-    return out
+    return [(xs, _smooth(ys, window)) for xs, ys in out]
 
 
 def _smooth(ys: list, window: int = 20) -> list[float]:
