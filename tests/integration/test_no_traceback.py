@@ -136,6 +136,10 @@ CASES = [
     Case("hub id offline", lambda t, u: ["train", "--no-progress", str(write_recipe(t, model="no-org/no-model"))],
          "model.path: 'no-org/no-model' is no folder here and not in the Hugging Face cache",
          env={"HF_HUB_OFFLINE": "1"}),
+    Case("hub id, the hub unreachable", lambda t, u: ["train", "--no-progress", str(write_recipe(
+        t, model="no-org/no-model"))], "model.path: 'no-org/no-model' is not in the Hugging Face cache and 127.0.0.1 "
+        "cannot be reached (Connection refused)", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "{closed}"},
+        trained_nothing=False),
     Case("unknown plugin in FRL_LOAD_PLUGINS", lambda t, u: ["validate", str(write_recipe(t))],
          "FRL_LOAD_PLUGINS: no installed plugin or distribution 'rul' (did you mean 'rule'?)",
          env={"FRL_LOAD_PLUGINS": "rul,sft,grpo,hf,jsonl"}),
@@ -181,7 +185,7 @@ def test_a_mistake_is_one_line_and_no_traceback(case, tmp_path, junk_judge):
     slots = {"tmp": str(tmp_path), "closed": closed_port_url(), "junk": junk_judge}
     args = case.setup(tmp_path, slots)
     env = {k: v for k, v in os.environ.items() if k != "FRL_LOAD_PLUGINS"}
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **case.env})
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **{k: v.format(**slots) for k, v in case.env.items()}})
     out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", *args], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=300)
     everything = out.stdout + out.stderr
