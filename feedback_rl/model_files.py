@@ -97,7 +97,8 @@ def _is_repo_id(path: str) -> bool:
 def _check_hub_id(repo: str, where: str) -> None:
     if _cached(repo):
         return
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE",
+                                                                               "TRANSFORMERS_OFFLINE")):
         raise UserError(f"{where}: '{repo}' is no folder here and not in the Hugging Face cache, and the hub is "
                         f"offline (HF_HUB_OFFLINE); download it first (hf download {repo}) or give a local folder")
 

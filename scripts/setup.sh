@@ -25,4 +25,5 @@ step "installing torch 2.13.0" .venv/bin/python -m pip install -q "torch==2.13.0
 # modules through a meta path finder; that is how the mapping works, so its note is silenced at the source.
 step "installing feedback_rl (editable) with the test extras" \
   env PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[test]"
-echo "setup: ready: $(.venv/bin/python -c "import feedback_rl, torch; print('feedback_rl', feedback_rl.__version__, '| torch', torch.__version__)")"
+echo "setup: ready: $(.venv/bin/python -c \
+  "import feedback_rl, torch; print('feedback_rl', feedback_rl.__version__, '| torch', torch.__version__)")"

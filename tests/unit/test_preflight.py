@@ -122,8 +122,9 @@ def test_judge_base_url_must_parse(url, message, tmp_path):
     from frl_plugins.rewards.judge import JudgeSource
     from feedback_rl import PluginContext
     opts = JudgeSource.Options(base_url=url, model="m")
-    with pytest.raises(UserError, match=f"judge 'j': base_url {url!r} " + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserError) as e:
         JudgeSource.preflight(opts, PluginContext(name="j", run_dir=tmp_path), None)
+    assert str(e.value).startswith(f"judge 'j': base_url {url!r} {message}"), e.value
 
 
 def test_model_folders_name_what_is_missing(tmp_path, tiny_model_dir):
