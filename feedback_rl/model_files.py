@@ -106,22 +106,3 @@ def _check_hub_id(repo: str, where: str) -> None:
 def _cached(repo: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
     return isinstance(try_to_load_from_cache(repo, "config.json"), str)
-
-
-def check_hub_reachable(path: str, where: str) -> None:
-    """Just before a hub id not in the cache downloads: one short connection to the hub, so a machine
-    without network fails in a line instead of a minute of retries. Passes for anything else."""
-    import socket
-    from urllib.parse import urlsplit
-    if path.startswith("builtin:") or Path(path).expanduser().exists() or not _is_repo_id(path) or _cached(path):
-        return
-    from huggingface_hub import constants
-    if constants.HF_HUB_OFFLINE:
-        return  # the loader itself says it is offline
-    endpoint = urlsplit(constants.ENDPOINT)
-    host = endpoint.hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=5).close()
-    except OSError as e:
-        raise UserError(f"{where}: '{path}' is not in the Hugging Face cache and {host} cannot be reached "
-                        f"({e.strerror or e}); download it where there is network, or give a local folder") from None

@@ -9,7 +9,6 @@ import torch
 
 from . import lora
 from .errors import UserError
-from .model_files import check_hub_reachable
 from .recipe import ModelSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,7 +44,6 @@ def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     quiet_transformers()
     where, kwargs = resolve_path(spec, base_dir, build_dir, seed)
-    check_hub_reachable(where, "model.path")
     adapter = None
     if not kwargs and lora.is_adapter_folder(where):
         adapter, where = where, lora.base_path(where)

@@ -66,13 +66,14 @@ def _expected(err: dict) -> str:
 
 def _clean_loc(loc: tuple, root: type[BaseModel]) -> tuple:
     """Drop the union-branch tags pydantic puts in a location ('str', 'GeneratedData', 'list[...]')."""
-    tags = _schema_names(root) | {"str", "int", "float", "bool", "list", "dict", "none"}
+    tags = set(schema_classes(root)) | {"str", "int", "float", "bool", "list", "dict", "none"}
     out = tuple(p for p in loc if isinstance(p, int) or not (p in tags or "[" in p or p.startswith("function-")))
     return out or tuple(loc)
 
 
-def _schema_names(root: type[BaseModel]) -> set[str]:
-    """The names of every schema class reachable from ``root`` through its fields' annotations."""
+def schema_classes(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every schema class reachable from ``root`` through its fields' annotations, by name (pydantic names a
+    union's branch by its class in an error's location)."""
     import typing
     seen: set[type] = set()
     todo: list[Any] = [root]
@@ -84,7 +85,7 @@ def _schema_names(root: type[BaseModel]) -> set[str]:
                 todo += [f.annotation for f in ann.model_fields.values()]
         else:
             todo += list(typing.get_args(ann))
-    return {c.__name__ for c in seen}
+    return {c.__name__: c for c in seen}
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

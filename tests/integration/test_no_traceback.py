@@ -136,10 +136,6 @@ CASES = [
     Case("hub id offline", lambda t, u: ["train", "--no-progress", str(write_recipe(t, model="no-org/no-model"))],
          "model.path: 'no-org/no-model' is no folder here and not in the Hugging Face cache",
          env={"HF_HUB_OFFLINE": "1"}),
-    Case("hub id, the hub unreachable", lambda t, u: ["train", "--no-progress", str(write_recipe(
-        t, model="no-org/no-model"))], "model.path: 'no-org/no-model' is not in the Hugging Face cache and 127.0.0.1 "
-        "cannot be reached (Connection refused)", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "{closed}"},
-        trained_nothing=False),
     Case("unknown plugin in FRL_LOAD_PLUGINS", lambda t, u: ["validate", str(write_recipe(t))],
          "FRL_LOAD_PLUGINS: no installed plugin or distribution 'rul' (did you mean 'rule'?)",
          env={"FRL_LOAD_PLUGINS": "rul,sft,grpo,hf,jsonl"}),
