@@ -117,7 +117,7 @@ class JudgeSource(RewardSource):
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
-        self._refuse_unreachable(outcomes)
+        self._refuse_wrong_setting(outcomes)
         return [self._to_score(out) for out in outcomes]
 
     def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
@@ -130,7 +130,7 @@ class JudgeSource(RewardSource):
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
-        self._refuse_unreachable(outcomes)
+        self._refuse_wrong_setting(outcomes)
         prefs = []
         for k, (a, b) in enumerate(pairs):
             first, second = self._to_verdict(outcomes[2 * k]), self._to_verdict(outcomes[2 * k + 1])
@@ -179,13 +179,13 @@ class JudgeSource(RewardSource):
                 self.cache.close()
 
     # ------------------------------------------------------------------ pieces
-    def _refuse_unreachable(self, outcomes: list[dict[str, Any]]) -> None:
-        """Nothing ever answered at base_url and every call failed, some for want of a connection: a wrong
-        setting (exit code 2), not a judge having a bad day (an error score, counted against max_error_rate)."""
-        unreachable = next((o for o in outcomes if o.get("unreachable")), None)
-        if unreachable and self.client.answered == 0 and all("failure" in o for o in outcomes):
-            raise UserError(f"judge '{self.context.name}': {unreachable['failure']}; is the server running and "
-                            "base_url right?")
+    def _refuse_wrong_setting(self, outcomes: list[dict[str, Any]]) -> None:
+        """No call ever got a reply and every one failed, some in a way that names a setting (no connection,
+        key refused, no such route or model): a user's setting (exit code 2), not a judge having a bad day
+        (error scores, counted against max_error_rate)."""
+        named = next((o for o in outcomes if o.get("setting")), None)
+        if named and self.client.answered == 0 and all("failure" in o for o in outcomes):
+            raise UserError(f"judge '{self.context.name}': {named['failure']}; {named['setting']}")
 
     def _values(self, rollout: Rollout, **extra: str) -> dict[str, Any]:
         return template_values(rollout.row, prompt=rollout.prompt, **extra)
@@ -221,7 +221,7 @@ class JudgeSource(RewardSource):
                 self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
             out = {"messages": messages, "reply": reply.text, "cached": False}
         except CallFailed as e:
-            out = {"messages": messages, "failure": str(e), "unreachable": e.unreachable}
+            out = {"messages": messages, "failure": str(e), "setting": e.setting}
         finally:
             del self._inflight[key]
         fut.set_result(out)

@@ -26,11 +26,12 @@ class Reply:
 
 class CallFailed(Exception):
     """The call failed for good (retries spent, breaker open, or a non-retryable status).
-    ``unreachable``: every attempt failed to connect (nothing answered at the URL)."""
+    ``setting``: what to check when this is how every call fails (nothing answered at the URL, the key
+    was refused, no such route or model): a wrong setting rather than a judge having a bad day."""
 
-    def __init__(self, message: str, unreachable: bool = False):
+    def __init__(self, message: str, setting: str | None = None):
         super().__init__(message)
-        self.unreachable = unreachable
+        self.setting = setting
 
 
 class RateLimiter:
@@ -137,7 +138,8 @@ class JudgeClient:
                     if e.status_code < 500:  # a bad request will not get better by asking again
                         self.counts["client_errors"] += 1
                         self.breaker.record(False)
-                        raise CallFailed(f"HTTP {e.status_code}: {_message(e)}") from None
+                        raise CallFailed(f"HTTP {e.status_code} from {self.base_url}: {_message(e)}",
+                                         _SETTINGS.get(e.status_code)) from None
                     kind, last, wait = "server_errors", f"HTTP {e.status_code}: {_message(e)}", _retry_after(e)
                 except openai.APIConnectionError as e:
                     cause = e.__cause__ or e
@@ -159,10 +161,16 @@ class JudgeClient:
             self.waits.append(wait)
             await asyncio.sleep(wait)
         self.breaker.record(False)
-        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)", unreachable=kinds == {"connection_errors"})
+        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)",
+                         _SETTINGS["connect"] if kinds == {"connection_errors"} else None)
 
     async def close(self) -> None:
         await self._client.close()
+
+
+_SETTINGS = {"connect": "is the server running and base_url right?",
+             401: "check the key (api_key_env)", 403: "check the key (api_key_env)",
+             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model"}
 
 
 def _message(e: openai.APIStatusError) -> str:

@@ -39,3 +39,15 @@ def test_a_judge_that_answered_once_and_then_drops_gives_error_scores(tmp_path):
         assert scores[0].status == "error" and f"cannot connect to {url}" in scores[0].reason
     finally:
         judge.close()
+
+
+def test_a_base_url_without_the_api_route_is_a_user_error_naming_it(tmp_path):
+    fake = FakeJudge()
+    with ServerThread(fake.app()) as server:
+        url = server.url.removesuffix("/v1")  # the API lives under /v1: every call is a 404
+        judge = make_judge(url, tmp_path, cache=False, max_retries=0)
+        try:
+            with pytest.raises(UserError, match=rf"judge 'style': HTTP 404 from {url}: .*; check base_url"):
+                judge.score([rollout("score=3")])
+        finally:
+            judge.close()
