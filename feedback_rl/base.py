@@ -93,6 +93,12 @@ class RewardSource(Plugin):
         from :meth:`collect`). The core knows which feedback shapes each kind can build."""
         return {"preferences"} if cls.pairwise else {"scores"}
 
+    @classmethod
+    def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
+        """Checks that need no model and no network, run by ``frl validate`` and before any model loads:
+        raise :class:`UserError` naming the file, line or option. ``rows`` is the Dataset the source will
+        score (the stage's train rows; called again with the eval rows when it scores those) or None."""
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 

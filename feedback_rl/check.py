@@ -22,27 +22,28 @@ from .rewards import build_mixer
 from .rollout import generate_rollouts, sampling_params
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("recipe", type=click.Path(dir_okay=False))
-    @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
-    @click.option("--prompts", "num_prompts", default=2, show_default=True, help="Prompts per stage.")
-    @click.option("--generations", default=2, show_default=True, help="Rollouts per prompt.")
-    @click.option("--show", default=2, show_default=True, help="Judge prompts and replies shown per source.")
-    def check(recipe: str, overrides: tuple[str, ...], num_prompts: int, generations: int, show: int) -> None:
-        """Run every reward source of RECIPE on a few rollouts; exit 1 if any fails."""
-        from .cli import _load
-        _, reg, rec = _load(recipe, overrides)
-        failed = run_check(rec, reg, num_prompts, generations, show, click.echo)
-        if failed:  # RunStopped: the CLI prints it and exits 1
-            raise RunStopped(f"check failed: {', '.join(failed)}")
-        click.echo("check: ok")
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--prompts", "num_prompts", default=2, show_default=True, help="Prompts per stage.")
+@click.option("--generations", default=2, show_default=True, help="Rollouts per prompt.")
+@click.option("--show", default=2, show_default=True, help="Judge prompts and replies shown per source.")
+def check(recipe: str, overrides: tuple[str, ...], num_prompts: int, generations: int, show: int) -> None:
+    """Run every reward source of RECIPE on a few rollouts; exit 1 if any fails."""
+    from . import preflight
+    checked = preflight.load(recipe, list(overrides))
+    failed = run_check(checked.recipe, checked.registry, num_prompts, generations, show, click.echo, checked.data)
+    if failed:  # RunStopped: the CLI prints it and exits 1
+        raise RunStopped(f"check failed: {', '.join(failed)}")
+    click.echo("check: ok")
 
 
-def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int, echo: Any) -> list[str]:
+def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int, echo: Any,
+              data: list | None = None) -> list[str]:
     """Checks every stage; returns the names (``stage/source``) of the sources that failed."""
-    from . import data as datasets
     from .models import load_policy
+    from .preflight import check as preflight
+    data = data if data is not None else preflight(rec, reg)
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="frl-check-") as tmp:
         run_dir = Path(tmp)
@@ -53,11 +54,11 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
                 groups.append(("eval_source", stage.eval.sources))
             if not any(specs for _, specs in groups):
                 continue
-            ref = stage.data.train if stage.data.train is not None else stage.data.eval
-            if ref is None:
+            rows = data[i].train if data[i].train is not None else data[i].eval
+            if rows is None:
                 echo(f"stage '{stage.name}': no data to generate rollouts from; skipped")
                 continue
-            rows = list(datasets.load(ref, rec.base_dir))[:num_prompts]
+            rows = list(rows)[:num_prompts]
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
             backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
@@ -92,20 +93,10 @@ def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: 
              f"{'latency_s':>9}  scores")
         for slot in slots:
             name = slot.spec.name
-            scores = [s.scores[name] for s in scored]
-            values = [sc.value for sc in scores if sc.is_ok]
-            errors = [sc for sc in scores if sc.status == "error"]
-            mean = f"{statistics.fmean(values):.3f}" if values else "-"
-            shown = " ".join(f"{sc.value:g}" if sc.is_ok else sc.status for sc in scores)
-            echo(f"{name:<16} {slot.spec.type:<10} {len(scores):>3} {len(values):>3} "
-                 f"{sum(sc.status == 'abstain' for sc in scores):>7} {len(errors):>5} {mean:>8} "
-                 f"{metrics.get(f'check/{name}/latency_s', 0.0):>9.3f}  {shown}")
-            if slot.source.pairwise:
-                prefs = slot.source.compare(candidate_pairs(rollouts))
-                echo(f"{'':<16} pairwise: {len(prefs)} pairs judged, winners "
-                     f"{[p.winner for p in prefs]}")
-            if errors:
-                echo(f"{'':<16} error: {errors[0].reason.removeprefix('UserError: ')}")
+            verdict = _check_pairwise(slot, rollouts, echo) if slot.source.pairwise else \
+                _check_pointwise(slot, scored, metrics, echo)
+            if verdict:
+                echo(f"{'':<16} error: {verdict}")
                 failed.append(name)
             explain = getattr(slot.source, "explain", None)
             if callable(explain) and show:
@@ -114,6 +105,38 @@ def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: 
     finally:
         mixer.close()
     return failed
+
+
+def _check_pointwise(slot: Slot, scored: list, metrics: dict, echo: Any) -> str | None:
+    """The source's row of the table; what makes it fail, if anything."""
+    name = slot.spec.name
+    scores = [s.scores[name] for s in scored]
+    values = [sc.value for sc in scores if sc.is_ok]
+    errors = [sc for sc in scores if sc.status == "error"]
+    mean = f"{statistics.fmean(values):.3f}" if values else "-"
+    shown = " ".join(f"{sc.value:g}" if sc.is_ok else sc.status for sc in scores)
+    echo(f"{name:<16} {slot.spec.type:<10} {len(scores):>3} {len(values):>3} "
+         f"{sum(sc.status == 'abstain' for sc in scores):>7} {len(errors):>5} {mean:>8} "
+         f"{metrics.get(f'check/{name}/latency_s', 0.0):>9.3f}  {shown}")
+    asked = int(metrics.get(f"check/{name}/asked", 0))
+    if errors:
+        return errors[0].reason.removeprefix("UserError: ")
+    if asked and not values:  # a source that abstains on everything gives no signal: not ok
+        reason = next((sc.reason for sc in scores if sc.status == "abstain" and sc.reason), "no reason given")
+        return f"abstained on all {asked} rollouts it was asked about (first: {reason})"
+    if not asked:
+        echo(f"{'':<16} note: asked about no rollout (every one gated out or routed away); not checked")
+    return None
+
+
+def _check_pairwise(slot: Slot, rollouts: list, echo: Any) -> str | None:
+    pairs = candidate_pairs(rollouts)
+    prefs = slot.source.compare(pairs)
+    echo(f"{slot.spec.name:<16} {slot.spec.type:<10} pairwise: {len(prefs)} of {len(pairs)} pairs judged, "
+         f"winners {[p.winner for p in prefs]}")
+    if pairs and not prefs:
+        return "no pair got a verdict (every judgment failed or was unparseable)"
+    return None
 
 
 def _show_judgment(item: dict, echo: Any) -> None:

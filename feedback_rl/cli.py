@@ -15,13 +15,6 @@ def cli() -> None:
     """Train language models from feedback."""
 
 
-def _load(recipe_path: str, overrides: tuple[str, ...]):
-    from . import recipe as recipes
-    from .plugins import default
-    pm, reg = default()
-    return pm, reg, recipes.load(recipe_path, list(overrides), reg)
-
-
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
@@ -31,10 +24,12 @@ def _load(recipe_path: str, overrides: tuple[str, ...]):
               help="Train in N processes (accelerate launch: one per GPU, or gloo on CPU).")
 def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool, num_processes: int) -> None:
     """Run every stage of RECIPE."""
+    from . import preflight
     from .distributed import check_batches, launched, relaunch
     from .train import train_recipe
     from .summary import format_summary
-    pm, reg, rec = _load(recipe, overrides)  # a bad recipe fails here, once, before any process starts
+    checked = preflight.load(recipe, list(overrides))  # every mistake fails here, once, before any process starts
+    pm, rec = checked.pm, checked.recipe
     if num_processes > 1 and not launched():
         check_batches(rec, num_processes)
         args = ["train", recipe, *(f"--set={o}" for o in overrides), *(["--no-progress"] if no_progress else []),
@@ -44,7 +39,8 @@ def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bo
             click.echo(f"error: training in {num_processes} processes failed (exit code {code}); "
                        "see the messages above", err=True)
         raise click.exceptions.Exit(code)
-    run, summary = train_recipe(rec, pm=pm, progress=not no_progress, resume=resume, say=click.echo)
+    run, summary = train_recipe(rec, pm=pm, progress=not no_progress, resume=resume, say=click.echo,
+                                data=checked.data)
     if launched() and int(os.environ.get("RANK", "0")) > 0:
         return  # rank 0 reports for all
     click.echo(format_summary(summary))
@@ -55,8 +51,9 @@ def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bo
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 def validate(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE without loading any model."""
-    _, _, rec = _load(recipe, overrides)
+    """Check RECIPE and every stage's data without loading any model."""
+    from . import preflight
+    rec = preflight.load(recipe, list(overrides)).recipe
     stages = " -> ".join(f"{s.name} ({s.optimizer.type})" for s in rec.stages)
     click.echo(f"{recipe}: ok: {stages}")
 
@@ -96,9 +93,10 @@ def plugins() -> None:
         click.echo(f"{name:<12} {versions.get(name, ''):<28} {what}")
 
 
-# Core commands that live in modules of their own; each module defines ``register(cli)``.
-COMMAND_MODULES: tuple[str, ...] = ("feedback_rl.check", "feedback_rl.plots", "feedback_rl.plan",
-                                      "feedback_rl.export")
+# The core's commands that live in modules of their own: (module, click command). Plugins add theirs
+# through the frl_register_commands hook.
+COMMANDS: tuple[tuple[str, str], ...] = (("feedback_rl.check", "check"), ("feedback_rl.plots", "plot"),
+                                         ("feedback_rl.plan", "plan"), ("feedback_rl.export", "export_command"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .plugins import default
     try:
-        for module in COMMAND_MODULES:
-            importlib.import_module(module).register(cli)
+        for module, name in COMMANDS:
+            cli.add_command(getattr(importlib.import_module(module), name))
         pm, _ = default()
         pm.hook.frl_register_commands(cli=cli)
         cli.main(args=argv, prog_name="frl", standalone_mode=False)

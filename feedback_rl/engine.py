@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .evaluation import evaluate
 from .health import Health
 from .models import context_length, load_policy
 from .plugins import Registry, plugin_versions
+from .preflight import StageData, check as preflight
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, build_mixer
 from .roles import build_models
@@ -46,8 +48,9 @@ def seed_everything(seed: int) -> None:
 
 class Engine:
     def __init__(self, recipe: Recipe, pm: Any, registry: Registry, run: Run, progress: bool = True,
-                 resume: Path | None = None, dist: Dist | None = None):
+                 resume: Path | None = None, dist: Dist | None = None, data: list[StageData] | None = None):
         self.recipe, self.pm, self.reg, self.run = recipe, pm, registry, run
+        self.data = data if data is not None else preflight(recipe, registry)  # every stage's rows, checked
         self.dist = dist or Dist()
         self.main = self.dist.main  # rank 0 alone writes logs, rollouts, checkpoints and models
         self.progress = progress and self.main
@@ -81,7 +84,7 @@ class Engine:
             self.dist.barrier()
         self.policy.to(self.dist.device)
         if self.resumed is None and self.main:
-            self.run.write_lock(recipe, plugin_versions(self.pm), {})
+            self.run.write_lock(recipe, plugin_versions(self.pm))
         self.summary["status"] = "running"
         if self.main:
             self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
@@ -139,10 +142,9 @@ class Engine:
         if self.main:
             self.run.describe_sources(stage.name, {slot.spec.name: slot.source.describe()
                                                    for slot in mixer.slots + eval_mixer.slots})
-        train_rows = datasets.load(stage.data.train, recipe.base_dir) if stage.data.train is not None else None
-        eval_rows = datasets.load(stage.data.eval, recipe.base_dir)[: stage.eval.num_prompts] \
-            if stage.data.eval is not None else []
-        self._check_rows(train_rows, optimizer.feedback, bool(mixer.slots), stage)
+        train_rows = self.data[i].train
+        eval_rows = self.data[i].eval[: stage.eval.num_prompts] if self.data[i].eval is not None else []
+        self._check_lengths(train_rows, bool(mixer.slots), stage)
         self.dist.check_models(models, f"{self.recipe.path}: stages[{i}].optimizer.critic")
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
@@ -223,7 +225,9 @@ class Engine:
             t_gen = time.perf_counter() - t0
             metrics["feedback/size"] = float(len(fb))
             metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
-            sched.step()
+            with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
+                sched.step()
             state["version"] += 1
             backend.sync_weights(self.policy, state["version"])
             metrics = self.dist.reduce_metrics(metrics)  # the same numbers on every rank from here on
@@ -354,10 +358,9 @@ class Engine:
             return ctx
         return build_mixer(self.recipe, self.reg, i, key, specs, context, normalize, max_error_rate)
 
-    def _check_rows(self, rows: Any, shape: str, online: bool, stage: StageSpec) -> None:
+    def _check_lengths(self, rows: Any, online: bool, stage: StageSpec) -> None:
         if rows is None:
-            return
-        rows.require(shapes.row_columns(shape, online), f"stage '{stage.name}' ({stage.optimizer.type})")
+            return  # the columns were checked before any model loaded (preflight); the length needs the tokenizer
         limit = context_length(self.policy.config)
         if limit:
             budget = limit - (stage.rollout.max_new_tokens if online else 0)

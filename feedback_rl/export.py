@@ -54,11 +54,10 @@ def _dtype(base: str) -> str:
     return next((name for name, d in DTYPES.items() if d == dtype), "float32")
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("export")
-    @click.argument("source", type=click.Path(file_okay=False))
-    @click.argument("out", type=click.Path(file_okay=False))
-    @click.option("--merge", is_flag=True, help="Fold a LoRA adapter into its base: a plain HF model.")
-    def export_command(source: str, out: str, merge: bool) -> None:
-        """Export SOURCE (a run, a model or a LoRA adapter folder) to OUT as an HF folder."""
-        click.echo(export(Path(source), Path(out), merge))
+@click.command("export")
+@click.argument("source", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--merge", is_flag=True, help="Fold a LoRA adapter into its base: a plain HF model.")
+def export_command(source: str, out: str, merge: bool) -> None:
+    """Export SOURCE (a run, a model or a LoRA adapter folder) to OUT as an HF folder."""
+    click.echo(export(Path(source), Path(out), merge))

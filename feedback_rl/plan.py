@@ -346,29 +346,29 @@ def format_plan(recipe: Any, shape: ModelShape, plans: list[StagePlan], num_proc
     return out
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("recipe", type=click.Path(dir_okay=False))
-    @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
-    @click.option("--num-processes", default=1, show_default=True, help="Processes the batch is split over.")
-    @click.option("--zero", type=click.Choice(["0", "2", "3"]), default="0", show_default=True,
-                  help="ZeRO stage: 2 shards gradients and optimizer states, 3 also weights.")
-    @click.option("--prompt-tokens", type=int, default=None, help="Prompt length to plan for (default: the "
-                  "longest prompt in data.train).")
-    @click.option("--strict", is_flag=True, help="Exit 1 when the peak exceeds the memory found.")
-    def plan(recipe: str, overrides: tuple[str, ...], num_processes: int, zero: str, prompt_tokens: int | None,
-             strict: bool) -> None:
-        """Estimate each stage's peak memory from RECIPE, without loading weights."""
-        from .cli import _load
-        _, reg, rec = _load(recipe, overrides)
-        shape, plans = plan_recipe(rec, reg, num_processes, int(zero), prompt_tokens)
-        for line in format_plan(rec, shape, plans, num_processes, int(zero)):
-            click.echo(line)
-        peak = max(p.total for p in plans)
-        avail, where = available_memory()
-        click.echo(f"available: {human(avail) if avail is not None else '?'} ({where})")
-        if avail is not None and peak > avail:
-            msg = f"the peak estimate {human(peak)} exceeds the {human(avail)} available"
-            click.echo(f"warning: {msg}", err=True)
-            if strict:
-                raise RunStopped(msg)
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
+@click.option("--num-processes", default=1, show_default=True, help="Processes the batch is split over.")
+@click.option("--zero", type=click.Choice(["0", "2", "3"]), default="0", show_default=True,
+              help="ZeRO stage: 2 shards gradients and optimizer states, 3 also weights.")
+@click.option("--prompt-tokens", type=int, default=None, help="Prompt length to plan for (default: the "
+              "longest prompt in data.train).")
+@click.option("--strict", is_flag=True, help="Exit 1 when the peak exceeds the memory found.")
+def plan(recipe: str, overrides: tuple[str, ...], num_processes: int, zero: str, prompt_tokens: int | None,
+         strict: bool) -> None:
+    """Estimate each stage's peak memory from RECIPE, without loading weights."""
+    from . import preflight
+    checked = preflight.load(recipe, list(overrides))
+    rec = checked.recipe
+    shape, plans = plan_recipe(rec, checked.registry, num_processes, int(zero), prompt_tokens)
+    for line in format_plan(rec, shape, plans, num_processes, int(zero)):
+        click.echo(line)
+    peak = max(p.total for p in plans)
+    avail, where = available_memory()
+    click.echo(f"available: {human(avail) if avail is not None else '?'} ({where})")
+    if avail is not None and peak > avail:
+        msg = f"the peak estimate {human(peak)} exceeds the {human(avail)} available"
+        click.echo(f"warning: {msg}", err=True)
+        if strict:
+            raise RunStopped(msg)

@@ -43,6 +43,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
     rows = read_metrics(run_dir)
+    if not rows:
+        raise UserError(f"{run_dir}: no metrics yet (metrics.jsonl is empty: the run logged no step)")
     out_dir = out_dir or run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     x_of, boundaries = _global_x(rows)
@@ -53,12 +55,14 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             continue
         fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys) + 0.6), squeeze=False, sharex=True)
         for ax, key in zip(axes[:, 0], keys):
-            pts = [(x_of(r), r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-            xs, ys = zip(*pts) if pts else ((), ())
+            pts = [(x_of(r), r[key], r.get("stage")) for r in rows
+                   if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             style = "o-" if name == "eval" else "-"
             ax.plot(xs, ys, style, lw=1.2, ms=4, color="#1f5fa8")
             if len(ys) > 20 and name != "eval":
-                ax.plot(xs, _smooth(ys), lw=2.2, color="#d1495b", label="moving average")
+                for k, (sx, sy) in enumerate(moving_average(pts)):
+                    ax.plot(sx, sy, lw=2.2, color="#d1495b", label="moving average" if k == 0 else None)
                 ax.legend(loc="best", fontsize=8, frameon=False)
             ax.set_ylabel(key.replace("reward/", "").replace("/mean", ""), fontsize=9)
             ax.grid(alpha=0.3)
@@ -72,6 +76,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    if not written:
+        raise UserError(f"{run_dir}: metrics.jsonl holds none of the charted metrics ({', '.join(CHARTS)})")
     return written
 
 
@@ -89,7 +95,21 @@ def _global_x(rows: list[dict[str, Any]]):
     return (lambda r: offsets.get(r.get("stage"), 0) + r.get("step", 0)), boundaries
 
 
-def _smooth(ys: tuple, window: int = 20) -> list[float]:
+def moving_average(pts: list[tuple], window: int = 20) -> list[tuple[list, list[float]]]:
+    """``(xs, smoothed ys)`` per stage, from ``(x, y, stage)`` points: the average restarts at each stage,
+    so a stage's first steps are not averaged with the last steps of the stage before."""
+    out: list[tuple[list, list]] = []
+    last = object()
+    for x, y, stage in pts:
+        if stage != last:
+            out.append(([], []))
+            last = stage
+        out[-1][0].append(x)
+        out[-1][1].append(y)
+    return [(xs, _smooth(ys, window)) for xs, ys in out]
+
+
+def _smooth(ys: list, window: int = 20) -> list[float]:
     out, acc = [], []
     for y in ys:
         acc.append(y)
@@ -98,11 +118,10 @@ def _smooth(ys: tuple, window: int = 20) -> list[float]:
     return out
 
 
-def register(cli: click.Group) -> None:
-    @cli.command()
-    @click.argument("run_dir", type=click.Path(file_okay=False))
-    @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for the PNGs (RUN_DIR/plots).")
-    def plot(run_dir: str, out: str | None) -> None:
-        """Write PNG charts of a run: rewards per source, KL, entropy, lengths, loss, eval."""
-        for path in plot_run(Path(run_dir), Path(out) if out else None):
-            click.echo(str(path))
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for the PNGs (RUN_DIR/plots).")
+def plot(run_dir: str, out: str | None) -> None:
+    """Write PNG charts of a run: rewards per source, KL, entropy, lengths, loss, eval."""
+    for path in plot_run(Path(run_dir), Path(out) if out else None):
+        click.echo(str(path))

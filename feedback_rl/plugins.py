@@ -32,7 +32,12 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
             pm.load_setuptools_entrypoints(GROUP)
         else:
             wanted = {w.strip() for w in allow.split(",") if w.strip()}
-            for ep in entry_points(group=GROUP):
+            found = list(entry_points(group=GROUP))
+            known = {ep.name for ep in found} | {ep.dist.name for ep in found if ep.dist}
+            for name in sorted(wanted - known):
+                raise UserError(f"FRL_LOAD_PLUGINS: no installed plugin or distribution '{name}'"
+                                f"{did_you_mean(name, known)}; installed: {', '.join(sorted(known))}")
+            for ep in found:
                 dist = ep.dist.name if ep.dist else ""
                 if (ep.name in wanted or dist in wanted) and pm.get_plugin(ep.name) is None:
                     pm.register(ep.load(), name=ep.name)
@@ -86,13 +91,11 @@ def _owner(pm: pluggy.PluginManager, cls: type) -> str:
 
 
 def plugin_versions(pm: pluggy.PluginManager) -> dict[str, str]:
-    """Each loaded plugin's name and its distribution version."""
-    out = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        out[pm.get_name(plugin)] = f"{dist.project_name} {dist.version}"
-    for name, plugin in pm.list_name_plugin():
-        out.setdefault(name, "(not from a distribution)")
-    return out
+    """Each loaded plugin's name and its distribution version, however it was loaded (all entry points,
+    or the ``FRL_LOAD_PLUGINS`` allowlist)."""
+    dists = {ep.name: ep.dist for ep in entry_points(group=GROUP) if ep.dist}
+    return {name: f"{dists[name].name} {dists[name].version}" if name in dists else "(not from a distribution)"
+            for name, _ in pm.list_name_plugin()}
 
 
 _default: tuple[pluggy.PluginManager, Registry] | None = None

@@ -56,6 +56,8 @@ def read_file(path: Path) -> Table:
 def decode(path: Path) -> str:
     """The file as text; a non-UTF-8 byte is named by line and offset."""
     data = path.read_bytes()
+    if data.startswith(b"PAR1"):
+        raise UserError(f"{path}: a Parquet file, read as text because of its '{path.suffix}' name; name it .parquet")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise UserError(f"{path}: is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0

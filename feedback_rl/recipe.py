@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean, read_text
 from .recipe_data import DataRef, FileData, GeneratedData, HubData
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
@@ -186,9 +186,10 @@ class Recipe(Strict):
     loggers: list[LoggerSpec] = [LoggerSpec(type="jsonl")]
     stages: list[StageSpec] = Field(min_length=1)
 
-    # filled by load(): where relative paths resolve, and each plugin's validated options
+    # filled by load(): where relative paths resolve, each plugin's validated options, each key's line
     _path: Path | None = None
     _options: dict[tuple, Any] = {}
+    _lines: dict[tuple, int] = {}
 
     @field_validator("loggers", mode="before")
     @classmethod
@@ -208,11 +209,9 @@ class Recipe(Strict):
         ("logger", k), ("backend", i)."""
         return self._options[key]
 
-    def stage(self, name: str) -> StageSpec:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+    def where(self, *loc: Any) -> str:
+        """``recipe.yaml:LINE: key.path`` for a key, the prefix of a one-line error about it."""
+        return f"{_where(self.path, self._lines, loc)}: {_dotted(loc)}"
 
 
 # --------------------------------------------------------------------------- loading
@@ -222,7 +221,7 @@ def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> R
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such recipe file")
-    text = path.read_text()
+    text = read_text(path, "recipe")
     try:
         data = yaml.safe_load(text)
         lines = _line_map(yaml.compose(text))
@@ -245,6 +244,7 @@ def validate(data: dict, path: Path, registry: Any = None, lines: dict | None = 
     except ValidationError as e:
         raise UserError(_pydantic_message(e, path, lines, Recipe)) from None
     recipe._path = path
+    recipe._lines = lines
     if registry is None:
         from .plugins import default
         registry = default()[1]
@@ -275,7 +275,7 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
                 fail(loc + tuple(first["loc"]),
                      f"unknown key for {type_name}{did_you_mean(key, choices)}; "
                      f"expected one of: {', '.join(choices)}")
-            fail(loc + _clean_loc(tuple(first["loc"])), _expected(first))
+            fail(loc + _clean_loc(tuple(first["loc"]), cls.Options), _expected(first))
 
     for j, lg in enumerate(recipe.loggers):
         recipe._options[("logger", j)] = plugin_options("loggers", lg.type, lg.model_extra or {},

@@ -64,13 +64,28 @@ def _expected(err: dict) -> str:
     return msg
 
 
-def _clean_loc(loc: tuple) -> tuple:
+def _clean_loc(loc: tuple, root: type[BaseModel]) -> tuple:
     """Drop the union-branch tags pydantic puts in a location ('str', 'GeneratedData', 'list[...]')."""
-    from . import recipe
-    names = {c.__name__ for c in vars(recipe).values() if isinstance(c, type) and issubclass(c, BaseModel)}
-    tags = names | {"str", "int", "float", "bool", "list", "dict", "none"}
+    tags = set(schema_classes(root)) | {"str", "int", "float", "bool", "list", "dict", "none"}
     out = tuple(p for p in loc if isinstance(p, int) or not (p in tags or "[" in p or p.startswith("function-")))
     return out or tuple(loc)
+
+
+def schema_classes(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every schema class reachable from ``root`` through its fields' annotations, by name (pydantic names a
+    union's branch by its class in an error's location)."""
+    import typing
+    seen: set[type] = set()
+    todo: list[Any] = [root]
+    while todo:
+        ann = todo.pop()
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if ann not in seen:
+                seen.add(ann)
+                todo += [f.annotation for f in ann.model_fields.values()]
+        else:
+            todo += list(typing.get_args(ann))
+    return {c.__name__: c for c in seen}
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -105,7 +120,7 @@ def _pydantic_message(e: ValidationError, path: Path, lines: dict, root: type[Ba
     errors = e.errors()
     # a union (path or generator mapping) reports one error per branch: prefer the mapping branch
     first = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = _clean_loc(tuple(first["loc"]))
+    loc = _clean_loc(tuple(first["loc"]), root)
     where = _where(path, lines, loc)
     if first["type"] == "extra_forbidden":
         parent = _model_at(root, tuple(first["loc"])[:-1]) or _model_at(root, loc[:-1])

@@ -99,6 +99,7 @@ class Mixer:
             f"{prefix}/{name}/errors": float(errors),
             f"{prefix}/{name}/abstains": float(abstains),
             f"{prefix}/{name}/latency_s": latency,
+            f"{prefix}/{name}/asked": float(len(asked)),  # not gated out or routed away
         }
         if asked and errors / len(asked) > self.max_error_rate:
             raise RunStopped(
@@ -113,6 +114,8 @@ class Mixer:
             return []
         try:
             results = list(slot.source.score(rollouts))
+        except UserError:  # a wrong setting (a judge URL nothing answers at) stops the run in one line
+            raise
         except Exception as e:  # a crashing source is an error on every rollout it was asked about
             return [Score.error(f"{type(e).__name__}: {e}")] * len(rollouts)
         if len(results) != len(rollouts):

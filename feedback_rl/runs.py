@@ -20,11 +20,11 @@ class Run:
     dir: Path
 
     @classmethod
-    def create(cls, output_dir: Path, name: str, fresh: bool = True) -> "Run":
+    def create(cls, output_dir: Path, name: str) -> "Run":
         """A new folder; an existing run's folder is never overwritten (``name-2``, ``name-3``...)."""
         output_dir.mkdir(parents=True, exist_ok=True)
         path, n = output_dir / name, 1
-        while fresh and path.exists() and any(path.iterdir()):
+        while path.exists() and any(path.iterdir()):
             n += 1
             path = output_dir / f"{name}-{n}"
         path.mkdir(parents=True, exist_ok=True)
@@ -34,11 +34,7 @@ class Run:
     def rollouts_path(self) -> Path:
         return self.dir / "rollouts.jsonl"
 
-    @property
-    def metrics_path(self) -> Path:
-        return self.dir / "metrics.jsonl"
-
-    def write_lock(self, recipe: Any, plugins: dict[str, str], sources: dict[str, Any]) -> Path:
+    def write_lock(self, recipe: Any, plugins: dict[str, str]) -> Path:
         lock = {
             "recipe": recipe.model_dump(mode="json"),
             "recipe_file": str(recipe.path),
@@ -47,7 +43,6 @@ class Run:
             "python": platform.python_version(),
             "packages": {p: package_version(p) for p in PACKAGES},
             "plugins": plugins,
-            "sources": sources,
         }
         path = self.dir / "recipe.lock.yaml"
         path.write_text(yaml.safe_dump(lock, sort_keys=False))

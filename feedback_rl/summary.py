@@ -12,6 +12,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             b, a = before.get(key), after.get(key)
             change = f"{a - b:+.3f}" if isinstance(a, float) and isinstance(b, float) else ""
             rows.append((stage, key, _fmt(b), _fmt(a), change))
+    if len(rows) == 1:  # no stage evaluated anything: a header over nothing says nothing
+        return f"status: {summary.get('status')}"
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -10,13 +10,15 @@ from typing import Any
 
 from .distributed import Dist
 from .engine import Engine
+from .preflight import StageData, check as preflight
 from .errors import UserError
 from .recipe import Recipe
 from .runs import Run
 
 
 def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any = None,
-                 progress: bool = False, resume: bool = False, say: Any = None) -> tuple[Run, dict[str, Any]]:
+                 progress: bool = False, resume: bool = False, say: Any = None,
+                 data: list[StageData] | None = None) -> tuple[Run, dict[str, Any]]:
     """Run a recipe in this process (``frl train``; also for tests and notebooks).
 
     With ``resume``, continue ``<output_dir>/<name>`` from its latest complete checkpoint; a recipe
@@ -29,9 +31,11 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
     else:
         reg = build_registry(pm)
     rec = recipe if isinstance(recipe, Recipe) else recipes.load(recipe, list(overrides), reg)
+    if data is None:  # every stage's mistakes, before a run folder opens or a model loads
+        data = preflight(rec, reg)
     dist = Dist()
     run, checkpoint = open_run(rec, resume, say or (lambda msg: None), dist)
-    return run, Engine(rec, pm, reg, run, progress=progress, resume=checkpoint, dist=dist).train()
+    return run, Engine(rec, pm, reg, run, progress=progress, resume=checkpoint, dist=dist, data=data).train()
 
 
 def open_run(rec: Recipe, resume: bool, say: Any, dist: Dist) -> tuple[Run, Path | None]:

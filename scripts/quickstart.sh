@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "quickstart: training recipes/quickstart.yaml (SFT, then GRPO with a rule checker)"
 exec .venv/bin/frl train recipes/quickstart.yaml "$@"

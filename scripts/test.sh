@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test: installing chromium for the browser tests"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
     >/dev/null 2>&1 || echo "note: chromium could not be installed; browser tests will be skipped"
 fi
+echo "test: running the default test tiers"
 exec .venv/bin/python -m pytest "$@"

@@ -21,7 +21,7 @@ from feedback_rl import PluginContext, PluginOptions, Preference, RewardSource, 
 
 from .cache import ReplyCache, cache_key
 from .client import CallFailed, JudgeClient
-from .template import Template, parse_score, parse_verdict
+from .template import Template, parse_score, parse_verdict, template_values
 
 DEFAULT_POINTWISE = ("Rate the response to the prompt from 0 to 10.\nPrompt: {prompt}\nResponse: {completion}\n"
                      'Reply with JSON only: {"score": <number>}')
@@ -70,25 +70,21 @@ class JudgeSource(RewardSource):
     def judgments(cls, options: Options) -> set[str]:
         return {"preferences"} if options.mode == "pairwise" else {"scores"}
 
+    @classmethod
+    def preflight(cls, options: Options, context: PluginContext, rows: Any) -> None:
+        """The URL parses, the key's variable is set, the template reads and renders against every row."""
+        _check_url(options.base_url, context.name)
+        _api_key(options, context.name)
+        template = _template(options, context)
+        if rows is not None:
+            template.check_rows(rows, _completion_fields(options.mode == "pairwise"))
+
     def __init__(self, options: Options, context: PluginContext):
         super().__init__(options, context)
         o = self.options
         self.pairwise = o.mode == "pairwise"  # the engine reads it on the instance
-        if o.template_file is not None:
-            path = context.resolve(o.template_file)
-            if not path.is_file():
-                raise UserError(f"judge '{context.name}': template_file not found: {path}")
-            text, where = path.read_text(encoding="utf-8"), str(o.template_file)
-        else:
-            text = o.template or (DEFAULT_PAIRWISE if self.pairwise else DEFAULT_POINTWISE)
-            where = f"'{context.name}' (inline)" if o.template else f"'{context.name}' (default {o.mode})"
-        self.template = Template(text, where, o.system)
-        api_key = "unused"  # local servers take any key, and the client insists on one
-        if o.api_key_env:
-            api_key = os.environ.get(o.api_key_env, "")
-            if not api_key:
-                raise UserError(f"judge '{context.name}': api_key_env: environment variable {o.api_key_env} "
-                                "is not set")
+        self.template = _template(o, context)
+        api_key = _api_key(o, context.name)
         self._loop = asyncio.new_event_loop()  # one loop for the source's life: connections and budgets persist
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"judge-{context.name}", daemon=True)
         self._thread.start()
@@ -121,6 +117,7 @@ class JudgeSource(RewardSource):
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
+        self._refuse_wrong_setting(outcomes)
         return [self._to_score(out) for out in outcomes]
 
     def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
@@ -133,6 +130,7 @@ class JudgeSource(RewardSource):
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
+        self._refuse_wrong_setting(outcomes)
         prefs = []
         for k, (a, b) in enumerate(pairs):
             first, second = self._to_verdict(outcomes[2 * k]), self._to_verdict(outcomes[2 * k + 1])
@@ -181,10 +179,16 @@ class JudgeSource(RewardSource):
                 self.cache.close()
 
     # ------------------------------------------------------------------ pieces
+    def _refuse_wrong_setting(self, outcomes: list[dict[str, Any]]) -> None:
+        """No call ever got a reply and every one failed, some in a way that names a setting (no connection,
+        key refused, no such route or model): a user's setting (exit code 2), not a judge having a bad day
+        (error scores, counted against max_error_rate)."""
+        named = next((o for o in outcomes if o.get("setting")), None)
+        if named and self.client.answered == 0 and all("failure" in o for o in outcomes):
+            raise UserError(f"judge '{self.context.name}': {named['failure']}; {named['setting']}")
+
     def _values(self, rollout: Rollout, **extra: str) -> dict[str, Any]:
-        values = {k: v for k, v in rollout.row.items() if isinstance(v, (str, int, float, bool))}
-        values.update(prompt=rollout.prompt, **extra)
-        return values
+        return template_values(rollout.row, prompt=rollout.prompt, **extra)
 
     def _params(self) -> dict[str, Any]:
         o = self.options
@@ -217,7 +221,7 @@ class JudgeSource(RewardSource):
                 self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
             out = {"messages": messages, "reply": reply.text, "cached": False}
         except CallFailed as e:
-            out = {"messages": messages, "failure": str(e)}
+            out = {"messages": messages, "failure": str(e), "setting": e.setting}
         finally:
             del self._inflight[key]
         fut.set_result(out)
@@ -251,6 +255,50 @@ class JudgeSource(RewardSource):
         self.trace.append({**out, "parsed": None if isinstance(result, Score) else ("tie" if result is None else "AB"[result]),
                            "status": result.status if isinstance(result, Score) else "ok"})
         return result
+
+
+def _check_url(url: str, name: str) -> None:
+    """An http(s) URL with a host (and a numeric port, if any): a typo fails before any model loads."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as e:
+        raise UserError(f"judge '{name}': base_url {url!r} does not parse: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"judge '{name}': base_url {url!r} is not an http(s) URL with a host "
+                        "(e.g. http://127.0.0.1:8000/v1)")
+
+
+def _api_key(options: JudgeSource.Options, name: str) -> str:
+    if not options.api_key_env:
+        return "unused"  # local servers take any key, and the client insists on one
+    key = os.environ.get(options.api_key_env, "")
+    if not key:
+        raise UserError(f"judge '{name}': api_key_env: environment variable {options.api_key_env} is not set")
+    return key
+
+
+def _template(options: JudgeSource.Options, context: PluginContext) -> Template:
+    pairwise = options.mode == "pairwise"
+    if options.template_file is not None:
+        path = context.resolve(options.template_file)
+        if not path.is_file():
+            raise UserError(f"judge '{context.name}': template_file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"judge '{context.name}': template_file {path} is not UTF-8 text ({e.reason} at "
+                            f"byte {e.start})") from None
+        return Template(text, str(options.template_file), options.system)
+    text = options.template or (DEFAULT_PAIRWISE if pairwise else DEFAULT_POINTWISE)
+    where = f"'{context.name}' (inline)" if options.template else f"'{context.name}' (default {options.mode})"
+    return Template(text, where, options.system)
+
+
+def _completion_fields(pairwise: bool) -> tuple[str, ...]:
+    """What a judgment fills in besides the row: the completion, or the two of a pair."""
+    return ("completion_a", "completion_b") if pairwise else ("completion",)
 
 
 @hookimpl

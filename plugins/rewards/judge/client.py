@@ -25,7 +25,13 @@ class Reply:
 
 
 class CallFailed(Exception):
-    """The call failed for good (retries spent, breaker open, or a non-retryable status)."""
+    """The call failed for good (retries spent, breaker open, or a non-retryable status).
+    ``setting``: what to check when this is how every call fails (nothing answered at the URL, the key
+    was refused, no such route or model): a wrong setting rather than a judge having a bad day."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class RateLimiter:
@@ -98,7 +104,8 @@ class JudgeClient:
     def __init__(self, base_url: str, api_key: str, model: str, *, concurrency: int, rpm: float | None,
                  tpm: float | None, timeout: float, max_retries: int, backoff_base: float, backoff_max: float,
                  breaker_threshold: int, breaker_cooldown: float):
-        self.model, self.timeout, self.max_retries = model, timeout, max_retries
+        self.base_url, self.model, self.timeout, self.max_retries = base_url, model, timeout, max_retries
+        self.answered = 0  # calls that got a reply: a URL that once answered is not a wrong setting
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
         self._sem = asyncio.Semaphore(concurrency)
@@ -110,7 +117,7 @@ class JudgeClient:
     async def chat(self, messages: list[dict], **params: Any) -> Reply:
         """One judgment; raises :class:`CallFailed` with a one-line reason."""
         estimate = sum(len(m["content"]) for m in messages) // 4 + int(params.get("max_tokens") or 0)
-        last = ""
+        last, kinds = "", set()
         for attempt in range(self.max_retries + 1):
             async with self._sem:
                 if not self.breaker.allow():  # checked once a slot is free, so queued calls see recent failures
@@ -131,17 +138,21 @@ class JudgeClient:
                     if e.status_code < 500:  # a bad request will not get better by asking again
                         self.counts["client_errors"] += 1
                         self.breaker.record(False)
-                        raise CallFailed(f"HTTP {e.status_code}: {_message(e)}") from None
+                        raise CallFailed(f"HTTP {e.status_code} from {self.base_url}: {_message(e)}",
+                                         _SETTINGS.get(e.status_code)) from None
                     kind, last, wait = "server_errors", f"HTTP {e.status_code}: {_message(e)}", _retry_after(e)
                 except openai.APIConnectionError as e:
-                    kind, last, wait = "connection_errors", f"connection error: {e}", None
+                    cause = e.__cause__ or e
+                    kind, last, wait = "connection_errors", f"cannot connect to {self.base_url}: {cause}", None
                 else:
+                    self.answered += 1
                     self.breaker.record(True)
                     usage = resp.usage
                     text = (resp.choices[0].message.content or "") if resp.choices else ""
                     return Reply(text, getattr(usage, "prompt_tokens", 0) or 0,
                                  getattr(usage, "completion_tokens", 0) or 0)
             self.counts[kind] += 1
+            kinds.add(kind)
             if attempt == self.max_retries:
                 break
             self.counts["retries"] += 1
@@ -150,10 +161,16 @@ class JudgeClient:
             self.waits.append(wait)
             await asyncio.sleep(wait)
         self.breaker.record(False)
-        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)")
+        raise CallFailed(f"{last} (after {self.max_retries + 1} attempts)",
+                         _SETTINGS["connect"] if kinds == {"connection_errors"} else None)
 
     async def close(self) -> None:
         await self._client.close()
+
+
+_SETTINGS = {"connect": "is the server running and base_url right?",
+             401: "check the key (api_key_env)", 403: "check the key (api_key_env)",
+             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model"}
 
 
 def _message(e: openai.APIStatusError) -> str:

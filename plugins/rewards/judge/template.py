@@ -36,6 +36,29 @@ class Template:
         messages = [{"role": "system", "content": fill(self.system)}] if self.system else []
         return messages + [{"role": "user", "content": fill(self.text)}]
 
+    def check_rows(self, rows: Any, filled: tuple[str, ...]) -> None:
+        """Every variable is a field of every row (or the prompt, or one of ``filled``, which a judgment
+        fills in); else one line naming the variable, how many rows lack it and the first one's line."""
+        lacking: dict[str, list[int]] = {}
+        for row, line in zip(rows, rows.lines):
+            values = template_values(row, prompt="", **dict.fromkeys(filled, ""))
+            for var in self.variables:
+                if var not in values:
+                    lacking.setdefault(var, []).append(line)
+        for var, lines in lacking.items():
+            fields = ", ".join(sorted(template_values(rows[0], prompt="", **dict.fromkeys(filled, ""))))
+            raise UserError(f"judge template {self.where}: '{{{var}}}' is no text or number field of "
+                            f"{len(lines)} of {len(rows)} rows of {rows.origin} (first: line {lines[0]}); "
+                            f"available: {fields}")
+
+
+def template_values(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What a template may name: the row's text and number fields, and the judgment's own (``prompt``,
+    ``completion``...)."""
+    values = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}
+    values.update(extra)
+    return values
+
 
 def parse_score(reply: str, low: float | None = None, high: float | None = None) -> float | None:
     """``{"score": x}`` anywhere in the reply first, else the first number; None if neither, or out of range."""

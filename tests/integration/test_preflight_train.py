@@ -1,0 +1,33 @@
+"""frl train reads every data file once, before any model loads, and the engine trains on those rows."""
+import textwrap
+
+from feedback_rl import readers
+from feedback_rl.cli import main
+
+
+def test_each_data_file_is_read_once_for_the_whole_run(tmp_path, monkeypatch, capsys):
+    (tmp_path / "sft.jsonl").write_text('{"prompt": "1+1=", "completion": "2", "answer": "2"}\n'
+                                        '{"prompt": "2+2=", "completion": "4", "answer": "4"}\n')
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: once
+        output_dir: {tmp_path / 'runs'}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {{train: sft.jsonl, eval: sft.jsonl}}
+            train: {{steps: 1, batch_size: 2}}
+          - name: grpo
+            optimizer: grpo
+            data: {{train: sft.jsonl, eval: sft.jsonl}}
+            rewards: {{sources: [{{name: e, type: rule, check: exact}}]}}
+            rollout: {{num_generations: 2, max_new_tokens: 2}}
+            train: {{steps: 1, batch_size: 2}}
+            health: {{max_truncated_rate: null}}
+        """))
+    reads = []
+    real = readers.read_file
+    monkeypatch.setattr(readers, "read_file", lambda p: reads.append(p.name) or real(p))
+    assert main(["train", str(path), "--no-progress"]) == 0, capsys.readouterr().err
+    assert reads == ["sft.jsonl"]  # four uses (two stages, train and eval), one read
+    assert (tmp_path / "runs" / "once" / "final" / "config.json").is_file()
