@@ -22,10 +22,11 @@ from .batching import (  # noqa: E402
     mismatch_metrics, tokenize_rollouts, truncated_is_weights,
 )
 from .data import Dataset, load as load_dataset  # noqa: E402
-from .errors import RunStopped, UserError  # noqa: E402
+from .datasources import DataSource  # noqa: E402
+from .errors import RunStopped, UserError, did_you_mean  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
 from .models import load_model  # noqa: E402
-from .recipe import DataRef, GeneratedData  # noqa: E402
+from .recipe import DataRef, GeneratedData, SourcedData  # noqa: E402
 from .rollout import generate_rollouts  # noqa: E402
 from .roles import (  # noqa: E402
     bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, scalar_model, score_rollouts,
@@ -51,7 +52,8 @@ __all__ = [
     "sequence_logprobs", "completion_logprobs", "behaviour_logprobs", "truncated_is_weights", "mismatch_metrics",
     "merged_state_dict",
     "bradley_terry_loss", "pair_scores", "score_rollouts",
-    "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
+    "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "did_you_mean", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
+    "DataSource", "SourcedData",
     "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
 ]

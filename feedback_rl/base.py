@@ -82,6 +82,12 @@ class RewardSource(Plugin):
         """The feedback shapes this source can feed (the engine adapts pointwise scores to all three)."""
         return {"pairs"} if cls.pairwise else {"scalar", "pairs", "binary"}
 
+    @classmethod
+    def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
+        """Checks that need no model, run before any model loads; raise :class:`UserError` naming the
+        file/key. ``rows`` is the stage's train :class:`~feedback_rl.Dataset` (``.origin``, ``.lines``) or None."""
+        return None
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 

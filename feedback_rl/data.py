@@ -1,4 +1,4 @@
-"""Datasets: JSONL files or synthetic generators, checked row by row, and a resumable sampler."""
+"""Datasets: JSONL files, synthetic generators or data-source plugins, checked row by row, and a resumable sampler."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .recipe import DataRef, GeneratedData
+from .recipe import DataRef, GeneratedData, SourcedData
 from .synthetic import GENERATORS
 
 
@@ -36,15 +36,34 @@ class Dataset(list):
         return self
 
 
-def load(ref: DataRef, base_dir: Path) -> Dataset:
+def load(ref: DataRef, base_dir: Path, registry: Any = None) -> Dataset:
     if isinstance(ref, GeneratedData):
         rows = GENERATORS[ref.generator](ref.split, ref.size, ref.holdout, ref.seed)
         return Dataset(rows, f"generator '{ref.generator}' ({ref.split})")
+    if isinstance(ref, SourcedData):
+        return _from_source(ref, base_dir, registry)
     path = Path(ref).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
     return read_jsonl(path)
+
+
+def _from_source(ref: SourcedData, base_dir: Path, registry: Any) -> Dataset:
+    from . import datasources
+    if registry is None:
+        from .plugins import default
+        registry = default()[1]
+    rows, origin = datasources.generate(ref.entries, base_dir, registry)
+    if ref._train is not None:  # an eval never repeats a prompt of its stage's train rows
+        seen = {datasources.prompt_key(r) for r in datasources.generate(ref._train.entries, base_dir, registry)[0]}
+        kept = [r for r in rows if datasources.prompt_key(r) not in seen]
+        if not kept:
+            raise UserError(f"{origin}: every eval row is also in data.train; give data.eval another seed")
+        if len(kept) < len(rows):
+            origin += f" ({len(rows) - len(kept)} rows also in data.train dropped)"
+        rows = kept
+    return Dataset(rows, origin)
 
 
 def read_jsonl(path: Path) -> Dataset:

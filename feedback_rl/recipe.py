@@ -6,11 +6,12 @@ Each plugin validates its own options with its ``Options`` schema, as strictly a
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import UserError, did_you_mean
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
@@ -57,7 +58,37 @@ class GeneratedData(Strict):
     seed: int = 0
 
 
-DataRef = str | GeneratedData
+class SourcedData(BaseModel):
+    """Rows from a data-source plugin, named by its key: ``{reasoning_gym: leg_counting, size: 500, seed: 1}``.
+
+    The other keys are that plugin's options, validated by it when the recipe loads.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    # set by validation when the stage's train is a data source too: eval rows whose prompt is in it are dropped
+    _train: SourcedData | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_source_mapping(cls, v: Any) -> Any:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("expected a file path or a mapping naming its kind")
+        if theirs := sorted(set(v) & _core_data_keys()):
+            raise ValueError(f"a mapping with '{theirs[0]}' is not a data source's")  # the other forms report
+        return v
+
+    @property
+    def entries(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+DataRef = str | GeneratedData | SourcedData
+
+
+def _core_data_keys() -> set[str]:
+    """The required keys that mark the core's own mapping forms (``generator``...): such a mapping is theirs."""
+    return {k for m in typing.get_args(DataRef) if isinstance(m, type) and issubclass(m, BaseModel)
+            and m is not SourcedData for k, f in m.model_fields.items() if f.is_required()}
 
 
 class DataSpec(Strict):
@@ -216,7 +247,7 @@ class Recipe(Strict):
 
     def options(self, *key: Any) -> Any:
         """A plugin's validated options: ("stage", i, "optimizer"), ("source", i, j), ("eval_source", i, j),
-        ("logger", k), ("backend", i)."""
+        ("logger", k), ("backend", i), ("data", i, "train" | "eval") for a data source."""
         return self._options[key]
 
     def stage(self, name: str) -> StageSpec:
@@ -327,10 +358,32 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
             if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:
                 fail(loc + ("data", split, "generator"), f"unknown generator '{ref.generator}'"
                      f"{did_you_mean(ref.generator, GENERATORS)}; available: {', '.join(sorted(GENERATORS))}")
+            if isinstance(ref, SourcedData):
+                _check_sourced(recipe, i, split, ref, reg, fail, plugin_options)
         problem = opt_cls.check_stage(stage, recipe._options[("stage", i, "optimizer")])
         if problem:
             key, msg = problem
             fail(loc + tuple(key), msg)
+
+
+def _check_sourced(recipe: Recipe, i: int, split: str, ref: SourcedData, reg: Any, fail: Any,
+                   plugin_options: Any) -> None:
+    """A data-source mapping names one installed source and passes its options; an eval is not its train."""
+    from .datasources import kind_of
+    loc = ("stages", i, "data", split)
+    try:
+        cls = kind_of(ref.entries, reg)
+    except UserError as e:
+        fail(loc, str(e))
+    recipe._options[("data", i, split)] = plugin_options("datasets", cls.name, ref.entries, loc, set())
+    train = recipe.stages[i].data.train
+    if split == "eval" and isinstance(train, SourcedData):
+        if train.entries == ref.entries:
+            fail(loc, "the same rows as data.train: give data.eval another seed")
+        if kind_of(train.entries, reg) is cls and (problem := cls.check_eval(
+                recipe._options[("data", i, "train")], recipe._options[("data", i, "eval")])):
+            fail(loc, problem)
+        ref._train = train
 
 
 def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail: Any) -> None:

@@ -166,20 +166,25 @@ class RuleSource(RewardSource):
     name = "rule"
 
     class Options(PluginOptions):
-        check: Literal["exact", "numeric", "regex", "final_answer", "math", "custom"]
-        answer_key: str = "answer"
-        reward_correct: float = 1.0
-        reward_wrong: float = 0.0
-        case_sensitive: bool = True
-        tolerance: float = Field(1e-6, ge=0)
-        relative_tolerance: float | None = Field(None, ge=0)
-        pattern: str | None = None
-        mode: Literal["fullmatch", "search"] = "fullmatch"
-        marker: str = Field("####", min_length=1)
-        compare: Literal["exact", "numeric"] = "exact"
-        function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
-        timeout: float = Field(5.0, gt=0)
-        no_answer: Literal["error", "wrong"] = "error"
+        check: Literal["exact", "numeric", "regex", "final_answer", "math", "custom"] = Field(
+            description="how the completion is compared with its row (see the source's description)")
+        answer_key: str = Field("answer", description="the row's field holding the gold answer")
+        reward_correct: float = Field(1.0, description="the score of a correct completion")
+        reward_wrong: float = Field(0.0, description="the score of a wrong one")
+        case_sensitive: bool = Field(True, description="exact, regex, final_answer: compare case too")
+        tolerance: float = Field(1e-6, ge=0, description="numeric: absolute tolerance")
+        relative_tolerance: float | None = Field(None, ge=0, description="numeric: relative tolerance, as in math.isclose")
+        pattern: str | None = Field(None, description="regex: the regular expression")
+        mode: Literal["fullmatch", "search"] = Field("fullmatch", description="regex: match all of the completion, "
+                                                                              "or find it anywhere")
+        marker: str = Field("####", min_length=1, description="final_answer: the answer follows its last "
+                                                             "occurrence; boxed: the last \\boxed{}")
+        compare: Literal["exact", "numeric"] = Field("exact", description="final_answer: how the answer is compared")
+        function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$", description="custom: module:name, "
+                                     "called as fn(completion, row); the recipe's folder is on sys.path")
+        timeout: float = Field(5.0, gt=0, description="custom, math: seconds before a call is an error")
+        no_answer: Literal["error", "wrong"] = Field("error", description="math: a completion with no answer "
+                                                     "math-verify can find is an error, or a wrong answer")
 
         @field_validator("pattern")
         @classmethod
