@@ -54,7 +54,7 @@ def kind_of(entries: dict[str, Any], registry: Any, core_kinds: tuple[str, ...] 
     known = sorted(table) + list(core_kinds)
     hint = next((h for k in entries if (h := did_you_mean(k, known))), "")
     raise UserError(f"no data source named by the keys {', '.join(map(str, entries))}{hint}; expected a file path, "
-                 f"{{generator: ...}} or one of the installed data sources: {', '.join(sorted(table)) or 'none'}")
+                    f"{{generator: ...}} or one of the installed data sources: {', '.join(sorted(table)) or 'none'}")
 
 
 def generate(entries: dict[str, Any], base_dir: Path, registry: Any) -> tuple[list[dict], str]:
