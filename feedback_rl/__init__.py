@@ -19,14 +19,15 @@ from .batching import (  # noqa: E402
 )
 from .chat import encode_prompt, render_prompt  # noqa: E402
 from .data import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
-from .errors import RunStopped, UserError  # noqa: E402
+from .datasources import DataSource  # noqa: E402
+from .errors import RunStopped, UserError, did_you_mean  # noqa: E402
 from .feedback import candidate_pairs, encode_text_rollouts, from_rows as feedback_from_rows, to_pairs  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
 from .models import context_length, load_model  # noqa: E402
 from .policy_gradient import (  # noqa: E402
     backend_correction, clipped_surrogate, is_cap_option, mismatch_metrics, truncated_is_weights,
 )
-from .recipe import DataRef, GeneratedData  # noqa: E402
+from .recipe import DataRef, GeneratedData, SourcedData  # noqa: E402
 from .rollout import generate_rollouts, stop_token_ids  # noqa: E402
 from .roles import (  # noqa: E402
     bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, pairwise_accuracy, scalar_model,
@@ -42,13 +43,14 @@ __version__ = "0.1.0"
 __all__ = [
     # writing a plugin
     "hookimpl", "Plugin", "PluginOptions", "LengthLimited", "PluginContext", "UserError", "RunStopped",
+    "did_you_mean",
     "RewardSource", "Optimizer", "Backend", "Logger", "Models", "SamplingParams", "Generation",
     # what flows through the loop
     "Rollout", "Score", "Preference", "Rating", "Judgment", "Scored",
     "Feedback", "ScalarFeedback", "PairFeedback", "BinaryFeedback", "Demonstrations",
     "feedback_from_rows", "to_pairs", "candidate_pairs", "encode_text_rollouts",
     # data and prompts
-    "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "render_prompt", "encode_prompt",
+    "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "SourcedData", "DataSource", "render_prompt", "encode_prompt",
     # token batches and log-probs
     "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
     "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",

@@ -99,6 +99,12 @@ class RewardSource(Plugin):
         raise :class:`UserError` naming the file, line or option. ``rows`` is the Dataset the source will
         score (the stage's train rows; called again with the eval rows when it scores those) or None."""
 
+    @classmethod
+    def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
+        """Checks that need no model, run before any model loads; raise :class:`UserError` naming the
+        file/key. ``rows`` is the stage's train :class:`~feedback_rl.Dataset` (``.origin``, ``.lines``) or None."""
+        return None
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 

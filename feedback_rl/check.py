@@ -18,7 +18,7 @@ import click
 from .base import PluginContext
 from .errors import RunStopped, UserError
 from .feedback import candidate_pairs
-from .rewards import build_mixer
+from .rewards import Slot, build_mixer
 from .rollout import generate_rollouts, sampling_params
 
 

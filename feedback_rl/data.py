@@ -1,4 +1,4 @@
-"""Datasets: rows from a data file, the `datasets` library or a generator, checked row by row; a resumable sampler.
+"""Datasets: rows from a data file, the `datasets` library, a generator or a data-source plugin, checked row by row; a resumable sampler.
 
 Rows are plain text or conversations in TRL's conversational format: ``prompt``, ``messages``, ``chosen``,
 ``rejected`` and ``completion`` may be lists of ``{role, content}`` turns. docs/data.md lists every format.
@@ -13,7 +13,7 @@ import torch
 
 from . import readers
 from .errors import UserError, did_you_mean
-from .recipe_data import DataRef, FileData, GeneratedData, HubData, RowSelection
+from .recipe_data import DataRef, FileData, GeneratedData, HubData, RowSelection, SourcedData
 from .synthetic import GENERATORS
 
 
@@ -105,13 +105,15 @@ def check_turns(turns: list, where: str, key: str) -> None:
                 raise UserError(f"{where}: {key}[{t}].{part} must be text, got {readers.json_kind(turn[part])}")
 
 
-def load(ref: DataRef, base_dir: Path) -> Dataset:
+def load(ref: DataRef, base_dir: Path, registry: Any = None) -> Dataset:
     """The rows a recipe's data reference names; every problem with the data itself is a UserError here."""
     if isinstance(ref, GeneratedData):
         rows = GENERATORS[ref.generator](ref.split, ref.size, ref.holdout, ref.seed)
         return Dataset(rows, f"generator '{ref.generator}' ({ref.split})")
     if isinstance(ref, HubData):
         return _from_datasets(ref, base_dir)
+    if isinstance(ref, SourcedData):
+        return _checked(_from_source(ref, base_dir, registry))
     path = Path(ref.path if isinstance(ref, FileData) else ref).expanduser()
     path = path if path.is_absolute() else base_dir / path
     table = readers.read_file(path)
@@ -172,6 +174,23 @@ def _checked(data: Dataset) -> Dataset:
             if isinstance(row.get(key), list):
                 check_turns(row[key], data.where(k), key)
     return data
+
+
+def _from_source(ref: SourcedData, base_dir: Path, registry: Any) -> Dataset:
+    from . import datasources
+    if registry is None:
+        from .plugins import default
+        registry = default()[1]
+    rows, origin = datasources.generate(ref.entries, base_dir, registry)
+    if ref._train is not None:  # an eval never repeats a prompt of its stage's train rows
+        seen = {datasources.prompt_key(r) for r in datasources.generate(ref._train.entries, base_dir, registry)[0]}
+        kept = [r for r in rows if datasources.prompt_key(r) not in seen]
+        if not kept:
+            raise UserError(f"{origin}: every eval row is also in data.train; give data.eval another seed")
+        if len(kept) < len(rows):
+            origin += f" ({len(rows) - len(kept)} rows also in data.train dropped)"
+        rows = kept
+    return Dataset(rows, origin)
 
 
 class Sampler:

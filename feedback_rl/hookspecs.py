@@ -46,6 +46,15 @@ def frl_register_loggers(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def frl_register_datasets(register: Callable[[type], None]) -> None:
+    """Register :class:`~feedback_rl.DataSource` classes by their ``name``: a recipe's
+    ``data.train: {<name>: VALUE, ...}`` takes its rows from that source.
+
+    :param register: call it with each class.
+    """
+
+
+@hookspec
 def frl_register_commands(cli: Any) -> None:
     """Add subcommands to the ``frl`` command line.
 

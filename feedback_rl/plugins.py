@@ -17,9 +17,9 @@ from . import hookspecs
 from .errors import UserError, did_you_mean
 
 GROUP = "feedback_rl"
-KINDS = ("reward_sources", "optimizers", "backends", "loggers")
+KINDS = ("reward_sources", "optimizers", "backends", "loggers", "datasets")
 _KIND_WORD = {"reward_sources": "reward source", "optimizers": "optimizer",
-              "backends": "backend", "loggers": "logger"}
+              "backends": "backend", "loggers": "logger", "datasets": "data source"}
 
 
 def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
@@ -73,6 +73,9 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             if not name:
                 raise UserError(f"plugin class {cls.__module__}.{cls.__qualname__} has no `name`")
             owner = _owner(pm, cls)
+            if _kind == "datasets" and name not in getattr(getattr(cls, "Options", None), "model_fields", {}):
+                # the recipe names a data source by its key: {name: VALUE, ...} is validated by its Options
+                raise UserError(f"data source '{name}' ({owner}): its Options needs a field named '{name}'")
             if name in reg.classes[_kind] and reg.classes[_kind][name] is not cls:
                 raise UserError(f"{_KIND_WORD[_kind]} '{name}' is registered twice: by {reg.origin[(_kind, name)]} "
                                 f"and by {owner}")

@@ -55,7 +55,7 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
             return None
         key = repr(ref)
         if key not in loaded:
-            loaded[key] = datasets.load(ref, recipe.base_dir)
+            loaded[key] = datasets.load(ref, recipe.base_dir, registry)
         return loaded[key]
 
     out = []

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError, did_you_mean, read_text
-from .recipe_data import DataRef, FileData, GeneratedData, HubData
+from .recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
@@ -206,7 +206,7 @@ class Recipe(Strict):
 
     def options(self, *key: Any) -> Any:
         """A plugin's validated options: ("stage", i, "optimizer"), ("source", i, j), ("eval_source", i, j),
-        ("logger", k), ("backend", i)."""
+        ("logger", k), ("backend", i), ("data", i, "train" | "eval") for a data source."""
         return self._options[key]
 
     def where(self, *loc: Any) -> str:
@@ -316,10 +316,32 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
             if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:
                 fail(loc + ("data", split, "generator"), f"unknown generator '{ref.generator}'"
                      f"{did_you_mean(ref.generator, GENERATORS)}; available: {', '.join(sorted(GENERATORS))}")
+            if isinstance(ref, SourcedData):
+                _check_sourced(recipe, i, split, ref, reg, fail, plugin_options)
         problem = opt_cls.check_stage(stage, recipe._options[("stage", i, "optimizer")])
         if problem:
             key, msg = problem
             fail(loc + tuple(key), msg)
+
+
+def _check_sourced(recipe: Recipe, i: int, split: str, ref: SourcedData, reg: Any, fail: Any,
+                   plugin_options: Any) -> None:
+    """A data-source mapping names one installed source and passes its options; an eval is not its train."""
+    from .datasources import kind_of
+    loc = ("stages", i, "data", split)
+    try:
+        cls = kind_of(ref.entries, reg)
+    except UserError as e:
+        fail(loc, str(e))
+    recipe._options[("data", i, split)] = plugin_options("datasets", cls.name, ref.entries, loc, set())
+    train = recipe.stages[i].data.train
+    if split == "eval" and isinstance(train, SourcedData):
+        if train.entries == ref.entries:
+            fail(loc, "the same rows as data.train: give data.eval another seed")
+        if kind_of(train.entries, reg) is cls and (problem := cls.check_eval(
+                recipe._options[("data", i, "train")], recipe._options[("data", i, "eval")])):
+            fail(loc, problem)
+        ref._train = train
 
 
 def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail: Any) -> None:

@@ -1,11 +1,11 @@
 """The data references a recipe's ``data.train`` / ``data.eval`` accept: a file path, ``{path: ...}``,
-``{dataset: ...}`` or ``{generator: ...}``. docs/data.md shows each; feedback_rl/data.py reads them."""
+``{dataset: ...}``, ``{generator: ...}`` or a data-source plugin's ``{<kind>: ...}``. docs/data.md shows each; feedback_rl/data.py reads them."""
 from __future__ import annotations
 
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
 
 
 class GeneratedData(BaseModel):
@@ -57,9 +57,33 @@ class HubData(RowSelection):
         None, description="files (or globs) to read, as load_dataset takes them")
 
 
+class SourcedData(BaseModel):
+    """Rows from a data-source plugin, named by its key: ``{reasoning_gym: leg_counting, size: 500, seed: 1}``.
+
+    The other keys are that plugin's options, validated by it when the recipe loads.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    # set by validation when the stage's train is a data source too: eval rows whose prompt is in it are dropped
+    _train: SourcedData | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_source_mapping(cls, v: Any) -> Any:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("expected a file path or a mapping naming its kind")
+        if theirs := sorted(set(v) & set(DATA_KINDS)):
+            raise ValueError(f"a mapping with '{theirs[0]}' is not a data source's")  # the core forms report
+        return v
+
+    @property
+    def entries(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 # The key that tells a core data mapping's kind. The union is discriminated by it, so an error speaks of the
-# branch the user meant (not one error per branch). A mapping with none of these keys is no core kind: a
-# catch-all branch for plugin-provided kinds would be returned where this returns None.
+# branch the user meant (not one error per branch). A mapping with none of these keys is a data-source
+# plugin's kind (SourcedData), which the recipe check looks up in the registry.
 DATA_KINDS = {"generator": "GeneratedData", "path": "FileData", "dataset": "HubData"}
 
 
@@ -79,11 +103,12 @@ def _data_kind(value: Any) -> str | None:
         close = difflib.get_close_matches(str(key), DATA_KINDS, n=1, cutoff=0.6)
         if close:
             return DATA_KINDS[close[0]]
-    return None
+    return "SourcedData" if value else None   # a data-source plugin's kind (checked against the registry)
 
 
 DataRef = Annotated[
     Annotated[str, Tag("str")] | Annotated[GeneratedData, Tag("GeneratedData")]
-    | Annotated[FileData, Tag("FileData")] | Annotated[HubData, Tag("HubData")],
+    | Annotated[FileData, Tag("FileData")] | Annotated[HubData, Tag("HubData")]
+    | Annotated[SourcedData, Tag("SourcedData")],
     Discriminator(_data_kind, custom_error_type="data_kind", custom_error_message=(
         "expected a data file path, or a mapping with one of the keys " + ", ".join(DATA_KINDS)))]

@@ -76,7 +76,8 @@ def generate() -> str:
         out += [f"### {title}", "", "| key | type | default | |", "|---|---|---|---|", *table(model, prefix), ""]
     reg = build_registry(get_plugin_manager())
     titles = {"optimizers": "optimizer (`stages[].optimizer`)", "reward_sources": "reward source (`rewards.sources[]`)",
-              "backends": "backend (`rollout.backend`)", "loggers": "logger (`loggers[]`)"}
+              "backends": "backend (`rollout.backend`)", "loggers": "logger (`loggers[]`)",
+              "datasets": "data source (`data.train` / `data.eval`)"}
     out += ["## Reference: built-in plugins' options", "",
             "Each plugin's keys sit beside the core keys of the mapping that names it with `type:`.", ""]
     for kind, title in titles.items():

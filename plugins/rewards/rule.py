@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import numbers
 import re
+import sys
 import threading
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,12 +23,15 @@ _APPLIES = {
     "regex": {"pattern", "mode", "case_sensitive"},
     "final_answer": {"answer_key", "marker", "compare", "case_sensitive", "tolerance", "relative_tolerance"},
     "custom": {"function", "timeout"},
+    "math": {"answer_key", "timeout", "no_answer"},
 }
+_GOLD_CHECKS = ("exact", "numeric", "final_answer", "math")  # the checks that read the row's answer_key
 _NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _FRACTION = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
 _LATEX_FRACTION = re.compile(rf"(-?)\\[dt]?frac\{{\s*({_NUM})\s*\}}\{{\s*({_NUM})\s*\}}")
-_MAX_HUNG = 16  # leaked threads of timed-out custom calls, before the source refuses to start more
+_MAX_HUNG = 16  # leaked threads of timed-out calls, before the source refuses to start more
+_MATH_INSTALL = "pip install 'feedback_rl[math]'"
 
 
 def parse_number(value: Any) -> float | None:
@@ -76,6 +82,60 @@ def extract_final(text: str, marker: str) -> str | None:
     return None
 
 
+class _QuietTimeoutNotice(logging.Filter):
+    # math-verify warns "Timeout is disabled" when its signal timeout is off; off the main thread this
+    # source bounds the call itself, so the notice would mislead
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+def _math_verify() -> Any:
+    try:
+        import math_verify
+    except ImportError:
+        raise ValueError(f"check 'math' needs the math-verify package: {_MATH_INSTALL}") from None
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).addFilter(_QuietTimeoutNotice())
+    return math_verify
+
+
+def _gold_latex(gold: Any) -> str:
+    """A gold answer as math-verify parses it best: inside ``$...$`` unless it is delimited already."""
+    text = str(gold).strip()
+    return text if any(d in text for d in ("$", "\\boxed", "\\[", "\\(")) else f"${text}$"
+
+
+def math_score(completion: str, gold: Any, seconds: int | None) -> tuple[str, Any]:
+    """``("ok", True/False)`` whether math-verify finds the completion's answer equal to ``gold``;
+    ``("no_answer", None)`` when it finds no answer in the completion; ``("error", reason)`` when the gold
+    answer does not parse or parsing/comparing fails or runs past ``seconds`` (math-verify's own signal
+    timeout, per parse and per comparison; None: no timeout, for a caller that bounds the call itself)."""
+    mv = _math_verify()
+    from math_verify.errors import TimeoutException
+    try:
+        golds = mv.parse(_gold_latex(gold), parsing_timeout=seconds, raise_on_error=True)
+        if not golds:
+            return "error", f"gold answer {str(gold)[:80]!r} does not parse as math"
+        preds = mv.parse(completion, parsing_timeout=seconds, raise_on_error=True)
+    except TimeoutException:
+        return "error", f"math-verify parsing timed out after {seconds}s"
+    except Exception as e:  # noqa: BLE001 - a parse that fails is an error with its reason, never a 0
+        return "error", f"math-verify could not parse: {type(e).__name__}: {str(e)[:160]}"
+    if not preds:
+        return "no_answer", None
+    failure = None
+    for g in golds:  # pair by pair, so one comparison that fails does not hide another that succeeds
+        for p in preds:
+            try:
+                if mv.verify(g, p, timeout_seconds=seconds, raise_on_error=True):
+                    return "ok", True
+            except TimeoutException:
+                failure = failure or f"math-verify comparison timed out after {seconds}s"
+            except Exception as e:  # noqa: BLE001
+                failure = failure or f"math-verify could not compare: {type(e).__name__}: {str(e)[:160]}"
+    return ("error", failure) if failure else ("ok", False)
+
+
 class RuleSource(RewardSource):
     """Scores a completion by a declarative check against its dataset row.
 
@@ -83,9 +143,11 @@ class RuleSource(RewardSource):
     (equal within ``tolerance`` absolute or ``relative_tolerance``, as in ``math.isclose``); ``regex``
     (``pattern`` must ``fullmatch`` or ``search`` the completion; needs no gold answer);
     ``final_answer`` (the text after the last ``marker``, or the last ``\\boxed{}`` when the marker is
-    ``boxed``, compared ``exact`` or ``numeric``); ``custom`` (``function: "module:name"``, called as
-    ``fn(completion, row)``: True/False map to ``reward_correct``/``reward_wrong``, a number is the
-    reward itself, None abstains).
+    ``boxed``, compared ``exact`` or ``numeric``); ``math`` (math-verify finds the completion's answer, LaTeX or
+    plain: a "final answer is" phrase, a ``\\boxed{}``, else the last expression; it must equal the gold
+    answer as a number, fraction, percentage, set, interval or expression); ``custom`` (``function: "module:name"``, called as ``fn(completion, row)``:
+    True/False map to ``reward_correct``/``reward_wrong``, a number is the reward itself, None abstains;
+    the module is found next to the recipe first).
 
     Choices: a completion that is not a number, or a ``final_answer`` completion without the marker,
     is a wrong answer (``reward_wrong``): a format failure is the policy's fault. A missing or
@@ -95,24 +157,34 @@ class RuleSource(RewardSource):
     ``timeout`` is ``Score.error`` with the reason, never 0. It runs in a daemon thread: Python
     cannot kill a thread, so a hung call keeps running in the background (it cannot block the loop
     or process exit); after 16 such calls still hung, further calls are errors without starting one.
+    ``math``: a gold answer that does not parse, and a parse or comparison that fails or runs past
+    ``timeout``, are ``Score.error``; so is a completion with no answer math-verify can find, unless
+    ``no_answer: wrong``. On the main thread math-verify's own signal timeout interrupts it (whole
+    seconds, rounded up); elsewhere signals cannot, so the call runs bounded in a daemon thread as above.
     """
 
     name = "rule"
 
     class Options(PluginOptions):
-        check: Literal["exact", "numeric", "regex", "final_answer", "custom"]
-        answer_key: str = "answer"
-        reward_correct: float = 1.0
-        reward_wrong: float = 0.0
-        case_sensitive: bool = True
-        tolerance: float = Field(1e-6, ge=0)
-        relative_tolerance: float | None = Field(None, ge=0)
-        pattern: str | None = None
-        mode: Literal["fullmatch", "search"] = "fullmatch"
-        marker: str = Field("####", min_length=1)
-        compare: Literal["exact", "numeric"] = "exact"
-        function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
-        timeout: float = Field(5.0, gt=0)
+        check: Literal["exact", "numeric", "regex", "final_answer", "math", "custom"] = Field(
+            description="how the completion is compared with its row (see the source's description)")
+        answer_key: str = Field("answer", description="the row's field holding the gold answer")
+        reward_correct: float = Field(1.0, description="the score of a correct completion")
+        reward_wrong: float = Field(0.0, description="the score of a wrong one")
+        case_sensitive: bool = Field(True, description="exact, regex, final_answer: compare case too")
+        tolerance: float = Field(1e-6, ge=0, description="numeric: absolute tolerance")
+        relative_tolerance: float | None = Field(None, ge=0, description="numeric: relative tolerance, as in math.isclose")
+        pattern: str | None = Field(None, description="regex: the regular expression")
+        mode: Literal["fullmatch", "search"] = Field("fullmatch", description="regex: match all of the completion, "
+                                                                              "or find it anywhere")
+        marker: str = Field("####", min_length=1, description="final_answer: the answer follows its last "
+                                                             "occurrence; boxed: the last \\boxed{}")
+        compare: Literal["exact", "numeric"] = Field("exact", description="final_answer: how the answer is compared")
+        function: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$", description="custom: module:name, "
+                                     "called as fn(completion, row); the recipe's folder is on sys.path")
+        timeout: float = Field(5.0, gt=0, description="custom, math: seconds before a call is an error")
+        no_answer: Literal["error", "wrong"] = Field("error", description="math: a completion with no answer "
+                                                     "math-verify can find is an error, or a wrong answer")
 
         @field_validator("pattern")
         @classmethod
@@ -135,26 +207,45 @@ class RuleSource(RewardSource):
             needed = {"regex": "pattern", "custom": "function"}.get(self.check)
             if needed and getattr(self, needed) is None:
                 raise ValueError(f"check '{self.check}' needs option '{needed}'")
+            if self.check == "math":
+                _math_verify()
             return self
 
     def __init__(self, options: Options, context: PluginContext):
         super().__init__(options, context)
         o = self.options
         self._regex = re.compile(o.pattern, 0 if o.case_sensitive else re.IGNORECASE) if o.pattern else None
-        self._fn = self._import(o.function) if o.check == "custom" else None
+        self._fn = self._import(o.function, context) if o.check == "custom" else None
         self._hung: list[threading.Thread] = []
 
-    def _import(self, spec: str) -> Any:
+    @classmethod
+    def preflight(cls, options: Options, context: PluginContext, rows: Any) -> None:
+        """Before any model loads: the custom function imports; every train row has the gold answer."""
+        if options.check == "custom":
+            cls._import(options.function, context)
+        if options.check in _GOLD_CHECKS and rows is not None:
+            key = options.answer_key
+            lacking = [line for row, line in zip(rows, rows.lines) if row.get(key) is None]
+            if lacking:
+                raise UserError(f"{rows.origin}:{lacking[0]}: {len(lacking)} of {len(rows)} rows have no '{key}', "
+                                f"the gold answer rule source '{context.name}' (check {options.check}) reads")
+
+    @staticmethod
+    def _import(spec: str, context: PluginContext) -> Callable[..., Any]:
+        # like `python recipe.py`: the recipe's folder first on sys.path, so a checks.py beside it imports
+        folder = str(Path(context.recipe_dir).resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
         module, _, attr = spec.partition(":")
         try:
             obj: Any = importlib.import_module(module)
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except Exception as e:  # noqa: BLE001 - any failure to import is the user's to fix
-            raise UserError(f"rule source '{self.context.name}': cannot import custom check '{spec}': "
-                            f"{type(e).__name__}: {e}") from None
+            raise UserError(f"rule source '{context.name}': cannot import custom check '{spec}' (looked in "
+                            f"{folder} and sys.path): {type(e).__name__}: {e}") from None
         if not callable(obj):
-            raise UserError(f"rule source '{self.context.name}': custom check '{spec}' is not callable")
+            raise UserError(f"rule source '{context.name}': custom check '{spec}' is not callable")
         return obj
 
     def describe(self) -> dict[str, Any]:
@@ -176,6 +267,8 @@ class RuleSource(RewardSource):
         if row.get(o.answer_key) is None:
             return Score.error(f"row has no gold answer in field '{o.answer_key}'")
         gold, compare = row[o.answer_key], o.check
+        if o.check == "math":
+            return self._math(completion, gold)
         if o.check == "final_answer":
             if isinstance(gold, str):
                 gold = extract_final(gold, o.marker) or gold
@@ -191,29 +284,52 @@ class RuleSource(RewardSource):
         return self._verdict(got is not None and math.isclose(
             got, expected, abs_tol=o.tolerance, rel_tol=o.relative_tolerance or 0.0))
 
-    def _call_custom(self, completion: str, row: dict[str, Any]) -> Score:
+    def _math(self, completion: str, gold: Any) -> Score:
+        o = self.options
+        if threading.current_thread() is threading.main_thread():
+            status, value = math_score(completion, gold, max(1, math.ceil(o.timeout)))
+        else:
+            out = self._bounded(lambda: math_score(completion, gold, None), "math check")
+            if "error" in out:
+                return Score.error(out["error"])
+            status, value = out["value"]
+        if status == "error":
+            return Score.error(value)
+        if status == "no_answer":
+            return self._verdict(False) if o.no_answer == "wrong" else \
+                Score.error("math-verify found no answer in the completion")
+        return self._verdict(value)
+
+    def _bounded(self, fn: Callable[[], Any], what: str) -> dict[str, Any]:
+        """``{"value": fn()}``, or ``{"error": reason}`` when it raised, ran past ``timeout`` or too many
+        earlier calls are still hung."""
         o = self.options
         self._hung = [t for t in self._hung if t.is_alive()]
         if len(self._hung) >= _MAX_HUNG:
-            return Score.error(f"custom check {o.function}: {len(self._hung)} earlier calls still hung")
+            return {"error": f"{what}: {len(self._hung)} earlier calls still hung"}
         out: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                out["value"] = self._fn(completion, row)
+                out["value"] = fn()
             except BaseException as e:  # noqa: BLE001 - reported as the score's reason
-                out["error"] = f"{type(e).__name__}: {e}"
+                out["error"] = f"{what} raised {type(e).__name__}: {str(e)[:200]}"
 
         # A daemon thread, not a ThreadPoolExecutor: the executor joins its workers at exit, so a hung
         # check would block the process from ever ending.
-        thread = threading.Thread(target=run, name=f"rule-custom-{self.context.name}", daemon=True)
+        thread = threading.Thread(target=run, name=f"rule-{o.check}-{self.context.name}", daemon=True)
         thread.start()
         thread.join(o.timeout)
         if thread.is_alive():
             self._hung.append(thread)
-            return Score.error(f"custom check {o.function} timed out after {o.timeout:g}s")
+            return {"error": f"{what} timed out after {o.timeout:g}s"}
+        return out
+
+    def _call_custom(self, completion: str, row: dict[str, Any]) -> Score:
+        o = self.options
+        out = self._bounded(lambda: self._fn(completion, row), f"custom check {o.function}")
         if "error" in out:
-            return Score.error(f"custom check {o.function} raised {out['error'][:200]}")
+            return Score.error(out["error"])
         value = out["value"]
         if value is None:
             return Score.abstain(f"custom check {o.function} returned None")
