@@ -21,6 +21,7 @@ from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, sequence_logprobs, tokenize,
     mismatch_metrics, tokenize_rollouts, truncated_is_weights,
 )
+from .chat import encode_prompt, prompt_text, prompt_turns, render_prompt  # noqa: E402
 from .data import Dataset, load as load_dataset  # noqa: E402
 from .errors import RunStopped, UserError  # noqa: E402
 from .lora import merged_state_dict  # noqa: E402
@@ -53,5 +54,6 @@ __all__ = [
     "bradley_terry_loss", "pair_scores", "score_rollouts",
     "tokenize", "tokenize_rollouts", "Dataset", "load_dataset", "RunStopped", "UserError", "BinaryFeedback", "Demonstrations", "Feedback", "PairFeedback",
     "Preference", "Rollout", "ScalarFeedback", "Score", "Scored", "DataRef", "GeneratedData",
+    "render_prompt", "encode_prompt", "prompt_text", "prompt_turns",
     "last_token_index", "load_scalar_model", "scalar_model", "load_model", "generate_rollouts", "sequence_scores", "token_values",
 ]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .chat import template_path
 from .errors import UserError, did_you_mean
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
@@ -45,6 +46,9 @@ class ModelSpec(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     gguf_file: str | None = Field(None, description="a GGUF file inside `path` (transformers dequantises it)")
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of every weight (none: full fine-tuning)")
+    chat_template: str | None = Field(None, description="a Jinja chat template, or a file holding one (relative to "
+                                                        "the recipe): renders conversational rows; overrides the "
+                                                        "tokenizer's own and is saved with the trained model")
 
 
 class GeneratedData(Strict):
@@ -109,6 +113,9 @@ class RolloutSpec(Strict):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
+    system_prompt: str | None = Field(None, description="a system turn put first in every conversational prompt "
+                                                        "(unless the row starts with its own); plain-string prompts "
+                                                        "take none")
 
 
 class TrainSpec(Strict):
@@ -374,6 +381,9 @@ def _check_files(recipe: Recipe, lines: dict) -> None:
                 missing(("stages", i, "data", split), ref)
             if isinstance(ref, str) and Path(ref).is_absolute() and not Path(ref).exists():
                 missing(("stages", i, "data", split), ref)
+    t = recipe.model.chat_template
+    if t is not None and (where := template_path(t, recipe.base_dir)) is not None and not where.is_file():
+        missing(("model", "chat_template"), t)
     p = recipe.model.path
     if _looks_local(p) and not (recipe.base_dir / p).expanduser().exists() and not Path(p).expanduser().exists():
         missing(("model", "path"), p)

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from feedback_rl import (
     BinaryFeedback, Feedback, PairFeedback, PluginContext, PluginOptions, Preference, RewardSource, Rollout,
-    ScalarFeedback, Score,
+    ScalarFeedback, Score, prompt_turns,
 )
 
 from .refit import RefitOptions, RefittedRewardModel
@@ -236,6 +236,8 @@ def _meta(a: Rollout, b: Rollout | None = None) -> dict:
             "policy_version": a.policy_version}
     if b is not None:
         meta["completion_ids_b"] = b.completion_ids
+    if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
+        meta["turns"] = prompt_turns(a.row["prompt"])
     return meta
 
 
