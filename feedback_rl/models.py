@@ -62,7 +62,6 @@ def load_tokenizer(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int,
     """The policy's tokenizer alone, set up as :func:`load_policy` sets it up (rows are checked with it
     before any weights load)."""
     from transformers import AutoTokenizer
-    quiet_transformers()
     where, kwargs, adapter = located or _locate(spec, base_dir, build_dir, seed)
     try:
         has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").exists()
@@ -74,6 +73,7 @@ def load_tokenizer(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int,
 
 def _locate(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[str, dict[str, Any], str | None]:
     """(where the weights are, ``from_pretrained`` keyword arguments, the adapter folder or None)."""
+    quiet_transformers()  # before a built-in model is built and saved
     where, kwargs = resolve_path(spec, base_dir, build_dir, seed)
     adapter = None
     if not kwargs and lora.is_adapter_folder(where):
