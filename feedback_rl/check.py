@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .base import PluginContext, SamplingParams
+from .chat import check_rows, render_prompt
 from .errors import RunStopped, UserError
 from .feedback import candidate_pairs
 from .rewards import Mixer, Slot
@@ -57,7 +58,12 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             if ref is None:
                 echo(f"stage '{stage.name}': no data to generate rollouts from; skipped")
                 continue
-            rows = list(datasets.load(ref, rec.base_dir))[:num_prompts]
+            data = datasets.load(ref, rec.base_dir)
+            rows = datasets.Dataset(list(data)[:num_prompts], data.origin, data.lines[:num_prompts])
+            system = stage.rollout.system_prompt
+            context = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings",
+                                                                             None)
+            check_rows(rows, tokenizer, context, stage.rollout.max_new_tokens, system)
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
             backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
@@ -67,6 +73,8 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling, generations)
             echo(f"== stage '{stage.name}': {len(rollouts)} rollouts of {len(rows)} prompts "
                  "(from the recipe's starting model)")
+            if "prompt" in rows[0]:  # one rendering everywhere: this is the text the policy is prompted with
+                echo(f"prompt as the policy sees it: {render_prompt(tokenizer, rows[0]['prompt'], system)!r}")
             for key, specs in groups:
                 if not specs:
                     continue
