@@ -22,3 +22,13 @@ def test_a_conversation_is_stored_with_its_turns_and_a_plain_prompt_with_none(tm
     conv, plain = sorted(items, key=lambda item: item["turns"] is None)
     assert conv["turns"] == TURNS and conv["prompt"] == "<|system|>...rendered"
     assert plain["turns"] is None
+
+
+def test_the_terminal_shows_a_conversation_turn_by_turn_as_quoted_literals(tmp_path):
+    from frl_plugins.rewards.human.store import LabelStore
+    from frl_plugins.rewards.human.terminal import label_loop
+    store = LabelStore(tmp_path / "l.sqlite")
+    store.enqueue("thumbs", "<|user|>rendered", "4", meta={"turns": [{"role": "user", "content": "\x1b[2Jhi"}]})
+    shown: list[str] = []
+    label_loop(store, "me", read=lambda _: "q", echo=shown.append)
+    assert "prompt:\n  ['user'] '\\x1b[2Jhi'" in shown and not any("\x1b" in s for s in shown)
