@@ -115,7 +115,7 @@ def no_template_message(tokenizer: Any) -> str:
             "(a Jinja template, or a file holding one) or write the rows as plain strings")
 
 
-def render(tokenizer: Any, conversation: list[Turn], generation: bool = False) -> str:
+def render(tokenizer: Any, conversation: list[Turn], generation: bool = False, continue_final: bool = True) -> str:
     """The conversation through the chat template. With ``generation``, ready for the model to answer:
     the assistant's header follows (``add_generation_prompt``), or, when the last turn is the
     assistant's, that turn is left open for the model to continue (TRL does the same)."""
@@ -123,7 +123,7 @@ def render(tokenizer: Any, conversation: list[Turn], generation: bool = False) -
         raise UserError(no_template_message(tokenizer))
     kwargs: dict[str, Any] = {}
     if generation:
-        if conversation and conversation[-1]["role"] == "assistant":
+        if continue_final and conversation and conversation[-1]["role"] == "assistant":
             kwargs["continue_final_message"] = True
         else:
             kwargs["add_generation_prompt"] = True
@@ -198,7 +198,8 @@ def _encode_turns(tokenizer: Any, conv: list[Turn], trained: list[int], add_eos:
     # character boundaries: where each trained assistant turn starts (after its header) and ends
     cuts = []
     for k in trained:
-        for text, part in ((render(tokenizer, conv[:k], generation=True) if k else _empty_prompt(tokenizer), "start"),
+        opened = render(tokenizer, conv[:k], generation=True, continue_final=False) if k else _empty_prompt(tokenizer)
+        for text, part in ((opened, "start"),
                            (render(tokenizer, conv[: k + 1]), "end")):
             if not full_text.startswith(text):
                 raise UserError(f"the chat template of '{_name(tokenizer)}' is not prefix-stable: the conversation "

@@ -177,6 +177,11 @@ def test_tiny_messages_mask_and_eos(tiny):
     assert with_sys == enc
 
 
+def test_two_assistant_turns_in_a_row_each_train(tiny):
+    conv = USER + [{"role": "assistant", "content": "4"}, {"role": "assistant", "content": "Sure."}]
+    assert trained_text(tiny, encode_example(tiny, None, conv)) == ["4<eos>", "Sure.<eos>"]
+
+
 def test_a_template_that_does_not_end_turns_with_eos_gets_one_appended(bpe):
     plain = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
              "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
