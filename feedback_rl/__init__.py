@@ -17,7 +17,7 @@ from .batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch,
     rollout_batch, sequence_logprobs, split_pairs,
 )
-from .chat import encode_prompt, render_prompt  # noqa: E402
+from .chat import encode_prompt, prompt_text, prompt_turns, render_prompt  # noqa: E402
 from .data import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
 from .datasources import DataSource  # noqa: E402
 from .errors import RunStopped, UserError, did_you_mean  # noqa: E402
@@ -50,7 +50,8 @@ __all__ = [
     "Feedback", "ScalarFeedback", "PairFeedback", "BinaryFeedback", "Demonstrations",
     "feedback_from_rows", "to_pairs", "candidate_pairs", "encode_text_rollouts",
     # data and prompts
-    "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "SourcedData", "DataSource", "render_prompt", "encode_prompt",
+    "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "SourcedData", "DataSource", "render_prompt", "encode_prompt", "prompt_text",
+    "prompt_turns",
     # token batches and log-probs
     "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
     "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .base import PluginContext
+from .chat import check_rows, render_prompt
 from .errors import RunStopped, UserError
 from .feedback import candidate_pairs
 from .rewards import Slot, build_mixer
@@ -41,7 +42,8 @@ def check(recipe: str, overrides: tuple[str, ...], num_prompts: int, generations
 def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int, echo: Any,
               data: list | None = None) -> list[str]:
     """Checks every stage; returns the names (``stage/source``) of the sources that failed."""
-    from .models import load_policy
+    from . import data as datasets
+    from .models import context_length, load_policy
     from .preflight import check as preflight
     data = data if data is not None else preflight(rec, reg)
     failed: list[str] = []
@@ -58,14 +60,18 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             if rows is None:
                 echo(f"stage '{stage.name}': no data to generate rollouts from; skipped")
                 continue
-            rows = list(rows)[:num_prompts]
+            rows = datasets.Dataset(list(rows)[:num_prompts], rows.origin, rows.lines[:num_prompts], rows.unit)
+            system = stage.rollout.system_prompt
+            check_rows(rows, tokenizer, context_length(policy.config), stage.rollout.max_new_tokens, system)
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
             backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
             rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling_params(stage.rollout), generations,
-                                         system_prompt=getattr(stage.rollout, "system_prompt", None))
+                                         system_prompt=stage.rollout.system_prompt)
             echo(f"== stage '{stage.name}': {len(rollouts)} rollouts of {len(rows)} prompts "
                  "(from the recipe's starting model)")
+            if "prompt" in rows[0]:  # one rendering everywhere: this is the text the policy is prompted with
+                echo(f"prompt as the policy sees it: {render_prompt(tokenizer, rows[0]['prompt'], system)!r}")
             for key, specs in groups:
                 if not specs:
                     continue

@@ -21,13 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .chat import encode_prompt
+from .chat import check_rows
 from . import data as datasets
 from . import feedback as shapes
 from . import lora
 from .base import Models, PluginContext
 from .distributed import Dist, check_batches, idle_loss
-from .errors import RunStopped, UserError
+from .errors import RunStopped
 from .evaluation import evaluate
 from .health import Health
 from .models import context_length, load_policy
@@ -144,7 +144,7 @@ class Engine:
                                                    for slot in mixer.slots + eval_mixer.slots})
         train_rows = self.data[i].train
         eval_rows = self.data[i].eval[: stage.eval.num_prompts] if self.data[i].eval is not None else []
-        self._check_lengths(train_rows, bool(mixer.slots), stage)
+        self._check_lengths(train_rows, stage)
         self.dist.check_models(models, f"{self.recipe.path}: stages[{i}].optimizer.critic")
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
@@ -358,17 +358,12 @@ class Engine:
             return ctx
         return build_mixer(self.recipe, self.reg, i, key, specs, context, normalize, max_error_rate)
 
-    def _check_lengths(self, rows: Any, online: bool, stage: StageSpec) -> None:
-        if rows is None:
-            return  # the columns were checked before any model loaded (preflight); the length needs the tokenizer
-        limit = context_length(self.policy.config)
-        if limit:
-            budget = limit - (stage.rollout.max_new_tokens if online else 0)
-            for row, line in zip(rows, rows.lines):
-                n = len(encode_prompt(self.tokenizer, row["prompt"], _system_prompt(stage)))
-                if n > budget:
-                    raise UserError(f"{rows.origin}:{line}: prompt is {n} tokens; with max_new_tokens "
-                                    f"{stage.rollout.max_new_tokens} it exceeds the model's context of {limit}")
+    def _check_lengths(self, rows: Any, stage: StageSpec) -> None:
+        """Rows render and fit the context (the columns were checked before any model loaded); every stage
+        generates from prompts of this shape, online or in its eval, so each leaves room for max_new_tokens."""
+        if rows is not None:
+            check_rows(rows, self.tokenizer, context_length(self.policy.config), stage.rollout.max_new_tokens,
+                       stage.rollout.system_prompt)
 
     def _log(self, metrics: dict[str, Any]) -> None:
         self.global_step += 1
@@ -385,7 +380,7 @@ class Engine:
 
 
 def _system_prompt(stage: StageSpec) -> str | None:
-    return getattr(stage.rollout, "system_prompt", None)
+    return stage.rollout.system_prompt
 
 
 def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:

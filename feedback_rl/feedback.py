@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from .chat import encode_example, render_prompt
-from .data import TEXT_OR_TURNS
+from .chat import encode_example
+from .chat import extract_prompt
+from .data import TEXT_OR_TURNS, Turns
 from .types import BinaryFeedback, Demonstrations, Feedback, PairFeedback, Preference, Rating, Rollout, \
     ScalarFeedback, Scored
 
@@ -50,8 +51,15 @@ SHAPES = {s.name: s for s in (
 JUDGMENTS = {"scores", "preferences", "values", "labels"}
 
 
-def row_columns(shape: str, online: bool) -> dict[str, Any]:
-    """The columns (and types) every row of a stage's ``data.train`` needs."""
+def row_columns(shape: str, online: bool, first: dict | None = None) -> dict[str, Any]:
+    """The columns (and types) every row of a stage's ``data.train`` needs. ``first`` (the first row) picks
+    between TRL's forms: SFT on ``messages``, and pairs whose ``chosen``/``rejected`` conversations carry
+    their prompt in their shared first turns (no ``prompt`` column)."""
+    first = first or {}
+    if not online and shape == "demonstrations" and "messages" in first and "completion" not in first:
+        return {"messages": Turns}
+    if not online and shape == "pairs" and "prompt" not in first and isinstance(first.get("chosen"), list):
+        return {"chosen": Turns, "rejected": Turns}
     return {"prompt": TEXT, **({} if online else SHAPES[shape].columns)}
 
 
@@ -72,21 +80,26 @@ def from_rows(shape: str, rows: list[dict], tokenizer: Any, system_prompt: str |
     if shape == "scalar":
         raise ValueError("scalar feedback needs reward sources")
 
-    def encode(k: int, row: dict, completion: Any) -> Rollout:
-        enc = encode_example(tokenizer, row.get("prompt"), completion, system_prompt)
-        prompt = row.get("prompt")
-        return Rollout(prompt=render_prompt(tokenizer, prompt, system_prompt) if prompt is not None else "",
-                       completion=completion if isinstance(completion, str) else "", row=row, group=k,
-                       prompt_ids=enc.prompt_ids, completion_ids=enc.completion_ids,
+    def encode(k: int, row: dict, prompt: Any, completion: Any) -> Rollout:
+        enc = encode_example(tokenizer, prompt, completion, system_prompt)
+        return Rollout(prompt=enc.prompt_text, completion=completion if isinstance(completion, str) else "",
+                       row=row, group=k, prompt_ids=enc.prompt_ids, completion_ids=enc.completion_ids,
                        completion_mask=enc.completion_mask, uid=f"row-{k}")
 
-    if shape == "demonstrations":
-        return Demonstrations([encode(k, r, r["completion"] if "completion" in r else r.get("messages"))
+    if shape == "demonstrations":  # prompt + completion, or a whole conversation (loss on the assistant's turns)
+        return Demonstrations([encode(k, r, r.get("prompt"), r["completion"] if "completion" in r else r["messages"])
                                for k, r in enumerate(rows)])
     if shape == "pairs":
-        return PairFeedback([encode(k, r, r["chosen"]) for k, r in enumerate(rows)],
-                            [encode(k, r, r["rejected"]) for k, r in enumerate(rows)], [1.0] * len(rows))
-    return BinaryFeedback([encode(k, r, r["completion"]) for k, r in enumerate(rows)],
+        fb = PairFeedback()
+        for k, r in enumerate(rows):
+            prompt, chosen, rejected = r.get("prompt"), r["chosen"], r["rejected"]
+            if prompt is None:  # TRL's implicit prompt: the turns chosen and rejected share
+                prompt, chosen, rejected = extract_prompt(chosen, rejected)
+            fb.chosen.append(encode(k, r, prompt, chosen))
+            fb.rejected.append(encode(k, r, prompt, rejected))
+            fb.margins.append(1.0)
+        return fb
+    return BinaryFeedback([encode(k, r, r.get("prompt"), r["completion"]) for k, r in enumerate(rows)],
                           [bool(r["label"]) for r in rows])
 
 

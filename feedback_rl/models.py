@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from . import hub, lora
+from . import chat, hub, lora
 from .errors import UserError
 from .recipe import ModelSpec
+from .tiny import CHAT_TEMPLATE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,28 +45,63 @@ def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) ->
 def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[torch.nn.Module, Any]:
     """The policy and its tokenizer. With ``spec.lora`` the policy gets a fresh LoRA adapter; a folder
     holding an adapter (a LoRA checkpoint or stage output) loads its base, then the adapter, trainable."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    quiet_transformers()
+    from transformers import AutoModelForCausalLM
+    located = _locate(spec, base_dir, build_dir, seed)
+    tokenizer = load_tokenizer(spec, base_dir, build_dir, seed, located)
+    where, kwargs, adapter = located
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[spec.dtype], **kwargs)
+    except OSError as e:
+        raise _cannot_load(spec, where, adapter, e) from None
+    if adapter is not None:
+        model = lora.load_adapter(model, adapter, trainable=True)
+    elif spec.lora is not None:
+        model = lora.wrap(model, spec.lora)
+    return model, tokenizer
+
+
+def load_tokenizer(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int,
+                   located: tuple[str, dict[str, Any], str | None] | None = None) -> Any:
+    """The policy's tokenizer alone, set up as :func:`load_policy` sets it up (rows are checked with it
+    before any weights load)."""
+    from transformers import AutoTokenizer
+    where, kwargs, adapter = located or _locate(spec, base_dir, build_dir, seed)
+    try:
+        has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").exists()
+        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else where, **kwargs)
+    except OSError as e:
+        raise _cannot_load(spec, where, adapter, e) from None
+    return setup_tokenizer(tokenizer, spec, base_dir)
+
+
+def _locate(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[str, dict[str, Any], str | None]:
+    """(where the weights are, ``from_pretrained`` keyword arguments, the adapter folder or None)."""
+    quiet_transformers()  # before a built-in model is built and saved
     where, kwargs = resolve_path(spec, base_dir, build_dir, seed)
     adapter = None
     if not kwargs and lora.is_adapter_folder(where):
         adapter, where = where, lora.base_path(where)
     elif Path(where).exists():
         where = str(Path(where).resolve())  # an adapter saved later names its base by this path
-    try:
-        has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").exists()
-        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[spec.dtype], **kwargs)
-    except OSError as e:
-        what = f"the base '{where}' of the adapter '{spec.path}'" if adapter else f"'{spec.path}'"
-        raise UserError(f"model.path: cannot load {what}: {str(e).splitlines()[0]}") from None
+    return where, kwargs, adapter
+
+
+def _cannot_load(spec: ModelSpec, where: str, adapter: str | None, e: OSError) -> UserError:
+    what = f"the base '{where}' of the adapter '{spec.path}'" if adapter else f"'{spec.path}'"
+    return UserError(f"model.path: cannot load {what}: {str(e).splitlines()[0]}")
+
+
+def setup_tokenizer(tokenizer: Any, spec: ModelSpec, base_dir: Path) -> Any:
+    """The one place a loaded tokenizer is set up: a pad token, and the chat template (the recipe's
+    ``model.chat_template`` over the tokenizer's own). The template lives on the tokenizer, so every
+    ``save_pretrained`` (stage outputs, checkpoints, ``final/``, ``frl export``) writes it."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if adapter is not None:
-        model = lora.load_adapter(model, adapter, trainable=True)
-    elif spec.lora is not None:
-        model = lora.wrap(model, spec.lora)
-    return model, tokenizer
+    if spec.chat_template is not None:
+        tokenizer.chat_template = chat.read_template(spec.chat_template, base_dir)
+    elif spec.path.startswith("builtin:") and not chat.has_template(tokenizer):
+        tokenizer.chat_template = CHAT_TEMPLATE  # a tiny model built before it had a template
+    return tokenizer
 
 
 def context_length(config: Any) -> int | None:

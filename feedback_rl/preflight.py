@@ -64,7 +64,8 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
         opt_cls = registry.get("optimizers", stage.optimizer.type)
         online = bool(stage.rewards.sources) and opt_cls.feedback != "demonstrations"
         if rows.train is not None:
-            rows.train.require(row_columns(opt_cls.feedback, online), f"stage '{stage.name}' ({stage.optimizer.type})")
+            rows.train.require(row_columns(opt_cls.feedback, online, rows.train[0] if len(rows.train) else None),
+                               f"stage '{stage.name}' ({stage.optimizer.type})")
         if rows.eval is not None:
             rows.eval.require(row_columns("scalar", True), f"stage '{stage.name}' (eval)")
         _check_sources(recipe, registry, i, rows)

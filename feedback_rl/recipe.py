@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .chat import template_path
 from .errors import UserError, did_you_mean, read_text
 from .recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
 from .recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
@@ -46,6 +47,9 @@ class ModelSpec(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     gguf_file: str | None = Field(None, description="a GGUF file inside `path` (transformers dequantises it)")
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of every weight (none: full fine-tuning)")
+    chat_template: str | None = Field(None, description="a Jinja chat template, or a file holding one (relative to "
+                                                        "the recipe): renders conversational rows; overrides the "
+                                                        "tokenizer's own and is saved with the trained model")
 
 
 class DataSpec(Strict):
@@ -98,6 +102,9 @@ class RolloutSpec(Strict):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
+    system_prompt: str | None = Field(None, description="a system turn put first in every conversational prompt "
+                                                        "(unless the row starts with its own); plain-string prompts "
+                                                        "take none")
 
 
 class TrainSpec(Strict):
@@ -397,6 +404,9 @@ def _check_files(recipe: Recipe, lines: dict) -> None:
             if path.is_dir() and not isinstance(ref, HubData):
                 fail(loc, f"{value} is a folder, not a data file; read a save_to_disk folder or a folder of "
                           f"data files with {{dataset: {value}}}")
+    t = recipe.model.chat_template
+    if t is not None and (where := template_path(t, recipe.base_dir)) is not None and not where.is_file():
+        fail(("model", "chat_template"), f"file not found: {t}")
     p = recipe.model.path
     if _looks_local(p) and not (recipe.base_dir / p).expanduser().exists() and not Path(p).expanduser().exists():
         fail(("model", "path"), f"file not found: {p}")

@@ -13,6 +13,14 @@ import torch
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = list(string.digits + string.ascii_letters + string.punctuation + " \n")
 
+# The tiny model's chat template, made of its own characters: "<|user|>\nhi\n<|assistant|>\nhello<eos>\n".
+# An assistant turn ends with EOS, so a model trained on conversations learns to stop where generation stops.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
 
 def char_tokenizer():
     """A fast tokenizer with one token per printable ASCII character."""
@@ -26,6 +34,7 @@ def char_tokenizer():
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
                                   eos_token="<eos>", unk_token="<unk>")
     tok.padding_side = "left"
+    tok.chat_template = CHAT_TEMPLATE
     return tok
 
 

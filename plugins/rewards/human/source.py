@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field
 
 from feedback_rl import (
-    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs,
+    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs, prompt_turns,
 )
 
 from .refit import RefitOptions, RefittedRewardModel
@@ -216,6 +216,8 @@ def _meta(a: Rollout, b: Rollout | None = None) -> dict:
             "policy_version": a.policy_version}
     if b is not None:
         meta["completion_ids_b"] = b.completion_ids
+    if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
+        meta["turns"] = prompt_turns(a.row["prompt"])
     return meta
 
 

@@ -213,7 +213,9 @@ class LabelStore:
             if row is None:
                 return None
             db.execute("UPDATE items SET leased_by=?, leased_until=? WHERE id=?", (annotator, now + LEASE_S, row["id"]))
-        return {"id": row["id"], "task": row["task"], "prompt": row["prompt"], "a": row["a"], "b": row["b"]}
+        turns = json.loads(row["meta"] or "{}").get("turns")  # a conversational prompt: shown turn by turn
+        return {"id": row["id"], "task": row["task"], "prompt": row["prompt"], "turns": turns, "a": row["a"],
+                "b": row["b"]}
 
     def skip(self, item_id: int, annotator: str) -> None:
         with self._tx() as db:

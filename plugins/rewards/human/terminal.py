@@ -22,7 +22,10 @@ def label_loop(store: LabelStore, annotator: str, read: Callable[[str], str] = i
             echo("nothing to label")
             break
         echo(f"\n--- item {item['id']} ({item['task']}); pending: {int(store.stats()['queue_depth'])}")
-        echo(f"prompt: {item['prompt']!r}")
+        if item.get("turns"):  # a conversation, turn by turn; text as quoted literals, as everywhere here
+            echo("prompt:\n" + "\n".join(f"  [{t['role']!r}] {t['content']!r}" for t in item["turns"]))
+        else:
+            echo(f"prompt: {item['prompt']!r}")
         if item["task"] == "pairwise":
             echo(f"  A: {item['a']!r}\n  B: {item['b']!r}")
         else:

@@ -8,6 +8,7 @@ counts under ``on_parse_error`` (abstain or error), never as a number.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -17,7 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from feedback_rl import PluginContext, PluginOptions, Preference, RewardSource, Rollout, Score, UserError, hookimpl
+from feedback_rl import (
+    PluginContext, PluginOptions, Preference, RewardSource, Rollout, Score, UserError, hookimpl, prompt_text, prompt_turns,
+)
 
 from .cache import ReplyCache, cache_key
 from .client import CallFailed, JudgeClient
@@ -39,8 +42,14 @@ class JudgeSource(RewardSource):
         model: str
         api_key_env: str | None = None  # the NAME of the variable holding the key; the key never goes in a recipe
         mode: Literal["pointwise", "pairwise"] = "pointwise"
-        template: str | None = None
-        template_file: str | None = None
+        template: str | None = Field(None, description=(
+            "the judge prompt; {variables}: prompt (the prompt as readable text: a plain string as it is, one user "
+            "turn as its content, a longer conversation as role: content lines), prompt_turns (its turns as "
+            "JSON), prompt_rendered (the exact text the policy was prompted with, chat template included), "
+            "completion (pointwise) or completion_a and completion_b (pairwise), and every text or number field "
+            "of the row (e.g. answer)"))
+        template_file: str | None = Field(None, description="a file holding the template (same variables), "
+                                                            "relative to the recipe")
         system: str | None = None
         max_tokens: int = Field(64, ge=1)
         temperature: float = Field(0.0, ge=0.0)
@@ -188,7 +197,13 @@ class JudgeSource(RewardSource):
             raise UserError(f"judge '{self.context.name}': {named['failure']}; {named['setting']}")
 
     def _values(self, rollout: Rollout, **extra: str) -> dict[str, Any]:
-        return template_values(rollout.row, prompt=rollout.prompt, **extra)
+        values = {k: v for k, v in rollout.row.items() if isinstance(v, (str, int, float, bool))}
+        prompt = rollout.row.get("prompt")
+        if not isinstance(prompt, (str, list)):
+            prompt = rollout.prompt  # a row without a prompt of its own (e.g. a labeled item): the rendered text
+        values.update(prompt=prompt_text(prompt), prompt_turns=json.dumps(prompt_turns(prompt), ensure_ascii=False),
+                      prompt_rendered=rollout.prompt, **extra)
+        return values
 
     def _params(self) -> dict[str, Any]:
         o = self.options

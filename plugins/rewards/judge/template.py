@@ -1,4 +1,14 @@
-"""Judge prompt templates (``{variable}`` from the rollout and the dataset row) and reply parsing."""
+"""Judge prompt templates (``{variable}`` from the rollout and the dataset row) and reply parsing.
+
+The variables a template may use (the judge source fills them):
+
+- ``{prompt}``: the prompt as readable text, free of chat-template markup: a plain-string prompt as it is,
+  a single user turn as its content, a longer conversation as ``role: content`` lines;
+- ``{prompt_turns}``: the prompt's turns as JSON (``[{"role": "user", "content": ...}]``);
+- ``{prompt_rendered}``: the exact text the policy was prompted with (chat template included);
+- ``{completion}`` (pointwise), ``{completion_a}`` and ``{completion_b}`` (pairwise);
+- every text, number or boolean field of the dataset row, e.g. ``{answer}``.
+"""
 from __future__ import annotations
 
 import hashlib

@@ -17,6 +17,30 @@ function setCounts(data) {
   if (data.annotator) $("annotator").textContent = data.annotator;
 }
 
+// A conversation shows turn by turn (role, then content); a plain prompt as one block. Text only.
+function showPrompt(item) {
+  const box = $("prompt");
+  box.replaceChildren();
+  const turns = Array.isArray(item.turns) && item.turns.length ? item.turns : null;
+  if (!turns) {
+    const pre = document.createElement("pre");
+    pre.textContent = item.prompt;
+    box.appendChild(pre);
+    return;
+  }
+  for (const turn of turns) {
+    const div = document.createElement("div");
+    div.className = "turn";
+    const role = document.createElement("span");
+    role.className = "role";
+    role.textContent = String(turn.role);
+    const content = document.createElement("pre");
+    content.textContent = String(turn.content);
+    div.append(role, content);
+    box.appendChild(div);
+  }
+}
+
 function render(item) {
   current = item;
   if (!item) {
@@ -25,7 +49,7 @@ function render(item) {
     return;
   }
   $("status").textContent = "Item " + item.id;
-  $("prompt").textContent = item.prompt;
+  showPrompt(item);
   $("a").textContent = item.a;
   $("b-box").hidden = item.task !== "pairwise";
   $("b").textContent = item.b ?? "";
