@@ -29,7 +29,7 @@ from .errors import RunStopped, UserError
 from .evaluation import evaluate
 from .health import Health
 from .models import load_policy
-from .plugins import Registry
+from .plugins import Registry, plugin_versions
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, Slot
 from .roles import SharedValueHead, build_models
@@ -80,6 +80,8 @@ class Engine:
         if self.main:
             self.dist.barrier()
         self.policy.to(self.dist.device)
+        if self.resumed is None and self.main:
+            self.run.write_lock(recipe, plugin_versions(self.pm), {})
         self.summary["status"] = "running"
         if self.main:
             self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
