@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,24 @@ def frl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return out
 
 
+def as_killed_after_step_3(cwd: Path) -> None:
+    """The finished 3-step run in ``cwd``, as the 6-step recipe killed after its step-3 checkpoint would
+    have left it (the constant schedule makes their first 3 steps the same): later checkpoints, the
+    outputs and the status go, and the lock is the 6-step recipe's (a finished run is never resumed)."""
+    from feedback_rl import checkpoint as ckpt
+    from feedback_rl.recipe import load
+    from feedback_rl.runs import Run
+    run = cwd / "runs" / "ddp"
+    for later in ckpt.complete(run / "checkpoints"):
+        if later.name != "00-dpo-step0000003":
+            shutil.rmtree(later)
+    (run / "checkpoints" / "latest").write_text("00-dpo-step0000003")
+    for out in ("final", "stages"):
+        shutil.rmtree(run / out)
+    (run / "status.json").unlink()
+    Run(run.name, run).write_lock(load(cwd / "recipe.yaml"), {})
+
+
 def losses(run: Path, stage: str) -> dict[int, float]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if r.get("stage") == stage and "loss" in r}
@@ -64,11 +83,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert "status: finished" in two.stdout
     (root / "two-rollouts.jsonl").write_text((root / "two" / "runs" / "ddp" / "rollouts.jsonl").read_text())
     # the 2-process run's step-3 checkpoint, continued in ONE process to step 6
+    as_killed_after_step_3(root / "two")
     frl("train", "recipe.yaml", "--resume", cwd=root / "two")
     # and the other way: a 1-process step-3 checkpoint continued in TWO processes
     (root / "three").mkdir()
     (root / "three" / "recipe.yaml").write_text(RECIPE)
     frl("train", "recipe.yaml", "--set", "stages.dpo.train.steps=3", cwd=root / "three")
+    as_killed_after_step_3(root / "three")
     frl("train", "recipe.yaml", "--resume", "--num-processes", "2", cwd=root / "three")
     return {"one": root / "one" / "runs" / "ddp", "two": root / "two" / "runs" / "ddp",
             "three": root / "three" / "runs" / "ddp", "root": root}

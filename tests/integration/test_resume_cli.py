@@ -44,6 +44,7 @@ def test_a_finished_run_is_never_resumed_and_the_refusal_says_how_to_go_on(tmp_p
     assert bare.startswith("error: --resume: nothing to resume: every run of 'crash'") and f"(newest: {run})" in bare
     named = error_line(frl("train", recipe, "--resume", run))
     assert f"--resume {run}: that run finished" in named
+    assert error_line(frl("train", "--resume", recipe)) == bare  # the flag before the recipe
     for line in (bare, named):
         assert f"`frl train {recipe}` (without --resume)" in line and f"--set model.path={run / 'final'}" in line
     assert tree_hash(run) == before and [d.name for d in runs.iterdir()] == ["crash"]
