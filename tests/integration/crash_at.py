@@ -46,14 +46,17 @@ RULE = '[{name: digit, type: rule, check: regex, pattern: "[0-9]", mode: search}
 
 
 def two_stage_recipe(folder: Path, runs: Path | str, name: str = "crash.yaml",
-                     sft_data: str = "{generator: addition, size: 24}", grpo_sources: str = RULE) -> Path:
-    """SFT (4 steps, a checkpoint every 2) then GRPO (3 steps, no checkpoints of its own) on a tiny model."""
+                     sft_data: str = "{generator: addition, size: 24}", grpo_sources: str = RULE,
+                     lora: bool = False) -> Path:
+    """SFT (4 steps, a checkpoint every 2) then GRPO (3 steps, no checkpoints of its own) on a tiny model
+    (with ``lora``, a LoRA adapter: folded into the base at the boundary, a fresh one for GRPO)."""
+    adapter = ", lora: {r: 4, alpha: 8}" if lora else ""
     path = folder / name
     path.write_text(textwrap.dedent(f"""\
         name: crash
         seed: 5
         output_dir: {runs}
-        model: {{path: builtin:tiny-gpt2, tiny: {{n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}}}}
+        model: {{path: builtin:tiny-gpt2, tiny: {{n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}}{adapter}}}
         stages:
           - name: sft
             optimizer: sft
