@@ -33,6 +33,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def uninterrupted(tmp: Path, lora: bool = False) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     out = frl("train", two_stage_recipe(tmp, tmp / "runs", lora=lora), "--no-progress")
     assert out.returncode == 0, out.stderr[-2000:]
     return tmp / "runs" / "crash"
