@@ -8,6 +8,8 @@ import click
 
 from .errors import RunStopped, UserError
 
+NEWEST = "\0newest"  # --resume without a value
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="feedback_rl")
@@ -16,30 +18,39 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--resume", is_flag=True, help="Continue the run from its latest complete checkpoint.")
+@click.option("--resume", "resume", is_flag=False, flag_value=NEWEST, default=None, metavar="[RUN_DIR]",
+              help="Continue the newest unfinished run of RECIPE (or the run folder RUN_DIR) from its latest "
+                   "checkpoint. A finished run is never resumed.")
 @click.option("--num-processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train in N processes (accelerate launch: one per GPU, or gloo on CPU).")
-def train(recipe: str, overrides: tuple[str, ...], no_progress: bool, resume: bool, num_processes: int) -> None:
+def train(recipe: str | None, overrides: tuple[str, ...], no_progress: bool, resume: str | None,
+          num_processes: int) -> None:
     """Run every stage of RECIPE."""
     from . import preflight
     from .distributed import check_batches, launched, relaunch
-    from .train import train_recipe
     from .summary import format_summary
+    from .train import train_recipe
+    if recipe is None and resume not in (None, NEWEST) and not os.path.isdir(resume):
+        recipe, resume = resume, NEWEST  # `frl train --resume r.yaml`: the flag took the recipe as its value
+    if recipe is None:
+        raise click.UsageError("Missing argument 'RECIPE'.")
     checked = preflight.load(recipe, list(overrides))  # every mistake fails here, once, before any process starts
     pm, rec = checked.pm, checked.recipe
+    again = ["frl", "train", recipe, *(f"--set={o}" for o in overrides), *(["--no-progress"] if no_progress else []),
+             *([f"--num-processes={num_processes}"] if num_processes > 1 else [])]
     if num_processes > 1 and not launched():
         check_batches(rec, num_processes)
-        args = ["train", recipe, *(f"--set={o}" for o in overrides), *(["--no-progress"] if no_progress else []),
-                *(["--resume"] if resume else [])]
+        args = ["train", *again[2:], *([] if resume is None else ["--resume"] if resume == NEWEST else [f"--resume={resume}"])]
         code = relaunch(args, num_processes)
         if code:
             click.echo(f"error: training in {num_processes} processes failed (exit code {code}); "
                        "see the messages above", err=True)
         raise click.exceptions.Exit(code)
-    run, summary = train_recipe(rec, pm=pm, progress=not no_progress, resume=resume, say=click.echo,
+    run, summary = train_recipe(rec, pm=pm, progress=not no_progress, say=click.echo, command=again,
+                                resume=False if resume is None else True if resume == NEWEST else resume,
                                 data=checked.data)
     if launched() and int(os.environ.get("RANK", "0")) > 0:
         return  # rank 0 reports for all
@@ -61,7 +72,7 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 @cli.command()
 @click.option("--dir", "root", default="runs", show_default=True, type=click.Path(file_okay=False))
 def runs(root: str) -> None:
-    """List runs with their status, last step and best eval."""
+    """List runs: status (running, finished, interrupted, stopped, failed, killed), last step, best eval."""
     from pathlib import Path
 
     from .runs import list_runs

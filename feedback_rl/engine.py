@@ -75,8 +75,8 @@ class Engine:
         recipe = self.recipe
         check_batches(recipe, self.dist.world)  # before anything loads (accelerate launch skips frl's own check)
         seed_everything(recipe.seed)
-        spec = recipe.model if self.resumed is None else \
-            recipe.model.model_copy(update={"path": str(self.resume_path / "policy"), "gguf_file": None})
+        spec = recipe.model if self.resumed is None else recipe.model.model_copy(
+            update={"path": str(ckpt.policy_folder(self.resume_path, self.resumed)), "gguf_file": None})
         if not self.main:  # rank 0 builds a built-in model's folder first; the others then read it
             self.dist.barrier()
         self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
@@ -90,10 +90,11 @@ class Engine:
             self.pm.hook.frl_run_start(run=self.run, recipe=recipe)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            first = self.resumed["stage_index"] if self.resumed else 0
+            first, resumed = ckpt.resume_point(self.resumed)
             for i, stage in enumerate(recipe.stages):
                 if i >= first:
-                    self.run_stage(i, stage, self.resumed if self.resumed and i == first else None)
+                    self.run_stage(i, stage, resumed if i == first else None)
+            self._save_final()  # before the status says finished: a run is finished only with its final/
             self.summary["status"] = "finished"
         except (RunStopped, KeyboardInterrupt) as e:
             self.summary["status"] = "interrupted" if self.signal else "stopped"
@@ -111,13 +112,15 @@ class Engine:
                 self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
             for lg in self.loggers:
                 lg.close()
+        return self.summary
+
+    def _save_final(self) -> None:
         whole = self.dist.full_state_dict(self.wrapped_policy)
         if self.main:
             final = self.run.dir / "final"
             self.policy.save_pretrained(final, state_dict=whole)
             self.tokenizer.save_pretrained(final)
         self.dist.barrier()
-        return self.summary
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # finish the current step, checkpoint, then stop (a second signal stops at once)
@@ -245,8 +248,7 @@ class Engine:
             if self.signal or (stage.checkpoint.every and step % stage.checkpoint.every == 0):
                 path = save_checkpoint(step)
                 if self.signal:
-                    raise RunStopped(f"{self.signal} received: checkpoint saved at {path}; "
-                                     f"continue with frl train RECIPE --resume")
+                    raise RunStopped(f"{self.signal} received: checkpoint saved at {path}")
         bar.close()
         after = do_eval()
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
@@ -259,6 +261,13 @@ class Engine:
         if self.main:
             produced.save_pretrained(out, state_dict=whole)
             self.tokenizer.save_pretrained(out)
+        # the stage's end is a checkpoint: a run stopped later resumes at the next stage, from `out`
+        shared = produced is self.policy
+        whole = None if shared else self.dist.full_state_dict(self.wrapped_policy)
+        if self.main:
+            ckpt.save_stage_end(self.run.dir, i, [s.name for s in recipe.stages], self.policy, self.tokenizer,
+                                {"global_step": self.global_step, "summary": self.summary}, stage.checkpoint.keep,
+                                out if shared else None, whole)
             self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=stage.train.steps, path=out)
         self.dist.barrier()
         for closable in (mixer, eval_mixer, optimizer, backend):

@@ -127,7 +127,7 @@ class EvalSpec(Strict):
 
 
 class CheckpointSpec(Strict):
-    every: int = Field(0, ge=0, description="save a full-state checkpoint every N steps (0: only on SIGINT/SIGTERM)")
+    every: int = Field(0, ge=0, description="save a full-state checkpoint every N steps (0: only at the stage's end and on SIGINT/SIGTERM)")
     keep: int = Field(2, ge=1, description="how many checkpoints to keep")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ stages:
     train: {steps: 2, batch_size: 4, lr: 1.0e-4}
 """
 TOL = 1e-4
+# every stage's end is a checkpoint too: with grpo's default keep of 2 the dpo step-3 one would go
+KEEP = ("--set", "stages.grpo.checkpoint.keep=3")
 
 
 def frl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -42,6 +45,24 @@ def frl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
+
+
+def as_killed_after_step_3(cwd: Path) -> None:
+    """The finished 3-step run in ``cwd``, as the 6-step recipe killed after its step-3 checkpoint would
+    have left it (the constant schedule makes their first 3 steps the same): later checkpoints, the
+    outputs and the status go, and the lock is the 6-step recipe's (a finished run is never resumed)."""
+    from feedback_rl import checkpoint as ckpt
+    from feedback_rl.recipe import load
+    from feedback_rl.runs import Run
+    run = cwd / "runs" / "ddp"
+    for later in ckpt.complete(run / "checkpoints"):
+        if later.name != "00-dpo-step0000003":
+            shutil.rmtree(later)
+    (run / "checkpoints" / "latest").write_text("00-dpo-step0000003")
+    for out in ("final", "stages"):
+        shutil.rmtree(run / out)
+    (run / "status.json").unlink()
+    Run(run.name, run).write_lock(load(cwd / "recipe.yaml"), {})
 
 
 def losses(run: Path, stage: str) -> dict[int, float]:
@@ -57,18 +78,25 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     for sub in ("one", "two"):
         (root / sub / "recipe.yaml").write_text(RECIPE)
     frl("train", "recipe.yaml", cwd=root / "one")
-    two = frl("train", "recipe.yaml", "--num-processes", "2", "--set", "stages.dpo.train.steps=3", cwd=root / "two")
+    two = frl("train", "recipe.yaml", "--num-processes", "2", "--set", "stages.dpo.train.steps=3", *KEEP,
+              cwd=root / "two")
     status = json.loads((root / "two" / "runs" / "ddp" / "status.json").read_text())
     (root / "two-status.json").write_text(json.dumps(status))
     (root / "two-losses.json").write_text(json.dumps(losses(root / "two" / "runs" / "ddp", "dpo")))
     assert "status: finished" in two.stdout
     (root / "two-rollouts.jsonl").write_text((root / "two" / "runs" / "ddp" / "rollouts.jsonl").read_text())
     # the 2-process run's step-3 checkpoint, continued in ONE process to step 6
+    as_killed_after_step_3(root / "two")
+    # read before the resume: its later checkpoints (every stage's end is one) prune this one
+    state = __import__("torch").load(root / "two" / "runs" / "ddp" / "checkpoints" / "00-dpo-step0000003" /
+                                     "trainer_state.pt", weights_only=False)
+    (root / "two-checkpoint-world.json").write_text(json.dumps(state["world_size"]))
     frl("train", "recipe.yaml", "--resume", cwd=root / "two")
     # and the other way: a 1-process step-3 checkpoint continued in TWO processes
     (root / "three").mkdir()
     (root / "three" / "recipe.yaml").write_text(RECIPE)
-    frl("train", "recipe.yaml", "--set", "stages.dpo.train.steps=3", cwd=root / "three")
+    frl("train", "recipe.yaml", "--set", "stages.dpo.train.steps=3", *KEEP, cwd=root / "three")
+    as_killed_after_step_3(root / "three")
     frl("train", "recipe.yaml", "--resume", "--num-processes", "2", cwd=root / "three")
     return {"one": root / "one" / "runs" / "ddp", "two": root / "two" / "runs" / "ddp",
             "three": root / "three" / "runs" / "ddp", "root": root}
@@ -97,9 +125,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs):
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]  # steps 1-3 logged once by the 2-process run, 4-6 by the resumed one
     for step in (4, 5, 6):
         assert abs(resumed[step] - one[step]) < TOL, (step, resumed[step], one[step])
-    state = __import__("torch").load(runs["two"] / "checkpoints" / "00-dpo-step0000003" / "trainer_state.pt",
-                                     weights_only=False)
-    assert state["world_size"] == 2
+    assert json.loads((runs["root"] / "two-checkpoint-world.json").read_text()) == 2
 
 
 def test_a_one_process_checkpoint_resumes_in_two_processes(runs):

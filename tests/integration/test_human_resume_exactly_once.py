@@ -31,6 +31,9 @@ import pytest
 import torch
 import yaml
 
+from feedback_rl.plugins import default
+from feedback_rl.recipe import load
+from feedback_rl.runs import Run
 from feedback_rl.train import train_recipe
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.store import LabelStore
@@ -160,8 +163,12 @@ def resume_variant(tmp_path: Path, out: Path, vdb: Path, source_state) -> list[d
             time.sleep(0.05)
     annotator = threading.Thread(target=annotate)
     annotator.start()
+    variant = recipe(tmp_path, out, vdb, KILL_AFTER)
+    # the variant runs fewer steps on its own copy of the database: its lock says so, or resume refuses it
+    pm, reg = default()
+    Run(run_dir.name, run_dir).write_lock(load(variant, [], reg), {})
     try:
-        train_recipe(recipe(tmp_path, out, vdb, KILL_AFTER), resume=True)
+        train_recipe(variant, resume=True)
     finally:
         stop.set()
         annotator.join(10)

@@ -76,10 +76,14 @@ def test_lora_dpo_trains_only_the_adapter(trained):
 
 def test_stage_outputs_and_final_are_adapter_folders(trained):
     run_dir = trained[0]
-    for folder in (run_dir / "final", run_dir / "stages" / "dpo", ckpt.latest(run_dir) / "policy"):
+    last_step = ckpt.complete(run_dir / "checkpoints")[-2]  # the newest before the stage-end checkpoint
+    for folder in (run_dir / "final", run_dir / "stages" / "dpo", last_step / "policy"):
         assert lora.is_adapter_folder(folder) and not (folder / "model.safetensors").exists(), folder
         assert (folder / "tokenizer_config.json").exists()
-    assert torch.load(ckpt.latest(run_dir) / "reference.pt") == {}     # the reference holds no weights
+    assert torch.load(last_step / "reference.pt") == {}     # the reference holds no weights
+    end = ckpt.latest(run_dir)  # names the stage output instead of a second copy of the adapter
+    assert ckpt.policy_folder(end, ckpt.load_state(end)) == run_dir / "stages" / "dpo"
+    assert not (end / "policy").exists()
 
 
 def test_export_merge_gives_a_plain_model_with_the_same_logits(trained, tmp_path):
@@ -114,6 +118,7 @@ def test_a_lora_run_resumes_from_its_checkpoint_exactly(trained, tmp_path):
     (copy / "checkpoints" / "latest").write_text(ckpt.complete(copy / "checkpoints")[0].name)
     shutil.rmtree(copy / "final")
     shutil.rmtree(copy / "stages")
+    (copy / "status.json").unlink()  # a killed run never said it finished
     moved = tmp_path / "lora.yaml"
     moved.write_text(recipe.read_text().replace(str(run_dir.parent), str(copy.parent)))
     run, summary = train_recipe(moved, resume=True)

@@ -3,6 +3,7 @@ uninterrupted run, and metrics.jsonl has every step exactly once."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +98,9 @@ def test_sigkill_then_resume_is_bit_identical_and_logs_each_step_once(uninterrup
 
 
 def test_only_the_newest_checkpoints_are_kept(uninterrupted):
+    # the end of the stage is a checkpoint too (the one a resume after it starts from), and counts
     kept = [p.name for p in ckpt.complete(uninterrupted / "checkpoints")]
-    assert kept == ["00-grpo-step0000006", "00-grpo-step0000008"]
+    assert kept == ["00-grpo-step0000008", "01-done"]
 
 
 def test_a_crash_during_save_leaves_the_previous_checkpoint_as_latest(tmp_path, monkeypatch):
@@ -125,18 +127,49 @@ def test_a_crash_during_save_leaves_the_previous_checkpoint_as_latest(tmp_path, 
     assert summary["status"] == "finished" and train_steps(run_dir) == list(range(1, STEPS + 1))
 
 
+def killed_copy(run_dir: Path, out: Path) -> Path:
+    """A copy of a finished run as it was when killed after its last step, before the stage ended."""
+    copy = out / run_dir.name
+    shutil.copytree(run_dir, copy)
+    for later in ckpt.complete(copy / "checkpoints"):
+        shutil.rmtree(later)
+    shutil.copytree(run_dir / "checkpoints" / "00-grpo-step0000008", copy / "checkpoints" / "00-grpo-step0000008")
+    (copy / "checkpoints" / "latest").write_text("00-grpo-step0000008")
+    shutil.rmtree(copy / "final")
+    (copy / "status.json").unlink()
+    return copy
+
+
 def test_resume_refuses_a_changed_optimizer_naming_the_difference(uninterrupted, tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", uninterrupted.parent, optimizer="{type: sft}", rewards="")
-    with pytest.raises(UserError, match=r"stages\[0\]\.optimizer\.type was 'grpo', the recipe now says 'sft'"):
+    killed_copy(uninterrupted, tmp_path / "runs")
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "runs", optimizer="{type: sft}", rewards="")
+    with pytest.raises(UserError, match=r"stages\[0\]\.optimizer\.type: 'grpo' → 'sft'"):
         train_recipe(recipe, resume=True)
 
 
-def test_resume_without_a_checkpoint_says_so_and_starts_fresh(tmp_path):
-    said = []
+def test_resume_refuses_a_finished_run(uninterrupted):
+    recipe = write_recipe(uninterrupted.parent.parent / "again.yaml", uninterrupted.parent)
+    with pytest.raises(UserError, match=r"nothing to resume: every run of 'resumable' .* finished"):
+        train_recipe(recipe, resume=True)
+
+
+def test_resume_with_no_run_is_an_error_not_a_fresh_start(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "runs")
-    recipe.write_text(recipe.read_text().replace(f"steps: {STEPS}", "steps: 1"))
-    run, summary = train_recipe(recipe, resume=True, say=said.append)
-    assert said[0].startswith("no checkpoint in") and summary["status"] == "finished"
+    with pytest.raises(UserError, match="nothing to resume: no run of 'resumable'"):
+        train_recipe(recipe, resume=True)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_in_its_own_folder(uninterrupted, tmp_path):
+    copy = killed_copy(uninterrupted, tmp_path / "runs")
+    shutil.rmtree(copy / "checkpoints")  # killed after 5 steps, before any checkpoint
+    said = []
+    run, summary = train_recipe(write_recipe(tmp_path / "r.yaml", tmp_path / "runs"), resume=True, say=said.append)
+    assert said[0] == f"run: {copy} (resuming from the beginning: it had no checkpoint yet)"
+    assert run.dir == copy and summary["status"] == "finished"
+    assert train_steps(copy) == list(range(1, STEPS + 1))
+    a, b = weights(uninterrupted), weights(copy)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ppo_stage_resumes_bit_identically_with_its_critic_and_kl_controller(tmp_path):
