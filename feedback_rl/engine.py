@@ -147,7 +147,7 @@ class Engine:
                                                    for slot in mixer.slots + eval_mixer.slots})
         train_rows = self.data[i].train
         eval_rows = self.data[i].eval[: stage.eval.num_prompts] if self.data[i].eval is not None else []
-        self._check_lengths(train_rows, stage)
+        self._check_lengths(train_rows, bool(mixer.slots) and optimizer.feedback != "demonstrations", stage)
         self.dist.check_models(models, f"{self.recipe.path}: stages[{i}].optimizer.critic")
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
@@ -367,12 +367,12 @@ class Engine:
             return ctx
         return build_mixer(self.recipe, self.reg, i, key, specs, context, normalize, max_error_rate)
 
-    def _check_lengths(self, rows: Any, stage: StageSpec) -> None:
-        """Rows render and fit the context (the columns were checked before any model loaded); every stage
-        generates from prompts of this shape, online or in its eval, so each leaves room for max_new_tokens."""
+    def _check_lengths(self, rows: Any, online: bool, stage: StageSpec) -> None:
+        """Rows render and fit the context (the columns were checked before any model loaded); prompts to
+        generate from leave room for max_new_tokens."""
         if rows is not None:
-            check_rows(rows, self.tokenizer, context_length(self.policy.config), stage.rollout.max_new_tokens,
-                       stage.rollout.system_prompt)
+            check_rows(rows, self.tokenizer, context_length(self.policy.config),
+                       stage.rollout.max_new_tokens if online else None, stage.rollout.system_prompt)
 
     def _log(self, metrics: dict[str, Any]) -> None:
         self.global_step += 1

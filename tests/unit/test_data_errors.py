@@ -144,7 +144,8 @@ def recipe(tmp_path, data_line: str, rows: str | bytes, name="data.jsonl", optim
     ("", "data.jsonl: no rows (the file is empty)"),
     (b'{"prompt": "caf\xe9", "completion": "2"}\n', "data.jsonl:1: not UTF-8: byte 0xe9 at byte 15 of the line"),
     ('{"prompt": "' + "9" * 80 + '", "completion": "2"}\n',
-     "data.jsonl:1: prompt is 80 tokens; with max_new_tokens 32 it exceeds the model's context of 64"),
+     # an SFT stage does not generate from its rows: the prompt alone must fit
+     "data.jsonl:1: prompt is 80 tokens, longer than the model's context of 64"),
 ])
 def test_bad_data_file(tmp_path, capsys, rows, message):
     assert main(["train", str(recipe(tmp_path, "data.jsonl", rows)), "--no-progress"]) == 2
