@@ -17,7 +17,8 @@ from feedback_rl import (
 pytestmark = pytest.mark.vllm
 
 TOL = 2e-3
-OPTIONS = dict(dtype="float32", kv_cache_gib=0.0625, max_model_len=64)
+# awake between calls, so the test can read log-probs from the engine itself (tests/gpu covers sleep mode)
+OPTIONS = dict(dtype="float32", kv_cache_gib=0.0625, max_model_len=64, enable_sleep_mode=False)
 PROMPT, COMPLETION = "12+34=", "46<eos>"
 
 
