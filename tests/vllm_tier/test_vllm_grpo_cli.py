@@ -10,11 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytestmark = pytest.mark.vllm
 
@@ -31,28 +31,23 @@ def frl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo-vllm")
-    (tmp / "r.yaml").write_text(textwrap.dedent(f"""\
-        name: grpo-vllm
-        seed: 0
-        output_dir: {tmp / 'runs'}
-        model: {{path: builtin:tiny-gpt2}}
-        stages:
-          - name: grpo
-            optimizer: {{type: grpo, logprob_mismatch: true, is_cap: 2.0}}
-            data: {{train: {{generator: addition}}, eval: {{generator: addition, split: eval}}}}
-            rewards:
-              sources:
-                - {{name: digit, type: rule, check: regex, pattern: "[0-9]", mode: search}}
-            rollout:
-              backend: vllm
-              backend_options: {{kv_cache_gib: 0.0625, max_model_len: 64}}
-              num_generations: 4
-              max_new_tokens: 4
-              temperature: 1.0
-            train: {{steps: 2, batch_size: 4, lr: 1.0e-2}}
-            eval: {{num_prompts: 8}}
-            checkpoint: {{every: 1, keep: 2}}
-        """))
+    stage = {
+        "name": "grpo",
+        "optimizer": {"type": "grpo", "logprob_mismatch": True, "is_cap": 2.0},
+        "data": {"train": {"generator": "addition"}, "eval": {"generator": "addition", "split": "eval"}},
+        "rewards": {"sources": [{"name": "digit", "type": "rule", "check": "regex", "pattern": "[0-9]",
+                                 "mode": "search"}]},
+        # vLLM's defaults otherwise (bf16); a small KV cache, the tiny model's 64 positions
+        "rollout": {"backend": "vllm", "backend_options": {"kv_cache_gib": 0.0625, "max_model_len": 64},
+                    "num_generations": 4, "max_new_tokens": 4, "temperature": 1.0},
+        # a large step, so one update moves the log-probs far more than vLLM's bf16 gap
+        "train": {"steps": 2, "batch_size": 4, "lr": 1.0e-2},
+        "eval": {"num_prompts": 8},
+        "checkpoint": {"every": 1, "keep": 2},
+    }
+    recipe = {"name": "grpo-vllm", "seed": 0, "output_dir": str(tmp / "runs"),
+              "model": {"path": "builtin:tiny-gpt2"}, "stages": [stage]}
+    (tmp / "r.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = frl("train", "r.yaml", cwd=tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     return tmp / "runs" / "grpo-vllm"
