@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the default test tiers (slow and GPU tiers are skipped; --runslow adds them).
+# --vllm (first argument): builds .venv-vllm (scripts/setup-vllm.sh) and runs the vLLM tier there instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--vllm" ]; then
+  shift
+  bash scripts/setup-vllm.sh
+  exec .venv-vllm/bin/python -m pytest tests/vllm_tier tests/unit/test_vllm_backend.py tests/gpu/test_vllm.py "$@"
+fi
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
-"""Shared test setup: slow and GPU tiers are skipped unless asked for."""
+"""Shared test setup: slow, vLLM and GPU tiers are skipped unless asked for (or unavailable)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -24,6 +25,11 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = torch.cuda.is_available()
     except Exception:  # noqa: BLE001
         has_cuda = False
+    if importlib.util.find_spec("vllm") is None:
+        skip = pytest.mark.skip(reason="vllm: not installed here (bash scripts/test.sh --vllm)")
+        for item in items:
+            if item.get_closest_marker("vllm"):
+                item.add_marker(skip)
     if not has_cuda:
         skip = pytest.mark.skip(reason="gpu: no CUDA device")
         for item in items:

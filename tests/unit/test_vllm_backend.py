@@ -1,9 +1,17 @@
-"""The vLLM backend without a GPU: it registers, says what it needs, and pushes the right weights."""
+"""The vLLM backend without vLLM: it registers, says in one line what it needs, and pushes the
+right weights (tests/vllm_tier runs it with vLLM)."""
+import importlib.util
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
-from feedback_rl import PluginContext, SamplingParams, UserError
+from feedback_rl import PluginContext, UserError
 from frl_plugins.backends.vllm import NEEDS, VLLMBackend, hf_weights
+
+no_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 
 
 def load(path):
@@ -15,18 +23,31 @@ def test_the_vllm_backend_registers_without_vllm(registry):
     assert registry.get("backends", "vllm") is VLLMBackend
 
 
-def test_without_vllm_or_cuda_the_backend_says_what_it_needs(tiny_model_dir):
-    try:
-        import vllm  # noqa: F401
-        if torch.cuda.is_available():
-            pytest.skip("vllm and CUDA are both here")
-    except ImportError:
-        pass
-    model, tok = load(tiny_model_dir)
-    backend = VLLMBackend(VLLMBackend.Options(), PluginContext(name="vllm", run_dir="."))
+@no_vllm
+def test_without_vllm_the_backend_says_what_it_needs():
     with pytest.raises(UserError) as e:
-        backend.generate(model, tok, [tok("12+34=")["input_ids"]], SamplingParams(max_new_tokens=2))
+        VLLMBackend(VLLMBackend.Options(), PluginContext(name="vllm", run_dir="."))
     assert str(e.value) == NEEDS
+
+
+@no_vllm
+def test_frl_train_on_the_vllm_backend_without_vllm_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "r.yaml").write_text(textwrap.dedent(f"""\
+        name: no-vllm
+        output_dir: {tmp_path / 'runs'}
+        stages:
+          - name: grpo
+            optimizer: {{type: grpo}}
+            data: {{train: {{generator: addition}}}}
+            rewards: {{sources: [{{name: digit, type: rule, check: regex, pattern: "[0-9]", mode: search}}]}}
+            rollout: {{backend: vllm, num_generations: 2, max_new_tokens: 2}}
+            train: {{steps: 1, batch_size: 2}}
+        """))
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", "r.yaml", "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].endswith(NEEDS)
 
 
 def test_weights_pushed_from_a_lora_policy_are_its_merged_plain_weights(tiny_model_dir):
@@ -34,7 +55,7 @@ def test_weights_pushed_from_a_lora_policy_are_its_merged_plain_weights(tiny_mod
 
     from feedback_rl.lora import merged_state_dict
     model, _ = load(tiny_model_dir)
-    plain_names = {n for n, _ in model.named_parameters()}
+    plain_names = set(model.state_dict())     # tied weights too: vLLM restores every layer it reloads
     lora = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
     for name, p in lora.named_parameters():
         if "lora_B" in name:
@@ -42,12 +63,10 @@ def test_weights_pushed_from_a_lora_policy_are_its_merged_plain_weights(tiny_mod
     before = {n: p.clone() for n, p in lora.named_parameters()}
     expected = merged_state_dict(lora.get_base_model())
     got = dict(hf_weights(lora))
-    assert set(got) == plain_names
+    assert set(got) == plain_names and "lm_head.weight" in got
     for name, w in got.items():
         assert torch.allclose(w, expected[name], atol=1e-6), name
     assert not torch.allclose(got["transformer.h.0.attn.c_attn.weight"],
                               before["base_model.model.transformer.h.0.attn.c_attn.base_layer.weight"])
     # the policy itself is untouched, bit for bit
     assert all(torch.equal(p, before[n]) for n, p in lora.named_parameters())
-
-
