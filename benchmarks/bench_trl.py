@@ -117,7 +117,7 @@ def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
                 res["gen_tok_s"] = sum(res["gen_tokens"][a.warmup:][:len(gen)]) / sum(gen)
                 res["update_tok_s"] = sum(res["update_tokens"][a.warmup:][:len(gen)]) / sum(
                     st - g for st, g in zip(steps, gen))
-                rates = f", generation {res['gen_tok_s']:.0f} tok/s, update {res['update_tok_s']:.0f} tok/s"
+                rates = f", generation {res['gen_tok_s']:.1f} tok/s, update {res['update_tok_s']:.1f} tok/s"
             runs[fw].append(res)
             print(f"  {opt} repeat {r} {fw:<4}: median step {res['median_step_s'] * 1e3:8.1f} ms{rates}, "
                   f"peak RSS {res['peak_rss_mb']:6.0f} MB, run {res['wall_s']:.1f} s, "
