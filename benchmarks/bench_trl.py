@@ -19,6 +19,18 @@ the median step of each run, the median over repeats, their ratio, and the peak 
 repeat against wall time (docs/img/bench-grpo-curves.png).
 
     .venv/bin/python benchmarks/bench_trl.py --optimizers grpo,dpo,kto --model tiny --steps 20 --repeats 3
+
+``--workload smollm2-chat`` is the realistic one: SmolLM2-135M-Instruct, prompts rendered by the
+tokenizer's chat template (about 55 tokens: its default system line, then the question), 64-token
+completions, 8 prompts x 4 completions (DPO/KTO: 8 rows), 2 threads per side; GRPO rewards
+'Answer: N' with the right sum (the ``rule`` source's ``final_answer`` check, both sides). Both
+sides get the rendered text as a plain prompt, so they train on the same tokens. Ours runs in
+``--precision``, TRL in its best configuration here (``--trl-bf16``: bf16 autocast, no gradient
+checkpointing; without it, fp32). Besides the step it reports, for GRPO, generation tokens/s
+(completion tokens / time generating and scoring) and update tokens/s (prompt + completion tokens
+/ the rest of the step).
+
+    .venv/bin/python benchmarks/bench_trl.py --workload smollm2-chat --optimizers grpo,dpo,kto --steps 4 --warmup 1 --repeats 3
 """
 from __future__ import annotations
 
@@ -57,9 +69,37 @@ def step_times(ends: list[float], warmup: int) -> list[float]:
     return steps[warmup:]
 
 
+CHAT_QUESTION = "What is {a} plus {b}? End with the line: Answer: <number>"
+CHAT_SORT = "Sort the letters {word} alphabetically. Reply with the letters only."
+WORKLOADS = {"smollm2-chat": dict(model="smollm2", batch=8, generations=4, max_len=64, threads=2)}
+
+
+def chat_rows(opt: str, model: Path, path: Path) -> Path:
+    """The synthetic rows with each prompt rendered by the model's chat template (generation prompt on)."""
+    from transformers import AutoTokenizer
+
+    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
+    tok = AutoTokenizer.from_pretrained(model)
+
+    def render(text: str) -> str:
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    if opt == "grpo":
+        rows = [{**r, "prompt": render(CHAT_QUESTION.format(a=r["prompt"][:2], b=r["prompt"][3:5]))}
+                for r in addition("train", 500, 100, 0)]
+    else:
+        made = sort_pairs("train", 500, 100, 0) if opt == "dpo" else sort_labeled("train", 500, 100, 0)
+        rows = [{**r, "prompt": render(CHAT_SORT.format(word=r["prompt"].split()[1].rstrip(":")))} for r in made]
+    lengths = sorted(len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
+    print(f"  {opt}: chat prompts of {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]})")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
     model = str(bench_models.model_for(a.model, opt))
-    spec = {"optimizer": opt, "model": model, "steps": a.steps,
+    rows = str(chat_rows(opt, Path(model), work / f"{opt}-rows.jsonl")) if a.workload == "smollm2-chat" else None
+    spec = {"optimizer": opt, "model": model, "steps": a.steps, "rows": rows, "precision": a.precision,
+            "trl_bf16": a.trl_bf16,
             "batch": a.batch or (16 if opt == "grpo" else 16), "generations": a.generations,
             "max_len": a.max_len, "temperature": 1.0, "lr": a.lr or DEFAULT_LR[opt], "loss_type": a.loss_type,
             "beta": 0.0 if opt == "grpo" else 0.1, "dpo_loss": "sigmoid", "threads": a.threads, "seed": 0,
@@ -68,27 +108,42 @@ def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
     for r in range(a.repeats):
         for fw in ("ours", "trl"):
             res = child({**spec, "framework": fw}, work, a.threads)
-            res["median_step_s"] = statistics.median(step_times(res["ends"], a.warmup))
+            steps = step_times(res["ends"], a.warmup)
+            res["median_step_s"] = statistics.median(steps)
+            res["load"] = os.getloadavg()
+            rates = ""
+            if res.get("gen_s"):
+                gen = res["gen_s"][a.warmup:len(steps) + a.warmup]
+                res["gen_tok_s"] = sum(res["gen_tokens"][a.warmup:][:len(gen)]) / sum(gen)
+                res["update_tok_s"] = sum(res["update_tokens"][a.warmup:][:len(gen)]) / sum(
+                    st - g for st, g in zip(steps, gen))
+                rates = f", generation {res['gen_tok_s']:.1f} tok/s, update {res['update_tok_s']:.1f} tok/s"
             runs[fw].append(res)
-            print(f"  {opt} repeat {r} {fw:<4}: median step {res['median_step_s'] * 1e3:8.1f} ms, "
-                  f"peak RSS {res['peak_rss_mb']:6.0f} MB, run {res['wall_s']:.1f} s", flush=True)
+            print(f"  {opt} repeat {r} {fw:<4}: median step {res['median_step_s'] * 1e3:8.1f} ms{rates}, "
+                  f"peak RSS {res['peak_rss_mb']:6.0f} MB, run {res['wall_s']:.1f} s, "
+                  f"load average {res['load'][0]:.1f} {res['load'][1]:.1f} {res['load'][2]:.1f}", flush=True)
     med = {fw: statistics.median(x["median_step_s"] for x in runs[fw]) for fw in runs}
     rss = {fw: statistics.median(x["peak_rss_mb"] for x in runs[fw]) for fw in runs}
     wall = {fw: statistics.median(x["wall_s"] for x in runs[fw]) for fw in runs}
+    rates = {key: {fw: statistics.median(x[key] for x in runs[fw]) for fw in runs}
+             for key in ("gen_tok_s", "update_tok_s") if all(key in x for fw in runs for x in runs[fw])}
     return {"optimizer": opt, "spec": spec, "median_step_s": med, "peak_rss_mb": rss, "wall_s": wall,
-            "ratio": med["ours"] / med["trl"], "runs": runs}
+            "ratio": med["ours"] / med["trl"], "runs": runs, **rates}
 
 
 def table(results: list[dict], a: argparse.Namespace) -> str:
-    lines = ["| optimizer | batch | ours: median step | TRL: median step | ours / TRL | ours: peak RSS | TRL: peak RSS | whole run ours / TRL |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| optimizer | batch | ours: median step | TRL: median step | ours / TRL | ours: peak RSS | TRL: peak RSS | "
+             "whole run ours / TRL | generation tok/s ours / TRL | update tok/s ours / TRL |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         s = res["spec"]
         batch = f"{s['batch']} x {s['generations']}" if res["optimizer"] == "grpo" else str(s["batch"])
         lines.append(f"| {res['optimizer']} | {batch} | {res['median_step_s']['ours'] * 1e3:.0f} ms | "
                      f"{res['median_step_s']['trl'] * 1e3:.0f} ms | {res['ratio']:.2f} | "
                      f"{res['peak_rss_mb']['ours']:.0f} MB | {res['peak_rss_mb']['trl']:.0f} MB | "
-                     f"{res['wall_s']['ours']:.1f} s / {res['wall_s']['trl']:.1f} s |")
+                     f"{res['wall_s']['ours']:.1f} s / {res['wall_s']['trl']:.1f} s | "
+                     + " | ".join(f"{res[k]['ours']:.0f} / {res[k]['trl']:.0f}" if k in res else "-"
+                                  for k in ("gen_tok_s", "update_tok_s")) + " |")
     return "\n".join(lines)
 
 
@@ -121,6 +176,10 @@ def plot_curves(res: dict, path: Path, title: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workload", default="synthetic", choices=["synthetic", *WORKLOADS],
+                    help="smollm2-chat: SmolLM2 on chat-template prompts, 64-token completions, 8 x 4, 2 threads")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="this project's train.precision")
+    ap.add_argument("--trl-bf16", action="store_true", help="TRL with bf16 autocast on (gradient checkpointing off)")
     ap.add_argument("--optimizers", default="grpo,dpo,kto")
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     ap.add_argument("--steps", type=int, default=20)
@@ -136,6 +195,9 @@ def main() -> None:
     ap.add_argument("--curves", type=Path, default=None, help="write the GRPO reward-vs-time PNG here")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     a = ap.parse_args()
+    for key, value in WORKLOADS.get(a.workload, {}).items():
+        if getattr(a, key) == ap.get_default(key):
+            setattr(a, key, value)
     if a.steps <= a.warmup:
         raise SystemExit(f"--steps must exceed --warmup ({a.warmup})")
     import torch
@@ -143,7 +205,8 @@ def main() -> None:
     import trl
     header = (f"{datetime.date.today()}: torch {torch.__version__}, transformers {transformers.__version__}, "
               f"trl {trl.__version__}; model {a.model}, {a.steps} steps ({a.warmup} warm-up), {a.repeats} repeats, "
-              f"{a.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
+              f"{a.threads} thread(s), workload {a.workload}, ours {a.precision}, TRL {'bf16' if a.trl_bf16 else 'fp32'}, "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(header, flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:

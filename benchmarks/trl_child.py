@@ -37,6 +37,9 @@ class Clock:
         self.ends: list[float] = []
         self.rewards: list[float] = []
         self.train_rss_mb = 0.0
+        self.gen_s: list[float] = []          # per step: generation and scoring
+        self.gen_tokens: list[int] = []       # per step: completion tokens generated
+        self.update_tokens: list[int] = []    # per step: prompt + completion tokens trained on
 
     def begin(self):
         self.t0 = time.perf_counter()
@@ -47,20 +50,34 @@ class Clock:
 
 
 # ---------------------------------------------------------------------------------- this project
+def reward_options(s: dict) -> dict:
+    """The rule check both sides score GRPO with: exact match on addition, 'Answer: N' on chat prompts."""
+    return {"check": "final_answer", "marker": "Answer:"} if s.get("rows") else {"check": "exact"}
+
+
 def ours_stage(s: dict) -> dict:
     opt = s["optimizer"]
+    train = {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"], "precision": s.get("precision", "fp32")}
     if opt == "grpo":
+        data = s.get("rows") or {"generator": "addition", "split": "train"}
         return {"name": "grpo", "optimizer": {"type": "grpo", "beta": s["beta"], "loss_type": s["loss_type"]},
-                "data": {"train": {"generator": "addition", "split": "train"}},
-                "rewards": {"sources": [{"name": "exact_match", "type": "rule", "check": "exact"}]},
+                "data": {"train": data},
+                "rewards": {"sources": [{"name": "exact_match", "type": "rule", **reward_options(s)}]},
                 "rollout": {"num_generations": s["generations"], "max_new_tokens": s["max_len"],
                             "temperature": s["temperature"]},
-                "train": {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"]}}
+                "train": train, "eval": {"num_prompts": 1}}
     optimizer = {"type": "dpo", "beta": s["beta"], "loss": s["dpo_loss"]} if opt == "dpo" else \
         {"type": "kto", "beta": s["beta"]}
-    data = "sort_pairs" if opt == "dpo" else "sort_labeled"
-    return {"name": opt, "optimizer": optimizer, "data": {"train": {"generator": data, "split": "train"}},
-            "train": {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"]}}
+    data = s.get("rows") or {"generator": "sort_pairs" if opt == "dpo" else "sort_labeled", "split": "train"}
+    return {"name": opt, "optimizer": optimizer, "data": {"train": data}, "train": train}
+
+
+def read_rows(s: dict, opt: str) -> list[dict]:
+    """The rows both sides train on: the file the harness wrote (chat workload) or the synthetic task."""
+    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
+    if s.get("rows"):
+        return [json.loads(line) for line in Path(s["rows"]).read_text().splitlines()]
+    return {"grpo": addition, "dpo": sort_pairs, "kto": sort_labeled}[opt]("train", None, 500, 0)
 
 
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
@@ -74,10 +91,17 @@ def run_ours(s: dict, work: Path, clock: Clock) -> None:
             clock.begin()
 
         @hookimpl
+        def frl_rollouts_generated(self, stage, step, rollouts):
+            clock.gen_tokens.append(sum(len(r.completion_ids) for r in rollouts))
+            clock.update_tokens.append(sum(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts))
+
+        @hookimpl
         def frl_step_end(self, stage, step, metrics):
             clock.end()
             if "reward/mean" in metrics:
                 clock.rewards.append(float(metrics["reward/mean"]))
+            if "time/generate_s" in metrics and s["optimizer"] == "grpo":
+                clock.gen_s.append(float(metrics["time/generate_s"]))
 
     recipe = {"name": f"bench-{s['optimizer']}", "seed": s["seed"], "output_dir": str(work / "runs"),
               "model": {"path": s["model"]}, "stages": [ours_stage(s)]}
@@ -89,11 +113,11 @@ def run_ours(s: dict, work: Path, clock: Clock) -> None:
 
 
 # ---------------------------------------------------------------------------------- TRL
-def exact_match_reward():
-    """The project's ``rule`` source (check: exact) as a TRL reward function: the same checker."""
+def exact_match_reward(options: dict):
+    """The project's ``rule`` source (``options``) as a TRL reward function: the same checker."""
     from feedback_rl import PluginContext, Rollout
     from frl_plugins.rewards.rule import RuleSource
-    source = RuleSource(RuleSource.Options(check="exact"), PluginContext(name="exact_match", run_dir=Path(".")))
+    source = RuleSource(RuleSource.Options(**options), PluginContext(name="exact_match", run_dir=Path(".")))
 
     def exact_match(prompts, completions, answer, **kwargs):
         rollouts = [Rollout(prompt=p, completion=c, row={"prompt": p, "answer": a}, group=0, prompt_ids=[],
@@ -106,8 +130,6 @@ def run_trl(s: dict, work: Path, clock: Clock) -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
-
     class Timer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             clock.begin()
@@ -119,7 +141,7 @@ def run_trl(s: dict, work: Path, clock: Clock) -> None:
             if logs and "reward" in logs:
                 clock.rewards.append(float(logs["reward"]))
 
-    model = AutoModelForCausalLM.from_pretrained(s["model"])
+    model = AutoModelForCausalLM.from_pretrained(s["model"], dtype="float32")
     tok = AutoTokenizer.from_pretrained(s["model"])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -128,30 +150,44 @@ def run_trl(s: dict, work: Path, clock: Clock) -> None:
                   save_strategy="no", report_to=[], use_cpu=s["device"] == "cpu", seed=s["seed"],
                   lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
                   optim="adamw_torch", disable_tqdm=True, dataloader_num_workers=0)
-    if not s.get("trl_defaults"):
+    if s.get("trl_bf16"):
+        # TRL's best here: its bf16 autocast, no gradient checkpointing (it recomputes the forward)
+        common.update(bf16=True, gradient_checkpointing=False)
+    elif not s.get("trl_defaults"):
         # TRL 1.x defaults to bf16 autocast and gradient checkpointing; this project trains in the
         # model's dtype (float32 here) without checkpointing: same arithmetic on both sides
         common.update(bf16=False, gradient_checkpointing=False)
     opt = s["optimizer"]
     if opt == "grpo":
         from trl import GRPOConfig, GRPOTrainer
-        rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in addition("train", None, 500, 0)]
+        rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in read_rows(s, opt)]
         args = GRPOConfig(**common, per_device_train_batch_size=s["batch"] * s["generations"],
                           num_generations=s["generations"], max_completion_length=s["max_len"],
                           temperature=s["temperature"], top_p=1.0, top_k=0, beta=s["beta"],
                           loss_type=s["loss_type"], scale_rewards="group", epsilon=0.2, num_iterations=1)
-        trainer = GRPOTrainer(model=model, reward_funcs=[exact_match_reward()], args=args,
+        trainer = GRPOTrainer(model=model, reward_funcs=[exact_match_reward(reward_options(s))], args=args,
                               train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Timer()])
+        timed = trainer._generate_and_score_completions   # generation + scoring, as ours times it
+
+        def generate_and_score(*args, **kwargs):
+            t = time.perf_counter()
+            out = timed(*args, **kwargs)
+            clock.gen_s.append(time.perf_counter() - t)
+            done = int(out["completion_mask"].sum())
+            clock.gen_tokens.append(done)
+            clock.update_tokens.append(done + int(out["prompt_mask"].sum()))
+            return out
+        trainer._generate_and_score_completions = generate_and_score
     elif opt == "dpo":
         from trl import DPOConfig, DPOTrainer
-        rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in sort_pairs("train", None, 500, 0)]
+        rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_rows(s, opt)]
         args = DPOConfig(**common, per_device_train_batch_size=s["batch"], beta=s["beta"],
                          loss_type=[s["dpo_loss"]], dataset_num_proc=None)
         trainer = DPOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
                              callbacks=[Timer()])
     else:
         from trl import KTOConfig, KTOTrainer
-        rows = [{k: r[k] for k in ("prompt", "completion", "label")} for r in sort_labeled("train", None, 500, 0)]
+        rows = [{k: r[k] for k in ("prompt", "completion", "label")} for r in read_rows(s, opt)]
         args = KTOConfig(**common, per_device_train_batch_size=s["batch"], beta=s["beta"], dataset_num_proc=None)
         trainer = KTOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
                              callbacks=[Timer()])
@@ -175,6 +211,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec['framework']}-") as tmp:
         (run_ours if spec["framework"] == "ours" else run_trl)(spec, Path(tmp), clock)
     out.write_text(json.dumps({"ends": clock.ends, "rewards": clock.rewards, "peak_rss_mb": peak_rss_mb(),
+                               "gen_s": clock.gen_s, "gen_tokens": clock.gen_tokens,
+                               "update_tokens": clock.update_tokens,
                                "peak_rss_steps_mb": clock.train_rss_mb,
                                "threads": torch.get_num_threads(),
                                "wall_s": time.perf_counter() - start}))

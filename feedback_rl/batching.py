@@ -119,27 +119,60 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def forward_logits(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+def forward_logits(model: torch.nn.Module, batch: TokenBatch, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's logits, ``[B, T, V]``; with ``keep`` (bool ``[B, T]``) only those positions', ``[N, V]``."""
+    extra = {} if keep is None else {"logits_to_keep": keep}
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=position_ids(batch.attention_mask), use_cache=False)
+                position_ids=position_ids(batch.attention_mask), use_cache=False, **extra)
+    if keep is not None and out.logits.dim() == 3:  # a model that ignores logits_to_keep
+        return out.logits[keep]
     return out.logits
+
+
+# model classes whose forward refused a boolean logits_to_keep (older transformers, custom code)
+_FULL_HEAD: set[type] = set()
+
+
+def _target_logits(model: torch.nn.Module, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, V]`` of the positions whose next token is a target (``targets``: bool ``[B, T-1]``).
+
+    The LM head (and everything after it) runs on those positions alone: with chat prompts and a
+    large vocabulary most of a sequence is prompt, whose logits nobody reads. transformers' boolean
+    ``logits_to_keep`` slices the hidden states before the head, inside the model's own forward (so
+    its softcapping or logit scaling applies, and wrappers such as DDP, FSDP and peft see a normal call).
+    """
+    keep = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
+    keep[:, :-1] = targets
+    kind = type(model)
+    if kind not in _FULL_HEAD:
+        try:
+            return forward_logits(model, batch, keep)
+        except (TypeError, IndexError, RuntimeError):
+            _FULL_HEAD.add(kind)
+    return forward_logits(model, batch)[keep]
 
 
 def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0,
                       with_entropy: bool = False):
-    """Log-probability of each next token, ``[B, T-1]``; multiply by ``batch.target_mask``.
+    """Log-probability of each next token, ``[B, T-1]``, float32; multiply by ``batch.target_mask``.
 
-    With ``with_entropy`` also returns the per-token entropy of the (tempered) distribution.
+    Computed at completion targets only (``batch.target_mask``); 0 elsewhere. With ``with_entropy``
+    also returns the per-token entropy of the (tempered) distribution, likewise.
     """
-    logits = forward_logits(model, batch)[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp_all = F.log_softmax(logits, dim=-1)
-    logps = logp_all.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return logps
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logps, entropy
+    targets = batch.completion_mask[:, 1:].bool()
+    logits = _target_logits(model, batch, targets)
+    # log-softmax in float32 even under autocast: log-probs, ratios and losses are fp32
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits = logits.float()
+        if temperature != 1.0:
+            logits = logits / temperature
+        logp_all = F.log_softmax(logits, dim=-1)
+        picked = logp_all.gather(-1, batch.input_ids[:, 1:][targets].unsqueeze(-1)).squeeze(-1)
+        logps = picked.new_zeros(targets.shape).masked_scatter(targets, picked)
+        if not with_entropy:
+            return logps
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logps, entropy.new_zeros(targets.shape).masked_scatter(targets, entropy)
 
 
 def completion_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:

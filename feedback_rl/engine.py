@@ -33,6 +33,7 @@ from .health import Health
 from .models import context_length, load_policy
 from .plugins import Registry, plugin_versions
 from .preflight import StageData, check as preflight
+from .precision import Precision, adamw
 from .recipe import Recipe, SourceSpec, StageSpec
 from .rewards import Mixer, build_mixer
 from .roles import build_models
@@ -154,8 +155,11 @@ class Engine:
         health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)
         trained = [m for m in optimizer.trainable(models) if any(p.requires_grad for p in m.parameters())]
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
-                                betas=stage.train.adam_betas)
+        self.precision = Precision(stage.train.precision, self.dist.device, f"stages[{i}].train.precision")
+        if self.main and (slow := self.precision.warning()):
+            ctx.warn(slow)
+        opt = adamw(params, self.dist.device, lr=stage.train.lr, weight_decay=stage.train.weight_decay,
+                    betas=stage.train.adam_betas)
         wrapped, opt = self.dist.prepare(trained, opt)
         # the optimizer's forward passes go through the wrapped modules (gradients are averaged
         # across ranks); generation, evaluation and saving use the plain ones
@@ -183,6 +187,7 @@ class Engine:
             first = 1
         else:
             opt.load_state_dict(resumed["optimizer"])
+            self.precision.load_state_dict(resumed.get("precision", {}))
             sched.load_state_dict(resumed["scheduler"])
             sampler.load_state_dict(resumed["sampler"])
             for key, plugin in plugins.items():
@@ -201,7 +206,7 @@ class Engine:
                 ckpt.save(self.run.dir, name, self.policy, self.tokenizer, _roles(models), {
                     "stage_index": i, "stage": stage.name, "step": step, "global_step": self.global_step,
                     "version": state["version"], "eval_before": state["eval_before"],
-                    "summary": self.summary, "optimizer": opt.state_dict(),
+                    "summary": self.summary, "optimizer": opt.state_dict(), "precision": self.precision.state_dict(),
                     "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
                     "plugins": {k: p.state_dict() for k, p in plugins.items()},
                     "world_size": self.dist.world,
@@ -310,23 +315,27 @@ class Engine:
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:
-        batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
+        with self.precision.autocast():
+            batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
         n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
         totals: dict[str, list[float]] = {}
         params = [p for g in opt.param_groups for p in g["params"]]
         for k in range(n):
             opt.zero_grad(set_to_none=True)
-            if k < len(batches):
-                mb = batches[k]
-                loss, m = optimizer.loss(mb, models)
-            else:
-                mb, m = None, {}
-                loss = idle_loss(wrapped, self.tokenizer.pad_token_id)
+            with self.precision.autocast():
+                if k < len(batches):
+                    mb = batches[k]
+                    loss, m = optimizer.loss(mb, models)
+                else:
+                    mb, m = None, {}
+                    loss = idle_loss(wrapped, self.tokenizer.pad_token_id)
             finite = bool(torch.isfinite(loss))
             if finite or self.dist.lockstep:  # a rank that skipped backward would leave the others waiting
-                self.dist.backward(loss)
+                self.precision.backward(loss, self.dist.backward)
+                self.precision.unscale(opt)
                 gnorm = self.dist.clip_grad_norm(params, stage.train.max_grad_norm)
-                finite = bool(torch.isfinite(gnorm))  # averaged gradients: the same verdict on every rank
+                # averaged gradients: the same verdict on every rank; fp16's scaler skips an overflow itself
+                finite = bool(torch.isfinite(gnorm)) or self.precision.scales
             if not finite:  # skip the update; keep the batch for a post-mortem
                 opt.zero_grad(set_to_none=True)
                 where = self._save_bad_batch(stage.name, step, k, fb, mb)
@@ -336,7 +345,7 @@ class Engine:
                 tqdm.write(f"warning: {msg}; step skipped")
                 totals.setdefault("health/nonfinite_skips", []).append(1.0)
                 continue
-            opt.step()
+            self.precision.step(opt)
             if mb is None:
                 continue
             for key, v in {"loss": loss.item(), "grad_norm": float(gnorm), **m}.items():

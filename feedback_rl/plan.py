@@ -19,8 +19,13 @@ h = hidden size, L = layers, V = vocabulary, B = sequences per forward, T = toke
   per token for its backward (measured with saved-tensor hooks: layer-norm inputs, q/k/v, attention
   output, residuals, and the 4h MLP whose tanh-GELU is six saved elementwise steps); SDPA attention
   stores no T*T scores;
-- logits ``B*T*V*(w+8)`` when the policy trains: the model's logits, their float32 log-softmax
-  kept for the backward, and its gradient (usually the largest term for a small model);
+- logits ``B*K*V*(w+8)`` when the policy trains: the model's logits, their float32 log-softmax
+  kept for the backward, and its gradient (usually the largest term for a small model); K is the
+  completion's tokens (``max_new_tokens`` online, T offline as a bound): the LM head runs on
+  completion targets only (``sequence_logprobs``);
+- ``train.precision`` bf16/fp16: the weights, gradients and AdamW states stay in ``model.dtype``;
+  activations and logits are kept in 16 bits (``a=2`` in place of ``w``: autocast saves the
+  matmuls' 16-bit inputs), plus autocast's 16-bit copy of each trained weight ``trainable*2``;
 - B: online stages ``batch_size*num_generations`` (divided by an optimizer's ``num_minibatches``),
   offline ``batch_size`` rows, twice that for pairs (chosen + rejected) and binary feedback (KTO's
   mismatched KL batch); T: the longest tokenized prompt (first 1,000 rows of ``data.train``) plus
@@ -272,14 +277,20 @@ def plan_stage(recipe: Any, reg: Any, i: int, shape: ModelShape, num_processes: 
     state_shard = shard if sdiv > 1 else ""
     plan.rows.append(Row("gradients", n_train, grad // sdiv, "trainable*bytes" + state_shard))
     plan.rows.append(Row("AdamW states", 2 * n_train, 2 * grad // sdiv, "2*trainable*bytes" + state_shard))
+    half = stage.train.precision != "fp32"
+    a = 2 if half else w   # bytes per saved activation: autocast keeps the matmuls' 16-bit inputs
+    if half:
+        plan.rows.append(Row("autocast copies", n_train, n_train * 2 // wdiv, "trainable*2" + (shard if wdiv > 1 else "")))
 
     # every trained trunk keeps activations; critic:shared runs the policy's trunk a second time
     trunks = len(trained & {"policy", "critic", "reward_model"}) + ("critic:shared" in trained)
-    act = seqs * length * h * shape.layers * ACT_FACTOR * w * trunks
-    plan.rows.append(Row("activations", 0, act, f"B*T*h*L*{ACT_FACTOR}*{w}" + (f"*{trunks}" if trunks > 1 else "")))
+    act = seqs * length * h * shape.layers * ACT_FACTOR * a * trunks
+    plan.rows.append(Row("activations", 0, act, f"B*T*h*L*{ACT_FACTOR}*{a}" + (f"*{trunks}" if trunks > 1 else "")))
     if "policy" in trained:
-        logits = seqs * length * shape.vocab * (w + 4 * LOGIT_FP32_COPIES)
-        plan.rows.append(Row("logits", 0, logits, f"B*T*V*{w + 4 * LOGIT_FP32_COPIES}"))
+        online = bool(stage.rewards.sources) and opt_cls.feedback != "demonstrations"
+        kept = min(stage.rollout.max_new_tokens, length) if online else length
+        logits = seqs * kept * shape.vocab * (a + 4 * LOGIT_FP32_COPIES)
+        plan.rows.append(Row("logits", 0, logits, f"B*K*V*{a + 4 * LOGIT_FP32_COPIES}, K={kept}"))
     return plan
 
 

@@ -116,6 +116,10 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(0, ge=0)
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="the optimizer's forward passes under autocast: bf16, or fp16 with a gradient scaler; "
+                            "weights and AdamW states stay in model.dtype (fp32 master weights), log-probs, "
+                            "advantages and losses in fp32; generation is not autocast")
 
 
 class EvalSpec(Strict):

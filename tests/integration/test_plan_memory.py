@@ -91,3 +91,16 @@ def test_estimate_is_within_2x_of_a_real_sft_run(tmp_path, capsys):
     growth = int(done.stdout.split("GROWTH")[1].split()[0])
     print(f"estimate {estimate / 2**20:.0f} MiB, measured RSS growth {growth / 2**20:.0f} MiB")
     assert estimate / 2 < growth < estimate * 2
+
+
+def test_plan_accounts_for_bf16_autocast_and_the_completion_only_head(capsys):
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["plan", str(ROOT / "recipes/quickstart.yaml"), "--set",
+                     f"stages.grpo.train.precision={precision}"]) == 0
+        grpo = capsys.readouterr().out.split("== stage 'grpo'")[1]
+        rows[precision] = {line.split()[0]: line for line in grpo.splitlines()[2:] if line.strip()}
+    assert "autocast" not in rows["fp32"] and "trainable*2" in rows["bf16"]["autocast"]
+    assert "B*T*h*L*30*4" in rows["fp32"]["activations"] and "B*T*h*L*30*2" in rows["bf16"]["activations"]
+    assert "K=4" in rows["fp32"]["logits"]       # the head runs on the 4 completion tokens, not on T
+    assert "P*4" in rows["bf16"]["policy"]       # fp32 master weights
