@@ -54,7 +54,8 @@ def test_grpo_stage_bytes_by_hand(tmp_path):
     assert rows["gradients"].bytes == P * 4
     assert rows["AdamW states"].bytes == 2 * P * 4
     assert rows["activations"].bytes == B * T * H * L * 30 * 4
-    assert rows["logits"].bytes == B * T * V * (4 + 8)
+    K = 6                                         # the LM head runs on the completion positions only
+    assert rows["logits"].bytes == B * K * V * (4 + 8)
 
 
 def test_grpo_with_beta_has_a_reference(tmp_path):
