@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from feedback_rl import BinaryFeedback, Models, PairFeedback, PluginContext, SamplingParams
+from feedback_rl import Models, PluginContext, SamplingParams, feedback_from_rows
 from feedback_rl.synthetic import sort_labeled, sort_pairs
 from feedback_rl.tiny import build_tiny_gpt2
 from frl_plugins.optimizers.dpo import DPO
@@ -149,14 +149,14 @@ def main():
     pairs = sort_pairs("train", n, 500, 0)
     labeled = sort_labeled("train", n, 500, 0)
     chunks = lambda rows: [rows[k:k + a.batch] for k in range(0, n, a.batch)]  # noqa: E731
-    pair_fb = [PairFeedback([r["prompt"] for r in c], [r["chosen"] for r in c], [r["rejected"] for r in c])
-               for c in chunks(pairs)]
-    bin_fb = [BinaryFeedback([r["prompt"] for r in c], [r["completion"] for r in c], [r["label"] for r in c])
-              for c in chunks(labeled)]
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         path = build_tiny_gpt2(work / "tiny", seed=0)
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(path)   # the core encodes the rows once, as a run does
+        pair_fb = [feedback_from_rows("pairs", c, tok) for c in chunks(pairs)]
+        bin_fb = [feedback_from_rows("binary", c, tok) for c in chunks(labeled)]
         trl_pairs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in pairs]
         trl_labeled = [{k: r[k] for k in ("prompt", "completion", "label")} for r in labeled]
         for loss in ("sigmoid", "ipo", "hinge"):

@@ -91,12 +91,12 @@ def schema_classes(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The schema class at a location, to list its keys in a did-you-mean."""
     import typing
-    from . import recipe
+    classes = schema_classes(model)
     cur: Any = model
     for part in loc:
         if isinstance(part, int):
             continue
-        tagged = getattr(recipe, str(part), None)   # a union branch's tag names its class (data refs)
+        tagged = classes.get(str(part))   # a union branch's tag names its class (data refs)
         if isinstance(tagged, type) and issubclass(tagged, BaseModel):
             cur = tagged
             continue

@@ -9,7 +9,7 @@ import torch
 
 from feedback_rl import (
     PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs,
-    tokenize_rollouts,
+    rollout_batch,
 )
 
 pytestmark = [pytest.mark.gpu, pytest.mark.vllm]
@@ -29,7 +29,7 @@ def rows(n):
 
 
 def mismatch(model, tok, rollouts, temperature):
-    batch = tokenize_rollouts(rollouts, tok).to(next(model.parameters()).device)
+    batch = rollout_batch(rollouts, tok).to(next(model.parameters()).device)
     with torch.no_grad():
         trainer = sequence_logprobs(model.eval(), batch, temperature)
     mask = batch.target_mask

@@ -11,7 +11,7 @@ import torch
 
 from feedback_rl import (
     PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs,
-    tokenize_rollouts,
+    rollout_batch,
 )
 
 pytestmark = pytest.mark.vllm
@@ -33,7 +33,7 @@ def rows(n):
 
 
 def mismatch(model, tok, rollouts, temperature):
-    batch = tokenize_rollouts(rollouts, tok)
+    batch = rollout_batch(rollouts, tok)
     with torch.no_grad():
         trainer = sequence_logprobs(model.eval(), batch, temperature)
     mask = batch.target_mask
