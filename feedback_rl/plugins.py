@@ -98,7 +98,7 @@ def plugin_versions(pm: pluggy.PluginManager) -> dict[str, str]:
     or the ``FRL_LOAD_PLUGINS`` allowlist)."""
     dists = {ep.name: ep.dist for ep in entry_points(group=GROUP) if ep.dist}
     return {name: f"{dists[name].name} {dists[name].version}" if name in dists else "(not from a distribution)"
-            for name, _ in pm.list_name_plugin()}
+            for name, _ in pm.list_name_plugin() if not name.startswith("_frl_")}
 
 
 _default: tuple[pluggy.PluginManager, Registry] | None = None

@@ -45,7 +45,7 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
     dist = Dist()
     opened = open_run(rec, resume, say or (lambda msg: None), dist, pm, command)
     watch = _FirstStep()
-    pm.register(watch)
+    pm.register(watch, name="_frl_first_step")  # the core's own observer: no plugin of the lock
     try:
         engine = Engine(rec, pm, reg, opened.run, progress=progress, resume=opened.checkpoint, dist=dist, data=data)
         try:

@@ -80,5 +80,5 @@ def test_check_refuses_a_malformed_conversation_with_file_and_line(capsys, tmp_p
     code = main(_args("http://127.0.0.1:9", f"stages.grpo.data.train={data}"))
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip().endswith(f"{data}:2: field 'prompt': turn 0 has no 'content' (each turn needs 'role' and "
-                                "'content')"), err
+    assert err.strip().endswith(f"{data}:2: prompt[0] has no 'content' (a turn is {{role, content}}; it has: "
+                                "role)"), err
