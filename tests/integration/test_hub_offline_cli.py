@@ -59,7 +59,10 @@ DATASET_OFFLINE = "dataset 'nobody/no-such-dataset': not in the local cache, and
 
 def test_a_hub_model_id_with_hf_hub_offline(tmp_path):
     out, took = frl_train(write_recipe(tmp_path, "nobody/no-such-model", DATA / "sft.jsonl"), HF_HUB_OFFLINE="1")
-    assert_one_line(out, took, MODEL_OFFLINE.format("HF_HUB_OFFLINE=1 is set"))
+    # with the offline setting, the check before any model loads names the recipe's line
+    assert_one_line(out, took, f"{tmp_path / 'r.yaml'}:3: model.path: 'nobody/no-such-model' is no folder here and "
+                    "not in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE); download it first (hf "
+                    "download nobody/no-such-model) or give a local folder")
 
 
 def test_a_hub_model_id_with_no_network(tmp_path):
