@@ -107,6 +107,12 @@ def _template_file_missing(tmp: Path, urls: dict) -> list[str]:
 
 
 CASES = [
+    Case("stage-2 custom rule function cannot be imported (train)", lambda t, u: ["train", "--no-progress", str(
+        write_recipe(t, source="{name: correct, type: rule, check: custom, function: 'nosuch_checks:score'}"))],
+        "rule source 'correct': cannot import custom check 'nosuch_checks:score'"),
+    Case("stage-2 rows lack the answer the rule reads (validate)", lambda t, u: ["validate", str(write_recipe(
+        t, prompts=PROMPTS + '{"prompt": "3+3="}\n'))],
+        "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads"),
     Case("recipe not UTF-8", _not_utf8_recipe, "r.yaml:1: the recipe is not UTF-8 text (byte 0xe9 at offset 5)"),
     Case("stage-2 data not UTF-8 (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS.encode() + b'{"prompt": "caf\xe9"}\n'))],
