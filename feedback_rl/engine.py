@@ -305,13 +305,14 @@ class Engine:
             self._log_rollouts(stage.name, step, all_scored)
         metrics.update(reward_metrics)
         metrics.update(_rollout_metrics(rollouts, scored))
+        prefs = self._compare(mixer, rollouts)  # first: a blocking queue waits here for this step's labels
         late = []
-        for slot in mixer.slots:  # judgments of earlier steps' rollouts that arrived since (people)
+        for slot in mixer.slots:  # then the judgments that arrived since, of this or earlier steps (people)
             for j in slot.source.collect():
                 j.source = slot.spec.name
                 late.append(j)
-        return shapes.build(shape, scored, self._compare(mixer, rollouts), late, bool(mixer.pointwise),
-                            self.tokenizer, stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
+        return shapes.build(shape, scored, prefs, late, bool(mixer.pointwise), self.tokenizer,
+                            stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:

@@ -56,7 +56,9 @@ def test_zero_variance_groups_stop(tmp_path):
 
 
 def test_reward_error_rate_limit_stops(tmp_path):
-    broken = "{name: exact, type: rule, check: exact, answer_key: no_such_field}"
+    # a checker that raises on every rollout (a missing answer column is now refused before training starts)
+    (tmp_path / "health_checks.py").write_text("def boom(completion, row):\n    raise ValueError('exploded')\n")
+    broken = "{name: exact, type: rule, check: custom, function: 'health_checks:boom'}"
     with pytest.raises(RunStopped, match=r"reward/exact/error_rate: reward error rate 100% > 10%"):
         train_recipe(recipe(tmp_path, "{max_reward_error_rate: {limit: 0.1, action: stop}}", sources=broken))
 
