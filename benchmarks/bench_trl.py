@@ -78,7 +78,7 @@ def chat_rows(opt: str, model: Path, path: Path) -> Path:
     """The synthetic rows with each prompt rendered by the model's chat template (generation prompt on)."""
     from transformers import AutoTokenizer
 
-    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
+    from feedback_rl.rows.synthetic import addition, sort_labeled, sort_pairs
     tok = AutoTokenizer.from_pretrained(model)
 
     def render(text: str) -> str:

@@ -74,7 +74,7 @@ def ours_stage(s: dict) -> dict:
 
 def read_rows(s: dict, opt: str) -> list[dict]:
     """The rows both sides train on: the file the harness wrote (chat workload) or the synthetic task."""
-    from feedback_rl.synthetic import addition, sort_labeled, sort_pairs
+    from feedback_rl.rows.synthetic import addition, sort_labeled, sort_pairs
     if s.get("rows"):
         return [json.loads(line) for line in Path(s["rows"]).read_text().splitlines()]
     return {"grpo": addition, "dpo": sort_pairs, "kto": sort_labeled}[opt]("train", None, 500, 0)
@@ -82,7 +82,7 @@ def read_rows(s: dict, opt: str) -> list[dict]:
 
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
     from feedback_rl import hookimpl
-    from feedback_rl.train import train_recipe
+    from feedback_rl.run.train import train_recipe
     from feedback_rl.plugins import default
 
     class Timer:
@@ -202,7 +202,7 @@ def main() -> None:
     torch.set_num_threads(spec["threads"])
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from feedback_rl.models import quiet_transformers
+    from feedback_rl.modeling.loading import quiet_transformers
     quiet_transformers()
     import datasets
     datasets.disable_progress_bars()

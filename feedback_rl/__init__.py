@@ -9,31 +9,31 @@ import pluggy
 
 hookimpl = pluggy.HookimplMarker("feedback_rl")
 
-from .base import (  # noqa: E402
+from feedback_rl.base import (  # noqa: E402
     Backend, Generation, LengthLimited, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource,
     SamplingParams,
 )
-from .batching import (  # noqa: E402
+from feedback_rl.modeling.batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch,
     rollout_batch, sequence_logprobs, split_pairs,
 )
-from .chat import encode_prompt, prompt_text, prompt_turns, render_prompt  # noqa: E402
-from .data import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
-from .datasources import DataSource  # noqa: E402
-from .errors import RunStopped, UserError, did_you_mean  # noqa: E402
-from .feedback import candidate_pairs, encode_text_rollouts, from_rows as feedback_from_rows, to_pairs  # noqa: E402
-from .lora import merged_state_dict  # noqa: E402
-from .models import context_length, load_model  # noqa: E402
-from .policy_gradient import (  # noqa: E402
+from feedback_rl.modeling.chat import encode_prompt, prompt_text, prompt_turns, render_prompt  # noqa: E402
+from feedback_rl.rows.dataset import TEXT_OR_TURNS, Dataset, Turns, load as load_dataset  # noqa: E402
+from feedback_rl.rows.datasources import DataSource  # noqa: E402
+from feedback_rl.errors import RunStopped, UserError, did_you_mean  # noqa: E402
+from feedback_rl.loop.feedback import candidate_pairs, encode_text_rollouts, from_rows as feedback_from_rows, to_pairs  # noqa: E402
+from feedback_rl.modeling.lora import merged_state_dict  # noqa: E402
+from feedback_rl.modeling.loading import context_length, load_model  # noqa: E402
+from feedback_rl.loop.policy_gradient import (  # noqa: E402
     backend_correction, clipped_surrogate, is_cap_option, mismatch_metrics, truncated_is_weights,
 )
-from .recipe import DataRef, GeneratedData, SourcedData  # noqa: E402
-from .rollout import generate_rollouts, stop_token_ids  # noqa: E402
-from .roles import (  # noqa: E402
+from feedback_rl.config.recipe import DataRef, GeneratedData, SourcedData  # noqa: E402
+from feedback_rl.loop.rollout import generate_rollouts, stop_token_ids  # noqa: E402
+from feedback_rl.modeling.roles import (  # noqa: E402
     bradley_terry_loss, last_token_index, load_scalar_model, pair_scores, pairwise_accuracy, scalar_model,
     score_rollouts, sequence_scores, token_values,
 )
-from .types import (  # noqa: E402
+from feedback_rl.types import (  # noqa: E402
     BinaryFeedback, Demonstrations, Feedback, Judgment, PairFeedback, Preference, Rating, Rollout, ScalarFeedback,
     Score, Scored,
 )

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .types import Feedback, FeedbackShape, Judgment, Preference, Rollout, Score
+from feedback_rl.types import Feedback, FeedbackShape, Judgment, Preference, Rollout, Score
 
 
 class PluginOptions(BaseModel):
@@ -80,7 +80,7 @@ class RewardSource(Plugin):
     :meth:`score` returns one :class:`Score` per rollout: ``Score.ok(x)``,
     ``Score.abstain()`` (not applicable) or ``Score.error(reason)``; never a silent 0.
     A pairwise source also implements :meth:`compare`. A source returns judgments only: the core
-    shapes them into whatever feedback the stage's optimizer consumes (``feedback_rl/feedback.py``).
+    shapes them into whatever feedback the stage's optimizer consumes (``feedback_rl/loop/feedback.py``).
     """
 
     #: True when the source judges pairs natively (a human A/B queue, a pairwise judge).

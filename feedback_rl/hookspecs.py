@@ -66,8 +66,8 @@ def frl_register_commands(cli: Any) -> None:
 def frl_run_start(run: Any, recipe: Any) -> None:
     """A run starts, after its folder and lock are written.
 
-    :param run: the :class:`~feedback_rl.runs.Run` (``run.dir``, ``run.name``).
-    :param recipe: the validated :class:`~feedback_rl.recipe.Recipe`.
+    :param run: the :class:`~feedback_rl.run.folder.Run` (``run.dir``, ``run.name``).
+    :param recipe: the validated :class:`~feedback_rl.config.recipe.Recipe`.
     """
 
 
@@ -115,6 +115,6 @@ def frl_checkpoint_saved(stage: str, step: int, path: Any) -> None:
 def frl_run_end(run: Any, summary: dict) -> None:
     """A run ended, successfully or not.
 
-    :param run: the :class:`~feedback_rl.runs.Run`.
+    :param run: the :class:`~feedback_rl.run.folder.Run`.
     :param summary: ``{"status": ..., "stages": {stage: {"eval_before": ..., "eval_after": ...}}}``.
     """

@@ -13,8 +13,8 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from . import hookspecs
-from .errors import UserError, did_you_mean
+from feedback_rl import hookspecs
+from feedback_rl.errors import UserError, did_you_mean
 
 GROUP = "feedback_rl"
 KINDS = ("reward_sources", "optimizers", "backends", "loggers", "datasets")

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from feedback_rl import recipe as r
+from feedback_rl.config import recipe as r
 from feedback_rl.plugins import build_registry, get_plugin_manager
 
 DOC = Path(__file__).parents[1] / "docs" / "recipes.md"
@@ -32,7 +32,7 @@ def _plain(ann) -> str:
 def _type(ann) -> str:
     text = _plain(ann) if "Annotated" in str(ann) else str(ann)
     text = text.replace("typing.", "").replace("<class '", "").replace("'>", "")
-    for mod in ("feedback_rl.recipe.", "pydantic.main."):
+    for mod in ("feedback_rl.config.recipe.", "pydantic.main."):
         text = text.replace(mod, "")
     return text.replace("|", "\\|")
 

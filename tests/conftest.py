@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """The built-in tiny GPT-2, built once per test session."""
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 

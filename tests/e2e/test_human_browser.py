@@ -54,7 +54,7 @@ def start_trainer(tmp_path: Path, db: Path) -> subprocess.Popen:
             "train": {"steps": 100000, "batch_size": 4, "lr": 1e-4},
         }],
     }))
-    return subprocess.Popen([sys.executable, "-m", "feedback_rl.cli", "train", str(path), "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -32,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def frl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real ``frl`` command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "feedback_rl.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *map(str, args)], capture_output=True, text=True,
                           env=ENV, cwd=cwd, timeout=300)
 
 
@@ -130,7 +130,7 @@ def kill_inside_writes(tag: str) -> None:
 
 def main() -> None:
     where, args = sys.argv[1], sys.argv[2:]
-    from feedback_rl.cli import main as frl
+    from feedback_rl.commands.cli import main as frl
     from feedback_rl.plugins import default
     killer = Killer(where)
     default()[0].register(killer)

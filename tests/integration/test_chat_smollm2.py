@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from feedback_rl.chat import check_rows, encode_example, encode_prompt, render_prompt
-from feedback_rl.data import Dataset
+from feedback_rl.modeling.chat import check_rows, encode_example, encode_prompt, render_prompt
+from feedback_rl.rows.dataset import Dataset
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ TEMPLATE = ("{% for m in messages %}{{ m['role'] + '> ' + m['content'] + '\\n' }
 
 
 def frl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "feedback_rl.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *args], capture_output=True, text=True,
                           timeout=600)
 
 

@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from feedback_rl.cli import main
+from feedback_rl.commands.cli import main
 from frl_plugins.serve.server import ServerThread
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "mixed-rule-judge.yaml"
@@ -68,7 +68,7 @@ def test_check_shows_the_prompt_as_the_policy_sees_it(capsys):
     with _server([]) as server:
         assert main(_args(server.url)) == 0
     out = capsys.readouterr().out
-    from feedback_rl.synthetic import GENERATORS
+    from feedback_rl.rows.synthetic import GENERATORS
     first = GENERATORS["addition"]("train", None, 500, 0)[0]["prompt"]
     assert f"prompt as the policy sees it: {first!r}" in out.splitlines()   # a plain-string prompt, raw
 

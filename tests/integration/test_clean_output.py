@@ -29,7 +29,7 @@ def test_a_run_prints_no_library_warning_and_no_empty_table(tmp_path):
             health: {{max_truncated_rate: null}}
         """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FRL_LOAD_PLUGINS": "rule,sft,grpo,hf,jsonl"}
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(path), "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Warning" not in out.stderr and "lr_scheduler" not in out.stderr, out.stderr

@@ -68,7 +68,7 @@ def test_each_conversational_shape_trains_and_serve_answers_as_training(tmp_path
             train: {{steps: 2, batch_size: 4, lr: 1.0e-3}}
             health: {{max_truncated_rate: null, max_zero_variance_groups: null, min_grad_norm: null}}
         """))
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(recipe), "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(recipe), "--no-progress"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "chat"

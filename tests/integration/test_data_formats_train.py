@@ -35,7 +35,7 @@ def test_sft_trains_from_every_data_source_through_the_cli(tmp_path):
                                      f"model: {{path: builtin:tiny-gpt2, tiny: {{n_layer: 1, n_embd: 16, n_head: 2}}}}\n"
                                      f"stages:{stages}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", "r.yaml", "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", "r.yaml", "--no-progress"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "runs" / "formats"

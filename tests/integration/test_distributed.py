@@ -41,7 +41,7 @@ KEEP = ("--set", "stages.grpo.checkpoint.keep=3")
 
 def frl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", *args, "--no-progress"], cwd=cwd, env=env,
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *args, "--no-progress"], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
@@ -51,9 +51,9 @@ def as_killed_after_step_3(cwd: Path) -> None:
     """The finished 3-step run in ``cwd``, as the 6-step recipe killed after its step-3 checkpoint would
     have left it (the constant schedule makes their first 3 steps the same): later checkpoints, the
     outputs and the status go, and the lock is the 6-step recipe's (a finished run is never resumed)."""
-    from feedback_rl import checkpoint as ckpt
-    from feedback_rl.recipe import load
-    from feedback_rl.runs import Run
+    from feedback_rl.run import checkpoint as ckpt
+    from feedback_rl.config.recipe import load
+    from feedback_rl.run.folder import Run
     run = cwd / "runs" / "ddp"
     for later in ckpt.complete(run / "checkpoints"):
         if later.name != "00-dpo-step0000003":
@@ -151,7 +151,7 @@ def test_rollouts_of_both_ranks_are_logged_once_by_rank_zero(runs):
 def test_a_batch_the_processes_cannot_share_is_refused(tmp_path):
     (tmp_path / "recipe.yaml").write_text(RECIPE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", "recipe.yaml", "--num-processes", "2",
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", "recipe.yaml", "--num-processes", "2",
                           "--no-progress", "--set", "stages.dpo.train.batch_size=7"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 2, out.stderr  # refused before any process starts: one line, no traceback
@@ -166,7 +166,7 @@ def test_accelerate_launch_with_a_shipped_config_runs_the_same_entry_point(tmp_p
     config = Path(__file__).resolve().parents[2] / "recipes" / "accelerate" / "ddp.yaml"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                          "--num_processes", "2", "--mixed_precision", "no", "-m", "feedback_rl.cli", "train",
+                          "--num_processes", "2", "--mixed_precision", "no", "-m", "feedback_rl.commands.cli", "train",
                           "recipe.yaml", "--no-progress", "--set", "stages.dpo.train.steps=2",
                           "--set", "stages.grpo.train.steps=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl import sequence_logprobs
-from feedback_rl.batching import tokenize
-from feedback_rl.train import train_recipe
-from feedback_rl.synthetic import sort_pairs
+from feedback_rl.modeling.batching import tokenize
+from feedback_rl.run.train import train_recipe
+from feedback_rl.rows.synthetic import sort_pairs
 
 
 def sequence_logps(model, tokenizer, prompts, completions):

@@ -5,7 +5,7 @@ import textwrap
 import torch
 from transformers import AutoModelForCausalLM
 
-from feedback_rl.train import train_recipe
+from feedback_rl.run.train import train_recipe
 
 
 def test_grpo_changes_every_parameter_and_raises_the_reward(tmp_path):

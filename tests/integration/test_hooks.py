@@ -8,7 +8,7 @@ import pytest
 
 import feedback_rl
 from feedback_rl import hookspecs
-from feedback_rl.train import train_recipe
+from feedback_rl.run.train import train_recipe
 from feedback_rl.plugins import get_plugin_manager
 
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("frl_"))
@@ -90,7 +90,7 @@ def recorded(tmp_path_factory):
     rec = Recorder()
     pm.register(rec)
     pm.check_pending()
-    from feedback_rl.cli import cli
+    from feedback_rl.commands.cli import cli
     pm.hook.frl_register_commands(cli=cli)
     run, summary = train_recipe(recipe, pm=pm)
     return rec, run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl import hub
+from feedback_rl.modeling import hub
 
 DATA = Path(__file__).parents[1] / "data"
 REFUSED = "http://127.0.0.1:9"   # nothing listens on the discard port: the connection is refused
@@ -38,7 +38,7 @@ def frl_train(recipe: Path, **env: str) -> tuple[subprocess.CompletedProcess, fl
     full = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
     full.update(OMP_NUM_THREADS="1", **env)
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(recipe), "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(recipe), "--no-progress"],
                          capture_output=True, text=True, timeout=300, env=full)
     return out, time.monotonic() - start
 
@@ -106,7 +106,7 @@ def test_a_parquet_file_without_a_needed_column_exits_2_without_a_traceback(tmp_
     import pyarrow.parquet as pq
     path = write_recipe(tmp_path, "builtin:tiny-gpt2", "data.parquet")
     pq.write_table(pa.table({"question": ["1+1="], "completion": ["2"]}), tmp_path / "data.parquet")
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(path), "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == (f"error: {tmp_path}/data.parquet: no column 'prompt' (stage 's' (sft) needs "

@@ -36,7 +36,7 @@ def recipe(tmp_path, db, steps):
 
 
 def trainer(path):
-    return subprocess.Popen([sys.executable, "-m", "feedback_rl.cli", "train", str(path), "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

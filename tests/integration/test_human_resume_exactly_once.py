@@ -32,9 +32,9 @@ import torch
 import yaml
 
 from feedback_rl.plugins import default
-from feedback_rl.recipe import load
-from feedback_rl.runs import Run
-from feedback_rl.train import train_recipe
+from feedback_rl.config.recipe import load
+from feedback_rl.run.folder import Run
+from feedback_rl.run.train import train_recipe
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.store import LabelStore
 
@@ -65,7 +65,7 @@ def recipe(tmp_path: Path, out: Path, db: Path, steps: int) -> Path:
 def cli(path: Path, *extra: str) -> subprocess.Popen:
     """``frl train``; stderr goes to a file (a pipe nobody reads could fill and stall the trainer)."""
     err = open(path.with_suffix(".stderr"), "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.cli", "train", str(path), "--no-progress", *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress", *extra],
                             stdout=subprocess.DEVNULL, stderr=err, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     proc.err = err

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from feedback_rl import PluginContext, Rollout, load_model
-from feedback_rl.synthetic import addition
+from feedback_rl.rows.synthetic import addition
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
@@ -119,7 +119,7 @@ def test_a_grpo_stage_trains_on_the_human_reward_model(tmp_path, tok):
             "train": {"steps": 4, "batch_size": 4, "lr": 1e-4},
         }],
     }))
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(recipe), "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(recipe), "--no-progress"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())

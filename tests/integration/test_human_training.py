@@ -31,7 +31,7 @@ def test_dpo_from_live_human_labels_improves_held_out_exact_match(tmp_path):
     annotator = start_annotator(url, token)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "feedback_rl.cli", "train", str(ROOT / "recipes/rlhf-human.yaml"), "--no-progress",
+            [sys.executable, "-m", "feedback_rl.commands.cli", "train", str(ROOT / "recipes/rlhf-human.yaml"), "--no-progress",
              "--set", f"output_dir={tmp_path / 'runs'}", "--set", f"stages.dpo.rewards.sources.people.db={db}"],
             capture_output=True, text=True, timeout=1800)
     finally:

@@ -7,8 +7,8 @@ import torch
 
 from feedback_rl import PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs
 from feedback_rl import rollout_batch
-from feedback_rl.train import train_recipe
-from feedback_rl.synthetic import addition
+from feedback_rl.run.train import train_recipe
+from feedback_rl.rows.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
 
 TOL = 1e-4
@@ -34,7 +34,7 @@ def test_ppo_prepare_logs_the_mismatch_and_weights_of_one(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from feedback_rl import ScalarFeedback
-    from feedback_rl.roles import build_models
+    from feedback_rl.modeling.roles import build_models
     from frl_plugins.optimizers.ppo import PPO
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -14,7 +14,7 @@ TINY = {"n_layer": 8, "n_embd": 512, "n_head": 8, "n_positions": 64}
 
 CHILD = textwrap.dedent("""\
     import resource, sys
-    from feedback_rl.train import train_recipe
+    from feedback_rl.run.train import train_recipe
     run, summary = train_recipe(sys.argv[1])
     assert summary["status"] == "finished", summary
     print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -46,7 +46,7 @@ def peak_rss_mb(proc: subprocess.Popen) -> float:
 
 
 def test_lora_peak_memory_is_below_full_fine_tuning(tmp_path):
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     base = build_tiny_gpt2(tmp_path / "base", seed=0, **TINY)
     weights_mb = (base / "model.safetensors").stat().st_size / 2**20
     procs = [start(tmp_path, base, lora=False), start(tmp_path, base, lora=True)]  # side by side: RSS is per process

@@ -13,16 +13,16 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from feedback_rl import checkpoint as ckpt
-from feedback_rl import lora
-from feedback_rl.batching import forward_logits, tokenize
-from feedback_rl.cli import main as frl
-from feedback_rl.engine import Engine
-from feedback_rl.train import train_recipe
-from feedback_rl.models import load_policy
+from feedback_rl.run import checkpoint as ckpt
+from feedback_rl.modeling import lora
+from feedback_rl.modeling.batching import forward_logits, tokenize
+from feedback_rl.commands.cli import main as frl
+from feedback_rl.loop.engine import Engine
+from feedback_rl.run.train import train_recipe
+from feedback_rl.modeling.loading import load_policy
 from feedback_rl.plugins import default
-from feedback_rl.recipe import ModelSpec, load
-from feedback_rl.runs import Run
+from feedback_rl.config.recipe import ModelSpec, load
+from feedback_rl.run.folder import Run
 
 STEPS = 6
 

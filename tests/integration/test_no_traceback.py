@@ -188,7 +188,7 @@ def test_a_mistake_is_one_line_and_no_traceback(case, tmp_path, junk_judge):
     args = case.setup(tmp_path, slots)
     env = {k: v for k, v in os.environ.items() if k != "FRL_LOAD_PLUGINS"}
     env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **{k: v.format(**slots) for k, v in case.env.items()}})
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *args], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=300)
     everything = out.stdout + out.stderr
     assert "Traceback" not in everything, everything

@@ -18,7 +18,7 @@ def installed_plugin():
 
 
 def frl(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "feedback_rl.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_frl_plugins_lists_the_outside_plugin_with_its_version(installed_plugin):

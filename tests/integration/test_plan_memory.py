@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from feedback_rl import plan
-from feedback_rl.cli import main
+from feedback_rl.commands import plan
+from feedback_rl.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +51,11 @@ def test_activation_formula_matches_the_tensors_autograd_saves():
 MEASURE = textwrap.dedent("""
     import resource, sys
     import torch, transformers  # noqa: F401  (imports are not the model's memory)
-    import feedback_rl.cli, feedback_rl.engine  # noqa: F401
+    import feedback_rl.commands.cli, feedback_rl.loop.engine  # noqa: F401
     def rss():
         return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:"))
     base = rss()
-    rc = feedback_rl.cli.main(sys.argv[1:])
+    rc = feedback_rl.commands.cli.main(sys.argv[1:])
     print("GROWTH", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
     sys.exit(rc)
 """)
@@ -76,7 +76,7 @@ def test_estimate_is_within_2x_of_a_real_sft_run(tmp_path, capsys):
             train: {steps: 2, batch_size: 64}
             rollout: {max_new_tokens: 4}
     """))
-    from feedback_rl import recipe as recipes
+    from feedback_rl.config import recipe as recipes
     from feedback_rl.plugins import default
     rec = recipes.load(recipe, [], default()[1])
     _, plans = plan.plan_recipe(rec, default()[1])

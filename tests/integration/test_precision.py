@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from feedback_rl import checkpoint as ckpt
-from feedback_rl.train import train_recipe
+from feedback_rl.run import checkpoint as ckpt
+from feedback_rl.run.train import train_recipe
 
 GRPO = """\
           - name: grpo
@@ -92,7 +92,7 @@ def test_sigkill_then_resume_under_bf16_is_bit_identical(tmp_path):
 
 def test_a_bad_precision_is_one_line_naming_the_key(tmp_path):
     path = recipe(tmp_path, DPO, "int8", steps=1)
-    done = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
     assert "p.yaml:8: stages[0].train.precision:" in done.stderr and "Traceback" not in done.stderr

@@ -1,8 +1,8 @@
 """frl train reads every data file once, before any model loads, and the engine trains on those rows."""
 import textwrap
 
-from feedback_rl import readers
-from feedback_rl.cli import main
+from feedback_rl.rows import readers
+from feedback_rl.commands.cli import main
 
 
 def test_each_data_file_is_read_once_for_the_whole_run(tmp_path, monkeypatch, capsys):

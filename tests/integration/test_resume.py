@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from feedback_rl import checkpoint as ckpt
-from feedback_rl.train import train_recipe
+from feedback_rl.run import checkpoint as ckpt
+from feedback_rl.run.train import train_recipe
 from feedback_rl.errors import UserError
 
 STEPS = 8
@@ -52,7 +52,7 @@ def train_steps(run_dir: Path) -> list[int]:
 
 
 def run_until_killed(recipe: Path, run_dir: Path, kill_after_step: int) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.cli", "train", str(recipe), "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(recipe), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     try:

@@ -133,7 +133,7 @@ def test_frl_runs_tells_a_running_run_from_a_killed_one_and_resume_leaves_a_runn
 
 
 def test_a_run_that_fails_before_its_first_step_leaves_no_folder(tmp_path):
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     model = build_tiny_gpt2(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, n_positions=32)
     weights = model / "model.safetensors"
     good = weights.read_bytes()

@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from feedback_rl import PluginContext, Rollout
-from feedback_rl.data import load
-from feedback_rl.train import train_recipe
-from feedback_rl.recipe import GeneratedData
+from feedback_rl.rows.dataset import load
+from feedback_rl.run.train import train_recipe
+from feedback_rl.config.recipe import GeneratedData
 from frl_plugins.rewards.reward_model import RewardModelSource
 
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from feedback_rl import PluginContext
-from feedback_rl.tiny import build_tiny_gpt2
+from feedback_rl.modeling.tiny import build_tiny_gpt2
 from frl_plugins.rewards.judge import JudgeSource
 from frl_plugins.serve.commands import load_local
 from frl_plugins.serve.server import ServerThread, build_app, chat_prompt

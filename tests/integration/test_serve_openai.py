@@ -337,7 +337,7 @@ def test_a_failure_while_generating_is_a_500_or_a_stream_error_event_and_the_ser
 
 
 def test_a_client_that_leaves_a_stream_stops_its_generation(tmp_path):
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     model, tok = load_local(str(build_tiny_gpt2(tmp_path / "long", seed=0, n_positions=1024)))
     app = build_app(model, tok, "long", batch_wait_ms=1)
     stats = app.state.batcher.stats

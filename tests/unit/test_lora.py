@@ -9,19 +9,19 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from feedback_rl import lora
-from feedback_rl.batching import sequence_logprobs, tokenize
+from feedback_rl.modeling import lora
+from feedback_rl.modeling.batching import sequence_logprobs, tokenize
 from feedback_rl.errors import UserError
-from feedback_rl.models import load_policy
-from feedback_rl.recipe import LoraSpec, ModelSpec
-from feedback_rl.roles import build_models, token_values
+from feedback_rl.modeling.loading import load_policy
+from feedback_rl.config.recipe import LoraSpec, ModelSpec
+from feedback_rl.modeling.roles import build_models, token_values
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 32}
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory) -> Path:
-    from feedback_rl.tiny import build_tiny_gpt2
+    from feedback_rl.modeling.tiny import build_tiny_gpt2
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny") / "base", seed=0, **TINY)
 
 

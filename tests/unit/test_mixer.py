@@ -5,8 +5,8 @@ import pytest
 
 from feedback_rl import RewardSource, Rollout, Score
 from feedback_rl.errors import RunStopped
-from feedback_rl.recipe import SourceSpec
-from feedback_rl.rewards import Mixer, Slot
+from feedback_rl.config.recipe import SourceSpec
+from feedback_rl.loop.rewards import Mixer, Slot
 
 
 class Table(RewardSource):

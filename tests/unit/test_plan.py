@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl import plan
-from feedback_rl import recipe as recipes
-from feedback_rl.cli import main
-from feedback_rl.recipe import ModelSpec
+from feedback_rl.commands import plan
+from feedback_rl.config import recipe as recipes
+from feedback_rl.commands.cli import main
+from feedback_rl.config.recipe import ModelSpec
 
 V, H, L, POS = 100, 16, 2, 32   # the tiny tokenizer has 4 specials + 96 printable characters
 

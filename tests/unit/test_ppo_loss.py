@@ -99,7 +99,7 @@ def test_explained_variance_by_hand():
 def _ppo(tmp_path: Path, tiny_model_dir: Path, **options):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from feedback_rl.roles import build_models
+    from feedback_rl.modeling.roles import build_models
     from feedback_rl.types import Rollout, ScalarFeedback
     ctx = PluginContext(name="ppo", run_dir=tmp_path, seed=0, sampling=SamplingParams(temperature=1.0))
     ppo = PPO(PPO.Options(**options), ctx)

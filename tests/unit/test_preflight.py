@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from feedback_rl import PluginOptions, RewardSource, UserError
-from feedback_rl import preflight
-from feedback_rl import recipe as recipes
-from feedback_rl.model_files import check_model_path
+from feedback_rl.run import preflight
+from feedback_rl.config import recipe as recipes
+from feedback_rl.modeling.model_files import check_model_path
 from feedback_rl.plugins import build_registry, get_plugin_manager
 
 CORE = Path(__file__).parents[2] / "feedback_rl"
@@ -71,7 +71,7 @@ def test_every_source_of_every_stage_checks_itself_against_the_rows_it_scores(tm
 
 
 def test_a_file_read_by_several_stages_is_read_once_and_kept_for_the_engine(tmp_path, registry, monkeypatch):
-    from feedback_rl import readers
+    from feedback_rl.rows import readers
     reads = []
     real = readers.read_file
     monkeypatch.setattr(readers, "read_file", lambda path: reads.append(path.name) or real(path))
@@ -97,7 +97,7 @@ def test_a_later_stage_missing_offline_columns_fails_before_any_model(tmp_path, 
 def test_judge_template_is_checked_against_every_row(tmp_path, registry):
     from frl_plugins.rewards.judge import JudgeSource
     from feedback_rl import PluginContext
-    from feedback_rl.data import load
+    from feedback_rl.rows.dataset import load
     (tmp_path / "rows.jsonl").write_text('{"prompt": "a", "gold": "1"}\n{"prompt": "b"}\n{"prompt": "c", "gold": 2}\n')
     rows = load("rows.jsonl", tmp_path)
     ctx = PluginContext(name="j", run_dir=tmp_path, recipe_dir=tmp_path)
@@ -168,16 +168,17 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             out.add("." * node.level + (node.module or ""))
+            out.update(f"{node.module}.{a.name}" for a in node.names if node.module)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return out
 
 
 def test_recipe_errors_does_not_import_recipe_back():
-    assert not {m for m in _imports(CORE / "recipe_errors.py") if m in (".recipe", "feedback_rl.recipe")}
+    assert not {m for m in _imports(CORE / "config" / "recipe_errors.py") if m in (".recipe", "feedback_rl.config.recipe")}
 
 
 def test_no_core_module_imports_the_cli_back():
-    offenders = [p.name for p in CORE.glob("*.py") if p.name != "cli.py"
-                 and {".cli", "feedback_rl.cli"} & _imports(p)]
+    offenders = [p.name for p in CORE.rglob("*.py") if p.name != "cli.py"
+                 and {".cli", "feedback_rl.commands.cli"} & _imports(p)]
     assert offenders == []

@@ -56,7 +56,7 @@ def test_built_in_plugins_import_only_the_public_api_and_no_other_plugin():
 
 def test_the_checker_catches_each_kind_of_offence(tmp_path, monkeypatch):
     bad = PLUGINS / "rewards" / "_probe_offender.py"
-    bad.write_text("from feedback_rl.engine import Engine\nfrom feedback_rl import Dataset, Engine\n"
+    bad.write_text("from feedback_rl.loop.engine import Engine\nfrom feedback_rl import Dataset, Engine\n"
                    "import frl_plugins.backends.hf\nfrom .rule import RuleSource\n")
     try:
         found = offences(bad)

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from feedback_rl import RewardSource
-from feedback_rl.cli import main
+from feedback_rl.commands.cli import main
 from feedback_rl.plugins import build_registry, get_plugin_manager
 
 GOOD = textwrap.dedent("""\
@@ -108,7 +108,7 @@ def test_bad_override(override, message, tmp_path, capsys):
 
 
 def test_override_changes_a_value_by_stage_name(tmp_path):
-    from feedback_rl.recipe import load
+    from feedback_rl.config.recipe import load
     path = tmp_path / "t.yaml"
     path.write_text(GOOD)
     recipe = load(path, ["stages.grpo.train.lr=3e-4", "seed=7"])
@@ -118,7 +118,7 @@ def test_override_changes_a_value_by_stage_name(tmp_path):
 def test_real_cli_prints_no_traceback(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(GOOD.replace("lr: 1.0e-5", "lr: fast"))
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", str(path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path)], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: {path}:14: stages[1].train.lr: expected a valid number, "
                                                "unable to parse string as a number, got 'fast'"]

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedback_rl.errors import UserError
-from feedback_rl.recipe import load
+from feedback_rl.config.recipe import load
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 SHIPPED = [yaml.safe_load(p.read_text()) for p in RECIPES]

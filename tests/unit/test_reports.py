@@ -1,6 +1,6 @@
 """What a run reports: the summary table and the charts' moving average."""
-from feedback_rl.plots import moving_average
-from feedback_rl.summary import format_summary
+from feedback_rl.commands.plots import moving_average
+from feedback_rl.commands.summary import format_summary
 
 
 def test_a_summary_with_no_eval_prints_the_status_alone():

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl import checkpoint as ckpt
+from feedback_rl.run import checkpoint as ckpt
 from feedback_rl.errors import UserError
-from feedback_rl.recipe import validate
-from feedback_rl.resume import check_compatible, diff
-from feedback_rl.runs import resolved
+from feedback_rl.config.recipe import validate
+from feedback_rl.run.resume import check_compatible, diff
+from feedback_rl.run.folder import resolved
 
 
 def recipe(**stage_edits):

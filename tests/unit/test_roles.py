@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from feedback_rl.batching import TokenBatch, pack
-from feedback_rl.roles import build_models, last_token_index, sequence_scores, token_values
+from feedback_rl.modeling.batching import TokenBatch, pack
+from feedback_rl.modeling.roles import build_models, last_token_index, sequence_scores, token_values
 
 EOS = 2  # the pad id below is the EOS id, which also ends every sequence
 

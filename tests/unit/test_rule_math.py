@@ -123,7 +123,7 @@ def test_without_math_verify_a_recipe_naming_it_fails_with_the_install_line(tmp_
             data: {train: {generator: addition}}
             rewards: {sources: [{name: m, type: rule, check: math}]}
         """))
-    blocked = "import sys; sys.modules['math_verify'] = None; from feedback_rl.cli import main; sys.exit(main())"
+    blocked = "import sys; sys.modules['math_verify'] = None; from feedback_rl.commands.cli import main; sys.exit(main())"
     out = subprocess.run([sys.executable, "-c", blocked, "validate", str(recipe)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2, out.stderr

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from feedback_rl import Dataset, PluginContext, Rollout, UserError
-from feedback_rl.data import load
+from feedback_rl.rows.dataset import load
 from frl_plugins.rewards.rule import RuleSource
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl.cli import main
+from feedback_rl.commands.cli import main
 
 ROOT = Path(__file__).parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from feedback_rl.batching import pack, position_ids, sequence_logprobs
+from feedback_rl.modeling.batching import pack, position_ids, sequence_logprobs
 
 V = 97
 
@@ -59,7 +59,9 @@ def test_values_at_targets_equal_the_full_head_and_are_zero_elsewhere(make, temp
         got, entropy = sequence_logprobs(model, tokens, temperature, with_entropy=True)
     assert got.shape == want.shape == mask.shape and got.dtype == torch.float32
     assert torch.allclose(got * mask, want * mask, atol=1e-6, rtol=0)
-    assert torch.allclose(entropy * mask, want_entropy * mask, atol=1e-6, rtol=0)
+    # entropies are near log(V) = 4.57, where a float32 ulp is 4.8e-7: summing over the vocabulary in another
+    # order differs by a few ulps, so allow ten
+    assert torch.allclose(entropy * mask, want_entropy * mask, atol=5e-6, rtol=0)
     assert torch.all(got[mask == 0] == 0) and torch.all(entropy[mask == 0] == 0)
 
 

@@ -9,13 +9,13 @@ import torch
 from feedback_rl import (
     PluginContext, Rating, SamplingParams, Score, Scored, completion_logprobs, generate_rollouts, rollout_batch,
 )
-from feedback_rl.feedback import build
+from feedback_rl.loop.feedback import build
 from frl_plugins.backends.hf import HFBackend
 from frl_plugins.optimizers.dpo import DPO
 from frl_plugins.optimizers.grpo import GRPO
 from frl_plugins.optimizers.kto import KTO
 from frl_plugins.optimizers.rm import RewardModelTraining
-from feedback_rl.roles import build_models
+from feedback_rl.modeling.roles import build_models
 
 CORPUS = ["the cat sat on the mat", "a cat and a hat", "that hat is the cat's", "sat at the mat"] * 50
 

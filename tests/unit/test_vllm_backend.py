@@ -43,7 +43,7 @@ def test_frl_train_on_the_vllm_backend_without_vllm_is_one_line_and_exit_2(tmp_p
             rollout: {{backend: vllm, num_generations: 2, max_new_tokens: 2}}
             train: {{steps: 1, batch_size: 2}}
         """))
-    out = subprocess.run([sys.executable, "-m", "feedback_rl.cli", "train", "r.yaml", "--no-progress"],
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", "r.yaml", "--no-progress"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
@@ -53,7 +53,7 @@ def test_frl_train_on_the_vllm_backend_without_vllm_is_one_line_and_exit_2(tmp_p
 def test_weights_pushed_from_a_lora_policy_are_its_merged_plain_weights(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
-    from feedback_rl.lora import merged_state_dict
+    from feedback_rl.modeling.lora import merged_state_dict
     model, _ = load(tiny_model_dir)
     plain_names = set(model.state_dict())     # tied weights too: vLLM restores every layer it reloads
     lora = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))

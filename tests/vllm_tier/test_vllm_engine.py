@@ -28,7 +28,7 @@ def load(path):
 
 
 def rows(n):
-    from feedback_rl.synthetic import addition
+    from feedback_rl.rows.synthetic import addition
     return addition("train", n, 0, 0)
 
 

@@ -173,7 +173,7 @@ def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8765, log_level: 
 def spawn(db: str | Path, host: str = "127.0.0.1", port: int = 0):
     """``frl label serve`` in a child process (tests, benchmarks, demos): returns (process, url)."""
     import subprocess
-    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.cli", "label", "serve", "--db", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "feedback_rl.commands.cli", "label", "serve", "--db", str(db),
                              "--host", host, "--port", str(port)], stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # "serving on URL", printed once the socket listens ("" if it died)
     if not line.startswith("serving on "):

@@ -5,8 +5,8 @@ import json
 
 from conftest import make_judge
 from feedback_rl import Rollout
-from feedback_rl.chat import render_prompt
-from feedback_rl.tiny import char_tokenizer
+from feedback_rl.modeling.chat import render_prompt
+from feedback_rl.modeling.tiny import char_tokenizer
 
 TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FakeJudge
-from feedback_rl.cli import main
+from feedback_rl.commands.cli import main
 from frl_plugins.serve.server import ServerThread
 
 RECIPES = Path(__file__).resolve().parents[3] / "recipes"

@@ -1,0 +1,71 @@
+"""The one generation path. Every rollout in the project, for training or eval, comes from here.
+
+Prompts are rendered and tokenized once, here; backends (HF ``generate``, vLLM) plug in underneath and
+see token ids only. This module repeats prompts into groups, cuts each completion at its first stop
+token, tags each rollout with its row, group and policy version, and decodes the text (for logs and
+judges: training reads the ids).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from feedback_rl.base import Backend, Generation, SamplingParams
+from feedback_rl.modeling.chat import encode_prompt, render_prompt
+from feedback_rl.types import Rollout
+
+
+def sampling_params(rollout: Any, greedy: bool = False, max_new_tokens: int | None = None) -> SamplingParams:
+    """A stage's ``rollout:`` settings as the backend's :class:`SamplingParams`."""
+    return SamplingParams(max_new_tokens=max_new_tokens or rollout.max_new_tokens, temperature=rollout.temperature,
+                          top_p=rollout.top_p, top_k=rollout.top_k, greedy=greedy)
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Where a completion ends: the tokenizer's EOS and every EOS the model's generation config names
+    (chat models often stop on an end-of-turn token too)."""
+    ids = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids += extra if isinstance(extra, (list, tuple)) else [extra]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def cut_at_stop(gen: Generation, stops: list[int]) -> Generation:
+    """The completion up to and including its first stop token; truncated when it has none."""
+    ids = list(gen.completion_ids)
+    end = next((k for k, t in enumerate(ids) if t in stops), None)
+    n = len(ids) if end is None else end + 1
+    lp = gen.logprobs.reshape(-1)[:n] if gen.logprobs is not None else None
+    return Generation(list(gen.prompt_ids), ids[:n], lp, truncated=end is None)
+
+
+def generate_rollouts(backend: Backend, model: torch.nn.Module, tokenizer: Any, rows: list[dict],
+                      sampling: SamplingParams, num_generations: int = 1, policy_version: int = 0,
+                      batch_size: int | None = None, system_prompt: str | None = None) -> list[Rollout]:
+    """``num_generations`` completions for each row; rollouts of one row share a ``group``."""
+    if not sampling.stop_token_ids:
+        sampling = replace(sampling, stop_token_ids=stop_token_ids(tokenizer, model))
+    texts = [render_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
+    encoded = [encode_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
+    prompts = [encoded[g] for g in range(len(rows)) for _ in range(num_generations)]
+    groups = [g for g in range(len(rows)) for _ in range(num_generations)]
+    step = batch_size or len(prompts)
+    was_training = model.training
+    model.eval()
+    gens = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), step):
+            gens += backend.generate(model, tokenizer, prompts[start: start + step], sampling)
+    model.train(was_training)
+    out = []
+    for k, (g, gen) in enumerate(zip(groups, gens)):
+        gen = cut_at_stop(gen, sampling.stop_token_ids)
+        text = tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
+        out.append(Rollout(prompt=texts[g], completion=text, row=rows[g], group=g,
+                           prompt_ids=gen.prompt_ids, completion_ids=gen.completion_ids,
+                           logprobs=gen.logprobs, truncated=gen.truncated,
+                           policy_version=policy_version, uid=f"v{policy_version}-{k}"))
+    return out
