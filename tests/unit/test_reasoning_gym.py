@@ -75,6 +75,10 @@ def test_extraction_modes():
     assert extract("<final>7</final>", "answer_tag", "final") == "7"
     assert extract("work\n 42 \n\n", "last_line", "answer") == "42"
     assert extract("  42\n", "whole", "answer") == "42" and extract(" \n", "whole", "answer") is None
+    assert extract("3 + 4 = 7.", "last_number", "answer") == "7"
+    assert extract("It is 1,204 (or -2.5)", "last_number", "answer") == "-2.5"
+    assert extract("It is 1,204.", "last_number", "answer") == "1204"
+    assert extract("seven", "last_number", "answer") is None
     legs = rows("leg_counting", size=1, seed=5)[0]
     assert values([f"I count\n{legs['answer']}"], legs, extract="last_line") == [1.0]
     assert values([f"<final>{legs['answer']}</final>"], legs, tag="final") == [1.0]
