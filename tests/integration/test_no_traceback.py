@@ -138,7 +138,7 @@ CASES = [
     Case("model folder without a tokenizer", lambda t, u: _model_folder(t, "config.json", "model.safetensors"),
          "{tmp}/m has no tokenizer"),
     Case("unknown built-in model", lambda t, u: ["validate", str(write_recipe(t, model="builtin:tiny-llama"))],
-         "model.path: unknown built-in model 'tiny-llama' (available: tiny-gpt2)"),
+         "model.path: unknown built-in model 'tiny-llama' (available: tiny-gpt2, smollm2-135m-instruct)"),
     Case("hub id offline", lambda t, u: ["train", "--no-progress", str(write_recipe(t, model="no-org/no-model"))],
          "model.path: 'no-org/no-model' is no folder here and not in the Hugging Face cache",
          env={"HF_HUB_OFFLINE": "1"}),

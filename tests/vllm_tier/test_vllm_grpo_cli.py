@@ -43,7 +43,7 @@ def run(tmp_path_factory):
         # a large step, so one update moves the log-probs far more than vLLM's bf16 gap
         "train": {"steps": 2, "batch_size": 4, "lr": 1.0e-2},
         "eval": {"num_prompts": 8},
-        "checkpoint": {"every": 1, "keep": 2},
+        "checkpoint": {"every": 1, "keep": 3},   # step 1, step 2 and the stage end
     }
     recipe = {"name": "grpo-vllm", "seed": 0, "output_dir": str(tmp / "runs"),
               "model": {"path": "builtin:tiny-gpt2"}, "stages": [stage]}
