@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vllm" ]; then
   shift
   bash scripts/setup-vllm.sh
-  exec .venv-vllm/bin/python -m pytest tests/vllm_tier tests/unit/test_vllm_backend.py tests/gpu/test_vllm.py "$@"
+  # vllm, torch.jit and trio warn about their own internals on every run; the tier's output stays a line a phase
+  exec .venv-vllm/bin/python -m pytest -p no:warnings tests/vllm_tier tests/unit/test_vllm_backend.py \
+    tests/gpu/test_vllm.py "$@"
 fi
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
