@@ -55,6 +55,14 @@ def reward_options(s: dict) -> dict:
     return {"check": "final_answer", "marker": "Answer:"} if s.get("rows") else {"check": "exact"}
 
 
+def backend(s: dict) -> dict:
+    """Our rollout backend: HF generate, or vLLM in the precision the update runs in."""
+    if s.get("backend", "hf") == "hf":
+        return {}
+    dtype = "float32" if s.get("precision", "fp32") == "fp32" else "bfloat16"
+    return {"backend": "vllm", "backend_options": {"dtype": dtype, "max_model_len": 256}}
+
+
 def ours_stage(s: dict) -> dict:
     opt = s["optimizer"]
     train = {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"], "precision": s.get("precision", "fp32")}
@@ -64,7 +72,7 @@ def ours_stage(s: dict) -> dict:
                 "data": {"train": data},
                 "rewards": {"sources": [{"name": "exact_match", "type": "rule", **reward_options(s)}]},
                 "rollout": {"num_generations": s["generations"], "max_new_tokens": s["max_len"],
-                            "temperature": s["temperature"]},
+                            "temperature": s["temperature"], **backend(s)},
                 "train": train, "eval": {"num_prompts": 1}}
     optimizer = {"type": "dpo", "beta": s["beta"], "loss": s["dpo_loss"]} if opt == "dpo" else \
         {"type": "kto", "beta": s["beta"]}
