@@ -25,7 +25,7 @@ from feedback_rl.loop.feedback import candidate_pairs, encode_text_rollouts, fro
 from feedback_rl.modeling.lora import merged_state_dict  # noqa: E402
 from feedback_rl.modeling.loading import context_length, load_model  # noqa: E402
 from feedback_rl.loop.policy_gradient import (  # noqa: E402
-    backend_correction, clipped_surrogate, is_cap_option, mismatch_metrics, truncated_is_weights,
+    backend_correction, clipped_surrogate, effective_is_cap, is_cap_option, mismatch_metrics, truncated_is_weights,
 )
 from feedback_rl.config.recipe import DataRef, GeneratedData, SourcedData  # noqa: E402
 from feedback_rl.loop.rollout import generate_rollouts, stop_token_ids  # noqa: E402
@@ -56,7 +56,7 @@ __all__ = [
     "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
     "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",
     # shared loss math
-    "clipped_surrogate", "is_cap_option", "backend_correction", "truncated_is_weights", "mismatch_metrics",
+    "clipped_surrogate", "effective_is_cap", "is_cap_option", "backend_correction", "truncated_is_weights", "mismatch_metrics",
     "bradley_terry_loss",
     # models and roles
     "load_model", "context_length", "generate_rollouts", "stop_token_ids", "merged_state_dict", "scalar_model", "load_scalar_model",

@@ -43,6 +43,7 @@ class PluginContext:
     sampling: Any = None           # the stage's SamplingParams (optimizers need the temperature)
     role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
     system_prompt: str | None = None  # the stage's rollout.system_prompt (rows are rendered with it)
+    overlap: int = 0               # the stage's rollout.overlap: rollouts trained this many updates after they were sampled
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier
@@ -204,6 +205,7 @@ class SamplingParams:
     top_k: int = 0
     greedy: bool = False
     stop_token_ids: list[int] = field(default_factory=list)  # the core fills it from the tokenizer and model
+    seed: int | None = None  # this call's own seed: same seed, weights and prompts, same completions (None: the global RNG)
 
 
 @dataclass
@@ -219,6 +221,10 @@ class Generation:
 
 class Backend(Plugin):
     """Produces completions. The core's rollout path calls it; nothing else generates."""
+
+    # True: the backend generates from weights of its own (an inference engine), refreshed by
+    # sync_weights; False: it generates from the model it is handed
+    holds_weights: bool = False
 
     def generate(self, model: torch.nn.Module, tokenizer: Any, prompt_ids: list[list[int]],
                  sampling: SamplingParams) -> list[Generation]:

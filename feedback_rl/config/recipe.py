@@ -105,6 +105,9 @@ class RolloutSpec(Strict):
     system_prompt: str | None = Field(None, description="a system turn put first in every conversational prompt "
                                                         "(unless the row starts with its own); plain-string prompts "
                                                         "take none")
+    overlap: int = Field(0, ge=0, le=1, description="1: generate the next step's rollouts while this step trains "
+                         "(one-step-off: each batch trains one update after the weights that sampled it; "
+                         "rollout/staleness logs it and the optimizers' is_cap corrects it); 0: generate, then train")
 
 
 class TrainSpec(Strict):
@@ -322,6 +325,9 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
                     "reward_sources", src.type, src.plugin_options, sloc,
                     {"name", "type", "weight", "gate", "tasks"})
         _check_feedback_shape(recipe, i, opt_cls, reg, fail)
+        if stage.rollout.overlap and (opt_cls.feedback == "demonstrations" or not stage.rewards.sources):
+            fail(loc + ("rollout", "overlap"), "this stage generates nothing (it trains on its data rows): "
+                 "remove rollout.overlap")
         for split in ("train", "eval"):
             ref = getattr(stage.data, split)
             if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:

@@ -37,7 +37,8 @@ from feedback_rl.modeling.precision import Precision, adamw
 from feedback_rl.config.recipe import Recipe, SourceSpec, StageSpec
 from feedback_rl.loop.rewards import Mixer, build_mixer
 from feedback_rl.modeling.roles import build_models
-from feedback_rl.loop.rollout import generate_rollouts, sampling_params
+from feedback_rl.loop.overlap import RolloutWorker
+from feedback_rl.loop.rollout import generate_rollouts, sampling_params, to_rollouts
 from feedback_rl.run.folder import Run
 
 
@@ -135,6 +136,7 @@ class Engine:
         ctx = self._context(stage.optimizer.type, stage.name)
         ctx.sampling = sampling_params(stage.rollout)
         ctx.system_prompt = _system_prompt(stage)
+        ctx.overlap = stage.rollout.overlap
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
         if resumed is None and lora.is_lora(self.policy) and lora.adapter_trained(self.policy):
             self._restart_adapter(stage)
@@ -172,7 +174,11 @@ class Engine:
 
         eval_tokens = stage.eval.max_new_tokens or stage.rollout.max_new_tokens
         local_eval = self.dist.split(eval_rows)
+        worker: RolloutWorker | None = None
         def do_eval() -> dict[str, float]:
+            if worker is not None:  # the backend serves one caller at a time, with the current weights
+                worker.wait()
+                backend.sync_weights(self.policy, state["version"])
             out = evaluate(backend, self.policy, self.tokenizer, local_eval, eval_mixer, eval_tokens,
                            stage.eval.batch_size, _system_prompt(stage))
             with torch.no_grad():
@@ -198,6 +204,11 @@ class Engine:
             first = resumed["step"] + 1
             ckpt.set_rng_state(resumed["rng"])  # last: building models above drew random numbers
         self.dist.diverge_sampling()
+        if stage.rollout.overlap:
+            worker = RolloutWorker(backend, self.policy, self.tokenizer, train_rows, sampling_params(stage.rollout),
+                                   stage.rollout.num_generations, _system_prompt(stage), recipe.seed + 1000 * i)
+            if resumed is not None:
+                worker.load_state_dict(resumed.get("rollouts_in_flight", {}))
 
         def save_checkpoint(step: int) -> Path:
             name = ckpt.tag(i, stage.name, step)
@@ -209,6 +220,7 @@ class Engine:
                     "summary": self.summary, "optimizer": opt.state_dict(), "precision": self.precision.state_dict(),
                     "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
                     "plugins": {k: p.state_dict() for k, p in plugins.items()},
+                    "rollouts_in_flight": worker.state_dict() if worker is not None else {},
                     "world_size": self.dist.world,
                 }, stage.checkpoint.keep, policy_state=whole)
                 self.pm.hook.frl_checkpoint_saved(stage=stage.name, step=step, path=ckpt.folder(self.run.dir) / name)
@@ -218,42 +230,51 @@ class Engine:
         self.policy.train()
         bar = tqdm(range(first, stage.train.steps + 1), desc=f"{stage.name}", disable=not self.progress,
                    dynamic_ncols=True, leave=True, initial=first - 1, total=stage.train.steps)
-        for step in bar:
-            t0 = time.perf_counter()
-            rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
-            metrics: dict[str, Any] = {}
-            with self.dist.stop_together():  # e.g. a source's error rate: every rank stops, not only this one
-                if optimizer.feedback == "demonstrations" or not mixer.slots:
-                    fb = shapes.from_rows(optimizer.feedback, rows, self.tokenizer, _system_prompt(stage))
-                else:
-                    fb = self._feedback(stage, step, rows, backend, mixer, optimizer.feedback, state["version"],
-                                        metrics)
-            for slot in mixer.slots:
-                metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
-            t_gen = time.perf_counter() - t0
-            metrics["feedback/size"] = float(len(fb))
-            metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
-            with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
-                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
-                sched.step()
-            state["version"] += 1
-            backend.sync_weights(self.policy, state["version"])
-            metrics = self.dist.reduce_metrics(metrics)  # the same numbers on every rank from here on
-            self.signal = self.dist.first(self.signal)
-            optimizer.after_step(metrics)
-            metrics.update({"stage": stage.name, "step": step, "lr": sched.get_last_lr()[0],
-                            "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
-            if stage.eval.every and step % stage.eval.every == 0 and step < stage.train.steps:
-                metrics.update(do_eval())
-            metrics.update(health.check(step, metrics))
-            self._log(metrics)
-            if self.main:
-                self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
-            bar.set_postfix(_postfix(metrics), refresh=False)
-            if self.signal or (stage.checkpoint.every and step % stage.checkpoint.every == 0):
-                path = save_checkpoint(step)
-                if self.signal:
-                    raise RunStopped(f"{self.signal} received: checkpoint saved at {path}")
+        try:
+            for step in bar:
+                t0 = time.perf_counter()
+                metrics: dict[str, Any] = {}
+                with self.dist.stop_together():  # e.g. a source's error rate: every rank stops, not only this one
+                    if optimizer.feedback == "demonstrations" or not mixer.slots:
+                        rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
+                        fb = shapes.from_rows(optimizer.feedback, rows, self.tokenizer, _system_prompt(stage))
+                    else:
+                        if worker is None:
+                            rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
+                            rollouts = self._generate(stage, rows, backend, state["version"])
+                        else:
+                            rollouts = self._overlapped(worker, stage, step, sampler, state["version"], metrics)
+                        fb = self._feedback(stage, step, rollouts, mixer, optimizer.feedback, metrics)
+                for slot in mixer.slots:
+                    metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
+                t_gen = time.perf_counter() - t0
+                metrics["feedback/size"] = float(len(fb))
+                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
+                with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
+                    sched.step()
+                state["version"] += 1
+                if worker is None:  # the worker hands the weights over with the next batch
+                    backend.sync_weights(self.policy, state["version"])
+                metrics = self.dist.reduce_metrics(metrics)  # the same numbers on every rank from here on
+                self.signal = self.dist.first(self.signal)
+                optimizer.after_step(metrics)
+                metrics.update({"stage": stage.name, "step": step, "lr": sched.get_last_lr()[0],
+                                "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
+                if stage.eval.every and step % stage.eval.every == 0 and step < stage.train.steps:
+                    metrics.update(do_eval())
+                metrics.update(health.check(step, metrics))
+                self._log(metrics)
+                if self.main:
+                    self.pm.hook.frl_step_end(stage=stage.name, step=step, metrics=metrics)
+                bar.set_postfix(_postfix(metrics), refresh=False)
+                if self.signal or (stage.checkpoint.every and step % stage.checkpoint.every == 0):
+                    path = save_checkpoint(step)
+                    if self.signal:
+                        raise RunStopped(f"{self.signal} received: checkpoint saved at {path}")
+        finally:
+            if worker is not None:
+                worker.close()
         bar.close()
         after = do_eval()
         self._log({**after, "stage": stage.name, "step": stage.train.steps})
@@ -288,13 +309,34 @@ class Engine:
         self.dist.barrier()  # the folded base is on disk before any rank names it
         self.policy = lora.rewrap(base, config, folder)
 
-    def _feedback(self, stage: StageSpec, step: int, rows: list[dict], backend: Any, mixer: Mixer, shape: str,
-                  version: int, metrics: dict[str, Any]) -> Any:
-        """Generate this rank's rollouts, score and mix them, and shape what the optimizer consumes."""
+    def _generate(self, stage: StageSpec, rows: list[dict], backend: Any, version: int) -> list:
+        """This rank's rollouts of ``rows``, generated now by the current policy."""
         rollouts = generate_rollouts(backend, self.policy, self.tokenizer, rows, sampling_params(stage.rollout),
                                      stage.rollout.num_generations, policy_version=version,
                                      system_prompt=_system_prompt(stage))
         self.dist.tag_rollouts(rollouts, len(rows))
+        return rollouts
+
+    def _overlapped(self, worker: RolloutWorker, stage: StageSpec, step: int, sampler: Any, version: int,
+                    metrics: dict[str, Any]) -> list:
+        """This step's rollouts from the worker, and the next step's handed to it before this one trains."""
+        size = stage.train.batch_size
+        t = time.perf_counter()
+        batch = worker.take(step)
+        if batch is None:  # the stage's first step (or a resumed run that held none): generate it now
+            worker.submit(step, self.dist.shard(sampler.take(size)), self.policy, version)
+            batch = worker.take(step)
+        metrics["time/rollout_wait_s"] = time.perf_counter() - t
+        if step < stage.train.steps:
+            worker.submit(step + 1, self.dist.shard(sampler.take(size)), self.policy, version)
+        rollouts = to_rollouts(batch.prompts, batch.gens, self.tokenizer, worker.stops, batch.version)
+        self.dist.tag_rollouts(rollouts, len(batch.indices))
+        metrics["rollout/staleness"] = float(version - batch.version)
+        return rollouts
+
+    def _feedback(self, stage: StageSpec, step: int, rollouts: list, mixer: Mixer, shape: str,
+                  metrics: dict[str, Any]) -> Any:
+        """Score and mix this rank's rollouts, and shape what the optimizer consumes."""
         everyone = self.dist.gather_flat(rollouts)  # hooks see the whole step, on rank 0
         if self.main:
             self.pm.hook.frl_rollouts_generated(stage=stage.name, step=step, rollouts=everyone)

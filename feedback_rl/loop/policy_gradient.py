@@ -27,11 +27,22 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor, advantages: 
     return -torch.min(unclipped, clipped), (clipped < unclipped).float()
 
 
+OVERLAP_IS_CAP = 3.0   # TRL's default vllm_importance_sampling_clip_max
+
+
 def is_cap_option() -> Any:
     """The ``is_cap`` option, declared the same way by every optimizer that offers the correction."""
     return Field(None, gt=0.0, description="truncated importance sampling: weight each token's policy loss by "
                  "min(exp(trainer - backend log-prob), is_cap) (TRL's vllm_importance_sampling_correction, "
-                 "token_truncate); default off")
+                 f"token_truncate); default off, {OVERLAP_IS_CAP} with rollout.overlap")
+
+
+def effective_is_cap(cap: float | None, context: Any) -> float | None:
+    """The cap an optimizer applies: its ``is_cap``; unset, ``OVERLAP_IS_CAP`` when its rollouts were
+    sampled an update before they train (``rollout.overlap``), else none."""
+    if cap is not None:
+        return cap
+    return OVERLAP_IS_CAP if getattr(context, "overlap", 0) else None
 
 
 def truncated_is_weights(trainer_logps: torch.Tensor, behaviour_logps: torch.Tensor, mask: torch.Tensor,

@@ -7,7 +7,7 @@ judges: training reads the ids).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -42,30 +42,62 @@ def cut_at_stop(gen: Generation, stops: list[int]) -> Generation:
     return Generation(list(gen.prompt_ids), ids[:n], lp, truncated=end is None)
 
 
-def generate_rollouts(backend: Backend, model: torch.nn.Module, tokenizer: Any, rows: list[dict],
-                      sampling: SamplingParams, num_generations: int = 1, policy_version: int = 0,
-                      batch_size: int | None = None, system_prompt: str | None = None) -> list[Rollout]:
-    """``num_generations`` completions for each row; rollouts of one row share a ``group``."""
-    if not sampling.stop_token_ids:
-        sampling = replace(sampling, stop_token_ids=stop_token_ids(tokenizer, model))
+@dataclass
+class Prompts:
+    """A batch's prompts rendered and tokenized once (the text for logs, the ids for the backend), each
+    repeated ``num_generations`` times; rollouts of one row share a ``group``."""
+    rows: list[dict]
+    texts: list[str]
+    ids: list[list[int]]        # one per rollout
+    groups: list[int]           # the row each rollout answers
+
+
+def encode_prompts(tokenizer: Any, rows: list[dict], num_generations: int = 1,
+                   system_prompt: str | None = None) -> Prompts:
     texts = [render_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
     encoded = [encode_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
-    prompts = [encoded[g] for g in range(len(rows)) for _ in range(num_generations)]
     groups = [g for g in range(len(rows)) for _ in range(num_generations)]
-    step = batch_size or len(prompts)
+    return Prompts(rows, texts, [encoded[g] for g in groups], groups)
+
+
+def with_stops(sampling: SamplingParams, tokenizer: Any, model: Any) -> SamplingParams:
+    """``sampling`` with its stop tokens filled in from the tokenizer and model when it names none."""
+    return sampling if sampling.stop_token_ids else replace(sampling, stop_token_ids=stop_token_ids(tokenizer, model))
+
+
+def run_backend(backend: Backend, model: torch.nn.Module, tokenizer: Any, prompt_ids: list[list[int]],
+                sampling: SamplingParams, batch_size: int | None = None) -> list[Generation]:
+    """The backend's generations for ``prompt_ids``, in chunks of ``batch_size``, the model in eval mode."""
+    step = batch_size or len(prompt_ids)
     was_training = model.training
     model.eval()
     gens = []
     with torch.no_grad():
-        for start in range(0, len(prompts), step):
-            gens += backend.generate(model, tokenizer, prompts[start: start + step], sampling)
+        for start in range(0, len(prompt_ids), step):
+            gens += backend.generate(model, tokenizer, prompt_ids[start: start + step], sampling)
     model.train(was_training)
+    return gens
+
+
+def to_rollouts(prompts: Prompts, gens: list[Generation], tokenizer: Any, stops: list[int],
+                policy_version: int) -> list[Rollout]:
+    """Each generation cut at its first stop token, decoded (for logs and judges) and tagged."""
     out = []
-    for k, (g, gen) in enumerate(zip(groups, gens)):
-        gen = cut_at_stop(gen, sampling.stop_token_ids)
+    for k, (g, gen) in enumerate(zip(prompts.groups, gens)):
+        gen = cut_at_stop(gen, stops)
         text = tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
-        out.append(Rollout(prompt=texts[g], completion=text, row=rows[g], group=g,
+        out.append(Rollout(prompt=prompts.texts[g], completion=text, row=prompts.rows[g], group=g,
                            prompt_ids=gen.prompt_ids, completion_ids=gen.completion_ids,
                            logprobs=gen.logprobs, truncated=gen.truncated,
                            policy_version=policy_version, uid=f"v{policy_version}-{k}"))
     return out
+
+
+def generate_rollouts(backend: Backend, model: torch.nn.Module, tokenizer: Any, rows: list[dict],
+                      sampling: SamplingParams, num_generations: int = 1, policy_version: int = 0,
+                      batch_size: int | None = None, system_prompt: str | None = None) -> list[Rollout]:
+    """``num_generations`` completions for each row; rollouts of one row share a ``group``."""
+    sampling = with_stops(sampling, tokenizer, model)
+    prompts = encode_prompts(tokenizer, rows, num_generations, system_prompt)
+    gens = run_backend(backend, model, tokenizer, prompts.ids, sampling, batch_size)
+    return to_rollouts(prompts, gens, tokenizer, sampling.stop_token_ids, policy_version)

@@ -33,7 +33,11 @@ class HFBackend(Backend):
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k or None)
-        out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                                   enabled=sampling.seed is not None):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), **kwargs)
         new = out.sequences[:, width:]
         logps = None
         if out.scores and new.shape[1]:

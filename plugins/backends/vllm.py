@@ -87,6 +87,7 @@ class RngKept:
 
 class VLLMBackend(Backend):
     name = "vllm"
+    holds_weights = True
 
     class Options(PluginOptions):
         gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="share of the GPU's memory "
@@ -177,7 +178,7 @@ class VLLMBackend(Backend):
             self._sleeping = False
         stop = list(sampling.stop_token_ids) or [tokenizer.eos_token_id]   # the core fills them
         common = dict(n=1, max_tokens=sampling.max_new_tokens, logprobs=0, detokenize=False,
-                      stop_token_ids=stop)
+                      stop_token_ids=stop, seed=sampling.seed)
         if sampling.greedy:
             params = VLLMSampling(temperature=0.0, **common)
         else:

@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 
 from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, backend_correction, behaviour_logprobs, clipped_surrogate, hookimpl,
-    is_cap_option, masked_mean, rollout_batch, sequence_logprobs,
+    Optimizer, PluginOptions, TokenBatch, backend_correction, behaviour_logprobs, clipped_surrogate,
+    effective_is_cap, hookimpl, is_cap_option, masked_mean, rollout_batch, sequence_logprobs,
 )
 
 
@@ -61,6 +61,8 @@ class GRPOBatch:
     old_logps: torch.Tensor | None
     ref_logps: torch.Tensor | None
     is_weights: torch.Tensor | None = None   # truncated IS weights against the backend's log-probs
+    behaviour: torch.Tensor | None = None    # one pass: the backend's log-probs, compared in the loss's forward
+    is_cap: float | None = None
 
 
 class GRPO(Optimizer):
@@ -75,8 +77,7 @@ class GRPO(Optimizer):
         scale_rewards: Literal["group", "batch", "none"] = "group"
         num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch of rollouts")
         logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
-                                       "(trainer vs backend log-probs; one more no-grad forward when "
-                                       "num_iterations is 1)")
+                                       "(trainer vs backend log-probs)")
         is_cap: float | None = is_cap_option()
 
     def __init__(self, options, context):
@@ -104,15 +105,16 @@ class GRPO(Optimizer):
         self._zero_std = float((adv == 0).float().mean())
         behaviour = behaviour_logprobs(feedback.rollouts, tokens)
         temp = self.context.sampling.temperature
+        cap = effective_is_cap(o.is_cap, self.context)
+        one_pass = o.num_iterations == 1
         with torch.no_grad():
-            want_old = o.num_iterations > 1 or o.is_cap is not None or o.logprob_mismatch
-            trainer = sequence_logprobs(models.policy, tokens, temp) if want_old else None
+            # one pass: the old policy is the current one, whose log-probs the loss's own forward gives
+            # (the ratio is 1, only its gradient matters; the IS weights and gauges are computed there)
+            trainer = sequence_logprobs(models.policy, tokens, temp) if not one_pass else None
             ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else None
-        weights, self._mismatch = backend_correction(trainer, behaviour, tokens.target_mask, o.is_cap,
-                                                     self.context.stage)
-        # with one pass the old policy is the current one: the ratio is 1 and only its gradient matters
-        old = trainer if o.num_iterations > 1 else None
-        return GRPOBatch(tokens, adv, old, ref, weights)
+        weights, self._mismatch = backend_correction(trainer, behaviour, tokens.target_mask, cap, self.context.stage)
+        compare = one_pass and (cap is not None or o.logprob_mismatch)
+        return GRPOBatch(tokens, adv, trainer, ref, weights, behaviour if compare else None, cap)
 
     def minibatches(self, prepared):
         if prepared is None:
@@ -128,10 +130,14 @@ class GRPO(Optimizer):
         old = batch.old_logps if batch.old_logps is not None else logps.detach()
         per_token, clipped = clipped_surrogate(logps, old, batch.advantages.unsqueeze(-1), o.epsilon,
                                                o.epsilon_high or o.epsilon)
-        if batch.is_weights is not None:
-            per_token = per_token * batch.is_weights
+        weights, mismatch = batch.is_weights, self._mismatch
+        if batch.behaviour is not None:
+            weights, mismatch = backend_correction(logps.detach(), batch.behaviour, mask, batch.is_cap,
+                                                   self.context.stage)
+        if weights is not None:
+            per_token = per_token * weights
         metrics = {"clip_frac": masked_mean(clipped, mask).item(), "entropy": masked_mean(entropy, mask).item(),
-                   "adv_zero_frac": self._zero_std, **self._mismatch}
+                   "adv_zero_frac": self._zero_std, **mismatch}
         if batch.ref_logps is not None:
             kl = k3_kl(logps, batch.ref_logps)
             per_token = per_token + o.beta * kl

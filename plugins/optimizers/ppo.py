@@ -25,7 +25,7 @@ from pydantic import Field
 
 from feedback_rl import (
     DataRef, Optimizer, PluginOptions, TokenBatch, UserError, backend_correction, behaviour_logprobs,
-    clipped_surrogate, feedback_from_rows, hookimpl, is_cap_option, last_token_index, load_dataset, masked_mean,
+    clipped_surrogate, effective_is_cap, feedback_from_rows, hookimpl, is_cap_option, last_token_index, load_dataset, masked_mean,
     masked_whiten, rollout_batch, sequence_logprobs, token_values,
 )
 
@@ -213,8 +213,8 @@ class PPO(Optimizer):
                        "score/mean": float(feedback.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
                        "explained_variance": explained_variance(values, returns, mask),
                        "non_score_reward": float((-self.kl_ctl.value * seq_kl).mean())}
-        weights, mismatch = backend_correction(logps, behaviour_logprobs(feedback.rollouts, tokens), mask, o.is_cap,
-                                               self.context.stage)
+        weights, mismatch = backend_correction(logps, behaviour_logprobs(feedback.rollouts, tokens), mask,
+                                               effective_is_cap(o.is_cap, self.context), self.context.stage)
         self._stats.update(mismatch)
         weights = weights if weights is not None else torch.ones_like(logps)
         self._batch_size = len(feedback)
