@@ -72,7 +72,7 @@ def ours_stage(s: dict) -> dict:
                 "data": {"train": data},
                 "rewards": {"sources": [{"name": "exact_match", "type": "rule", **reward_options(s)}]},
                 "rollout": {"num_generations": s["generations"], "max_new_tokens": s["max_len"],
-                            "temperature": s["temperature"], **backend(s)},
+                            "temperature": s["temperature"], "overlap": s.get("overlap", 0), **backend(s)},
                 "train": train, "eval": {"num_prompts": 1}}
     optimizer = {"type": "dpo", "beta": s["beta"], "loss": s["dpo_loss"]} if opt == "dpo" else \
         {"type": "kto", "beta": s["beta"]}
