@@ -178,12 +178,15 @@ class VLLMBackend(Backend):
             self._sleeping = False
         stop = list(sampling.stop_token_ids) or [tokenizer.eos_token_id]   # the core fills them
         common = dict(n=1, max_tokens=sampling.max_new_tokens, logprobs=0, detokenize=False,
-                      stop_token_ids=stop, seed=sampling.seed)
+                      stop_token_ids=stop)
         if sampling.greedy:
-            params = VLLMSampling(temperature=0.0, **common)
+            common.update(temperature=0.0)
         else:
-            params = VLLMSampling(temperature=sampling.temperature, top_p=sampling.top_p,
-                                  top_k=sampling.top_k if sampling.top_k > 0 else 0, **common)
+            common.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k if sampling.top_k > 0 else 0)
+        # a seeded call seeds each request apart: copies of one prompt (a GRPO group) must not sample alike
+        params = VLLMSampling(**common) if sampling.seed is None else \
+            [VLLMSampling(seed=sampling.seed + k, **common) for k in range(len(prompt_ids))]
         outputs = llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids],
                                sampling_params=params, use_tqdm=False)
         gens = []

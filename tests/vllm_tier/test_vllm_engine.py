@@ -107,6 +107,18 @@ def test_stop_token_ids_from_the_sampling_params_end_a_completion(backend, tiny_
     assert cut.completion_ids == free[:first + 1] and not cut.truncated
 
 
+def test_a_seeded_call_repeats_itself_and_copies_of_a_prompt_still_differ(backend, tiny_model_dir):
+    # the overlap worker seeds each batch by its step: the same seed gives the same completions, and
+    # the copies of one prompt (a GRPO group) are seeded apart, or every group would have one answer
+    model, tok = load(tiny_model_dir)
+    prompt, _ = ids(tok)
+    sampling = SamplingParams(max_new_tokens=6, temperature=1.0, seed=7)
+    a = [g.completion_ids for g in backend.generate(model, tok, [prompt] * 8, sampling)]
+    b = [g.completion_ids for g in backend.generate(model, tok, [prompt] * 8, sampling)]
+    assert a == b
+    assert len({tuple(c) for c in a}) > 1, a
+
+
 def test_an_update_is_pushed_to_vllm(backend, tiny_model_dir):
     model, tok = load(tiny_model_dir)
     backend.sync_weights(model, 0)    # this module's earlier tests may have built it from other weights
