@@ -206,7 +206,8 @@ class Engine:
         self.dist.diverge_sampling()
         if stage.rollout.overlap:
             worker = RolloutWorker(backend, self.policy, self.tokenizer, train_rows, sampling_params(stage.rollout),
-                                   stage.rollout.num_generations, _system_prompt(stage), recipe.seed + 1000 * i)
+                                   stage.rollout.num_generations, _system_prompt(stage),
+                                   (recipe.seed + 1000 * i) * 1009 + self.dist.rank)  # ranks sample apart
             if resumed is not None:
                 worker.load_state_dict(resumed.get("rollouts_in_flight", {}))
 

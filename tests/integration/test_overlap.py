@@ -116,3 +116,14 @@ def test_overlap_on_a_stage_that_generates_nothing_is_one_line(tmp_path):
     assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     assert "stages[0].rollout.overlap" in lines[0] and "generates nothing" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_each_rank_of_a_two_process_run_overlaps_its_own_share(tmp_path):
+    path = recipe(tmp_path / "r.yaml", tmp_path / "runs", steps=3)
+    path.write_text(path.read_text().replace("batch_size: 5", "batch_size: 4"))
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", str(path), "--no-progress",
+                          "--num-processes", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps = metrics(tmp_path / "runs" / "overlapped")
+    assert [s["rollout/staleness"] for s in steps] == [0.0, 1.0, 1.0]
+    assert all(s["feedback/size"] == 16.0 for s in steps)   # both ranks' rollouts, 4 prompts x 4
