@@ -47,6 +47,22 @@ def test_threads_are_split_while_it_generates_and_given_back_after(tiny_model_di
         torch.set_num_threads(before)
 
 
+def test_the_trainer_takes_its_threads_back_at_its_next_forward_once_the_batch_is_ready(tiny_model_dir):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, w = worker(tiny_model_dir)
+        w.submit(1, [0, 1], model, version=0)
+        w.pending.job.join()          # generated; the trainer has not asked for it yet
+        assert torch.get_num_threads() == 1
+        model(torch.tensor([[1, 2, 3]]))  # the update goes on: its next forward has both threads
+        assert torch.get_num_threads() == 2
+        w.take(1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_batch_in_flight_round_trips_through_a_checkpoint(tiny_model_dir):
     model, w = worker(tiny_model_dir)
     w.submit(4, [3, 5], model, version=3)
