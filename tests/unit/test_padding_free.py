@@ -226,3 +226,15 @@ def test_a_misspelled_padding_free_key_is_one_line_with_a_suggestion(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "t.yaml:6: stages[0].train.padding_fre: unknown key (did you mean 'padding_free'?)" in err, err
+
+
+def test_plan_says_which_stages_run_padding_free(tmp_path, capsys):
+    path = tmp_path / "t.yaml"
+    stage = ("  - name: {name}\n    optimizer: sft\n    data: {{train: {{generator: addition}}}}\n"
+             "    train: {{steps: 2, padding_free: {on}}}\n")
+    path.write_text("name: t\nmodel: {tiny: {n_layer: 1, n_embd: 16, n_head: 2}}\nstages:\n"
+                    + stage.format(name="packed", on="true") + stage.format(name="padded", on="false"))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    notes = [i for i, line in enumerate(out) if "train.padding_free: the forwards run on packed rows" in line]
+    assert len(notes) == 1 and out[notes[0] - 1].startswith("== stage 'packed'")
