@@ -31,7 +31,7 @@ h = hidden size, L = layers, V = vocabulary, B = sequences per forward, T = toke
   mismatched KL batch); T: the longest tokenized prompt (first 1,000 rows of ``data.train``) plus
   ``max_new_tokens`` online, or the longest row offline, capped by ``max_length`` and the context;
 - ``train.padding_free``: the same bound (a batch whose every sequence is at its longest has no padding to
-  drop); the packed rows' block-diagonal masks (rows of ``packing.ROW_TOKENS``) are small beside the activations;
+  drop); the packed rows' block-diagonal masks (rows of at most twice the longest sequence) are small beside the activations;
 - ``--num-processes N --zero Z``: each process sees ``ceil(B/N)`` sequences; ZeRO-2 divides
   gradients and AdamW states by N, ZeRO-3 also every weight (policy, reference, critic, adapter).
 

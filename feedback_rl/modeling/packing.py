@@ -11,9 +11,14 @@ given (both 5.19 and 5.24):
   (batch size 1 only) to the varlen kernel with ``cu_seqlens`` taken from the position ids: no mask at all.
 
 Row layout, per implementation: flash kernels get one row holding the whole batch (varlen cost is linear
-in the row; several rows would not be seen as packed at all). The others get rows of at most
-``ROW_TOKENS`` tokens filled first-fit decreasing: their mask, and the attention behind it, is quadratic in
-the row's length, so one row of a whole batch (3,000+ tokens) costs more attention than it saves in padding.
+in the row; several rows would not be seen as packed at all). The others get rows filled first-fit
+decreasing, each at most ``ROW_LENGTHS`` (2) times the batch's longest sequence: their mask, and the
+attention behind it, covers the whole row, so each token's attention costs as much as the row is wide.
+On the GRPO chat batch (32 sequences of 58-119 tokens, 17% padding) one row of 3,171 tokens would cost
+~1.6x the padded batch in flops (attention ~2,300 flops per token per layer per position of the row,
+against ~7.1 MFLOP of SmolLM2's linear layers per token per layer); rows of at most 2 x 119 tokens hold
+3,332 positions (95% filled, against 3,808 padded): ~0.91x; rows of 1x give 0.97x, 4x 1.03x, 512 tokens
+1.06x (more row padding, wider attention). Measured: benchmarks/bench_padding_free.py, docs/benchmarks.md.
 
 Whether a model really keeps sequences apart this way is probed once per model class and attention
 implementation (custom modelling code may build a plain causal mask; a kernel may ignore position ids):
@@ -31,8 +36,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-# the longest packed row under a masked (quadratic) attention; measured: benchmarks/bench_padding_free.py
-ROW_TOKENS = 512
+# under a masked (quadratic) attention a row holds at most this many times the batch's longest sequence
+ROW_LENGTHS = 2
 
 _ON = contextvars.ContextVar("padding_free", default=False)
 # (model class, config class, attention implementation) -> whether packed rows keep its sequences apart
@@ -149,7 +154,12 @@ def rows_for(model: torch.nn.Module, fn: Forward, input_ids: torch.Tensor, atten
                           "attend to each other; its forwards stay padded", stacklevel=2)
     if not _SUPPORTED[key] or bool(attention_mask.all()) or not bool(attention_mask.any()):
         return None
-    return pack_rows(input_ids, attention_mask, None if one_row(impl) else ROW_TOKENS)
+    return pack_rows(input_ids, attention_mask, None if one_row(impl) else budget(attention_mask))
+
+
+def budget(attention_mask: torch.Tensor) -> int:
+    """The longest row a masked attention gets: ``ROW_LENGTHS`` times the batch's longest sequence."""
+    return ROW_LENGTHS * int(attention_mask.sum(-1).max())
 
 
 PROBE_LENGTHS = (5, 3, 4)  # rows of 8 tokens: [5, 3] and [4 + row padding]; flash: one row of 12

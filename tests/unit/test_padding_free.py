@@ -74,11 +74,11 @@ def both(model, tokens, **kw):
         return padded, sequence_logprobs(model, tokens, **kw)
 
 
-@pytest.mark.parametrize("budget", [30, packing.ROW_TOKENS])
+@pytest.mark.parametrize("lengths", [1, 2, 8])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("make", [gpt2, llama], ids=["gpt2", "llama"])
-def test_packed_logprobs_and_entropies_equal_the_padded_ones(make, attn, budget, calls, monkeypatch):
-    monkeypatch.setattr(packing, "ROW_TOKENS", budget)
+def test_packed_logprobs_and_entropies_equal_the_padded_ones(make, attn, lengths, calls, monkeypatch):
+    monkeypatch.setattr(packing, "ROW_LENGTHS", lengths)
     model, tokens = calls(make(attn).eval()), batch()
     with torch.no_grad():
         (want, want_entropy), (got, entropy) = both(model, tokens, temperature=0.7, with_entropy=True)
@@ -87,11 +87,13 @@ def test_packed_logprobs_and_entropies_equal_the_padded_ones(make, attn, budget,
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(entropy, want_entropy, atol=1e-5, rtol=0)
     assert bool((got[tokens.target_mask == 0] == 0).all())
-    # padded: 7 rows of 24 with a mask; packed: 88 tokens in rows of at most `budget`, no mask
-    rows = len(packing.layout([n + c for n, c in zip(PROMPTS, COMPLETIONS)], budget))
+    # padded: 7 rows of 24 with a mask; packed: the 88 real tokens in rows of at most lengths x 24, no mask
+    rows = packing.layout([n + c for n, c in zip(PROMPTS, COMPLETIONS)], lengths * 24)
+    width = max(sum(PROMPTS[i] + COMPLETIONS[i] for i in row) for row in rows)
+    assert (len(rows), width) == {1: (4, 24), 2: (2, 48), 8: (1, 88)}[lengths]
     # (a model that refuses a boolean logits_to_keep, GPT-2 on transformers 5.19, runs each layout twice)
-    assert set(calls.scoring()) == {(7, 24, True), (rows, min(budget, 88), False)} and rows == (4 if budget == 30 else 1)
-    assert calls.scoring()[-1] == (rows, min(budget, 88), False)
+    assert set(calls.scoring()) == {(7, 24, True), (len(rows), width, False)}
+    assert calls.scoring()[-1] == (len(rows), width, False)
 
 
 @pytest.mark.parametrize("make", [gpt2, llama], ids=["gpt2", "llama"])
@@ -149,7 +151,7 @@ def test_a_model_whose_attention_mixes_packed_sequences_stays_padded(make, calls
     assert calls.scoring() == [(7, 24, True), (7, 24, True)]   # both scoring forwards padded, with the mask
     assert torch.equal(got, want)
     # and the fallback mattered: on packed rows this model's sequences would see each other
-    rows = packing.pack_rows(tokens.input_ids, tokens.attention_mask, packing.ROW_TOKENS)
+    rows = packing.pack_rows(tokens.input_ids, tokens.attention_mask, None)
     with torch.no_grad():
         mixed = rows.scatter(model(input_ids=rows.input_ids, position_ids=rows.position_ids, use_cache=False).logits)
         full = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False).logits
