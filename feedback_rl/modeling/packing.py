@@ -14,8 +14,8 @@ Row layout, per implementation: flash kernels get one row holding the whole batc
 in the row; several rows would not be seen as packed at all). The others get rows filled first-fit
 decreasing, each at most ``ROW_LENGTHS`` (2) times the batch's longest sequence: their mask, and the
 attention behind it, covers the whole row, so each token's attention costs as much as the row is wide.
-On the GRPO chat batch (32 sequences of 58-119 tokens, 17% padding) one row of 3,171 tokens would cost, by a flops count,
-~1.6x the padded batch in flops (attention ~2,300 flops per token per layer per position of the row,
+On the GRPO chat batch (32 sequences of 58-119 tokens, 17% padding), counting flops, one row of 3,171
+tokens would cost ~1.6x the padded batch (attention ~2,300 flops per token per layer per position of the row,
 against ~7.1 MFLOP of SmolLM2's linear layers per token per layer); rows of at most 2 x 119 tokens hold
 3,332 positions (95% filled, against 3,808 padded): ~0.91x; rows of 1x give 0.97x, 4x 0.97x, 512 tokens
 1.06x (more row padding, wider attention). Measured: benchmarks/bench_padding_free.py, docs/benchmarks.md.
