@@ -30,6 +30,8 @@ h = hidden size, L = layers, V = vocabulary, B = sequences per forward, T = toke
   offline ``batch_size`` rows, twice that for pairs (chosen + rejected) and binary feedback (KTO's
   mismatched KL batch); T: the longest tokenized prompt (first 1,000 rows of ``data.train``) plus
   ``max_new_tokens`` online, or the longest row offline, capped by ``max_length`` and the context;
+- ``train.padding_free``: the same bound (a batch whose every sequence is at its longest has no padding to
+  drop); the packed rows' block-diagonal masks (rows of at most twice the longest sequence) are small beside the activations;
 - ``--num-processes N --zero Z``: each process sees ``ceil(B/N)`` sequences; ZeRO-2 divides
   gradients and AdamW states by N, ZeRO-3 also every weight (policy, reference, critic, adapter).
 
@@ -344,8 +346,11 @@ def format_plan(recipe: Any, shape: ModelShape, plans: list[StagePlan], num_proc
            f"V={shape.vocab}, context {shape.context}"]
     if num_processes > 1 or zero:
         out.append(f"per process: {num_processes} process(es), ZeRO-{zero}")
-    for p in plans:
+    for p, stage in zip(plans, recipe.stages):
         out.append(f"== stage '{p.name}' ({p.optimizer}): B={p.seqs} sequences x T={p.seq_len} tokens")
+        if stage.train.padding_free:
+            out.append("  train.padding_free: the forwards run on packed rows without padding; B*T stays the bound "
+                       "(every sequence at its longest), a typical step holds fewer tokens")
         table = [("role", "parameters", "bytes", "formula")] + \
                 [(r.role, count(r.params) if r.params else "-", human(r.bytes), r.formula) for r in p.rows] + \
                 [("total", "", human(p.total), "")]

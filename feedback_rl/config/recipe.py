@@ -123,6 +123,10 @@ class TrainSpec(Strict):
         "fp32", description="the optimizer's forward passes under autocast: bf16, or fp16 with a gradient scaler; "
                             "weights and AdamW states stay in model.dtype (fp32 master weights), log-probs, "
                             "advantages and losses in fp32; generation is not autocast")
+    padding_free: bool = Field(
+        False, description="the optimizer's forward passes on packed rows (sequences end to end, position ids "
+                           "restarting, no padding) where the model keeps them apart (probed once; else padded); "
+                           "the same log-probs; off by default until measured faster (docs/benchmarks.md)")
 
 
 class EvalSpec(Strict):

@@ -33,6 +33,7 @@ from feedback_rl.run.health import Health
 from feedback_rl.modeling.loading import context_length, load_policy
 from feedback_rl.plugins import Registry, plugin_versions
 from feedback_rl.run.preflight import StageData, check as preflight
+from feedback_rl.modeling.packing import padding_free
 from feedback_rl.modeling.precision import Precision, adamw
 from feedback_rl.config.recipe import Recipe, SourceSpec, StageSpec
 from feedback_rl.loop.rewards import Mixer, build_mixer
@@ -359,14 +360,14 @@ class Engine:
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
                   step: int) -> dict[str, float]:
-        with self.precision.autocast():
+        with self.precision.autocast(), padding_free(stage.train.padding_free):
             batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
         n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
         totals: dict[str, list[float]] = {}
         params = [p for g in opt.param_groups for p in g["params"]]
         for k in range(n):
             opt.zero_grad(set_to_none=True)
-            with self.precision.autocast():
+            with self.precision.autocast(), padding_free(stage.train.padding_free):
                 if k < len(batches):
                     mb = batches[k]
                     loss, m = optimizer.loss(mb, models)

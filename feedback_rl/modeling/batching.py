@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from feedback_rl.modeling import packing
+
 
 @dataclass
 class TokenBatch:
@@ -120,13 +122,30 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def forward_logits(model: torch.nn.Module, batch: TokenBatch, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's logits, ``[B, T, V]``; with ``keep`` (bool ``[B, T]``) only those positions', ``[N, V]``."""
+    """The model's logits, ``[B, T, V]``; with ``keep`` (bool ``[B, T]``) only those positions', ``[N, V]``.
+
+    Under :func:`~feedback_rl.modeling.packing.padding_free` the model runs on packed rows where it can,
+    and the logits come back in this same layout (zeros at padding)."""
+    rows = packing.rows_for(model, _all_logits, batch.input_ids, batch.attention_mask)
+    if rows is None:
+        ids, mask, pos = batch.input_ids, batch.attention_mask, position_ids(batch.attention_mask)
+    else:
+        ids, mask, pos = rows.input_ids, None, rows.position_ids
+        keep = None if keep is None else rows.gather(keep)
     extra = {} if keep is None else {"logits_to_keep": keep}
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=position_ids(batch.attention_mask), use_cache=False, **extra)
-    if keep is not None and out.logits.dim() == 3:  # a model that ignores logits_to_keep
-        return out.logits[keep]
-    return out.logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **extra).logits
+    if keep is not None and logits.dim() == 3:  # a model that ignores logits_to_keep
+        logits = logits[keep]
+    if rows is None:
+        return logits
+    return rows.scatter(logits) if keep is None else logits[rows.order(keep)]
+
+
+def _all_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                position_ids: torch.Tensor) -> torch.Tensor:
+    """What the packing probe compares: the logits at every position."""
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 use_cache=False).logits
 
 
 # model classes whose forward refused a boolean logits_to_keep (older transformers, custom code)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from feedback_rl.base import Models
 from feedback_rl.modeling.batching import TokenBatch, pack, pad_id, position_ids, split_pairs
-from feedback_rl.modeling import lora
+from feedback_rl.modeling import lora, packing
 from feedback_rl.errors import UserError
 from feedback_rl.modeling.loading import context_length, frozen_copy
 
@@ -98,10 +98,19 @@ def _head(model: torch.nn.Module) -> torch.nn.Linear:
 
 
 def token_values(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
-    """The scalar head read at every position, ``[B, T]`` (position t has seen tokens 0..t)."""
-    out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           position_ids=position_ids(batch.attention_mask), use_cache=False)
-    return _head(model)(out[0]).squeeze(-1).float()
+    """The scalar head read at every position, ``[B, T]`` (position t has seen tokens 0..t); padded
+    positions read 0 when the trunk ran on packed rows (``train.padding_free``)."""
+    rows = packing.rows_for(model, _hidden, batch.input_ids, batch.attention_mask)
+    if rows is None:
+        hidden = _hidden(model, batch.input_ids, batch.attention_mask, position_ids(batch.attention_mask))
+        return _head(model)(hidden).squeeze(-1).float()
+    return rows.scatter(_head(model)(_hidden(model, rows.input_ids, None, rows.position_ids)).squeeze(-1).float())
+
+
+def _hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+            position_ids: torch.Tensor) -> torch.Tensor:
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False)[0]
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
