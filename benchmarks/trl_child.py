@@ -58,14 +58,15 @@ def reward_options(s: dict) -> dict:
 def backend(s: dict) -> dict:
     """Our rollout backend: HF generate, or vLLM in the precision the update runs in."""
     if s.get("backend", "hf") == "hf":
-        return {}
+        return {"backend_options": {"engine": s["engine"]}} if s.get("engine") else {}
     dtype = "float32" if s.get("precision", "fp32") == "fp32" else "bfloat16"
     return {"backend": "vllm", "backend_options": {"dtype": dtype, "max_model_len": 256}}
 
 
 def ours_stage(s: dict) -> dict:
     opt = s["optimizer"]
-    train = {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"], "precision": s.get("precision", "fp32")}
+    train = {"steps": s["steps"], "batch_size": s["batch"], "lr": s["lr"], "precision": s.get("precision", "fp32"),
+             "padding_free": s.get("padding_free", False)}
     if opt == "grpo":
         data = s.get("rows") or {"generator": "addition", "split": "train"}
         return {"name": "grpo", "optimizer": {"type": "grpo", "beta": s["beta"], "loss_type": s["loss_type"]},
@@ -88,10 +89,31 @@ def read_rows(s: dict, opt: str) -> list[dict]:
     return {"grpo": addition, "dpo": sort_pairs, "kto": sort_labeled}[opt]("train", None, 500, 0)
 
 
+class _Everything:
+    def __contains__(self, item) -> bool:
+        return True
+
+
+def switch_off(levers: list[str]) -> None:
+    """Undo levers of the leaner step in this process, to measure what each one gives (bench_levers.py)."""
+    import torch
+
+    from feedback_rl.loop import engine
+    from feedback_rl.modeling import batching
+    for lever in levers:
+        if lever == "fused_adamw":    # torch's default (foreach) AdamW
+            engine.adamw = lambda params, device, **kw: torch.optim.AdamW(params, **kw)
+        elif lever == "target_head":  # the LM head and log-softmax on every position
+            batching._FULL_HEAD = _Everything()
+        else:
+            raise SystemExit(f"unknown lever {lever!r}")
+
+
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
     from feedback_rl import hookimpl
     from feedback_rl.run.train import train_recipe
     from feedback_rl.plugins import default
+    switch_off(s.get("off", []))
 
     class Timer:
         @hookimpl
