@@ -106,9 +106,11 @@ def inner_model(model):
 
 
 def forward_params(model) -> frozenset[str]:
+    """The keywords the model class's forward takes (transformers 5.24 names the KV cache ``cache``, 5.19
+    ``past_key_values``); read once per class."""
     kind = type(model)
     if kind not in _FORWARD_PARAMS:
-        _FORWARD_PARAMS[kind] = frozenset(inspect.signature(model.forward).parameters)
+        _FORWARD_PARAMS[kind] = frozenset(inspect.signature(kind.forward).parameters)
     return _FORWARD_PARAMS[kind]
 
 
@@ -163,19 +165,22 @@ def sample_inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
 
 
 def pick(logits: torch.Tensor, processors: list, greedy: bool, inverse_cdf: bool = True):
-    """The next token of each row and its log-prob under the processed distribution, float32."""
+    """The next token of each row and its log-prob under the processed distribution, float32.
+
+    The log-prob is the log of the softmax at that token (one pass over the vocabulary fewer than a
+    log-softmax, the same value to float rounding)."""
     with torch.autocast(device_type=logits.device.type, enabled=False):
         scores = logits.float()
         for warp in processors:
             scores = warp(None, scores)   # these warpers read the scores only
-        logp = torch.log_softmax(scores, -1)
+        probs = torch.softmax(scores, -1)
         if greedy:
             tok = scores.argmax(-1)
         elif inverse_cdf:
-            tok = sample_inverse_cdf(logp.exp())
+            tok = sample_inverse_cdf(probs)
         else:
-            tok = torch.multinomial(logp.exp(), 1).squeeze(-1)
-        return tok, logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+            tok = torch.multinomial(probs, 1).squeeze(-1)
+        return tok, probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1).log()
 
 
 def prefill(model, prompt_ids: list[list[int]], pad: int, share: bool = True):
