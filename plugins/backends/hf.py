@@ -243,7 +243,8 @@ def decode(model, prompt_ids: list[list[int]], sampling: SamplingParams, stops: 
                     **kw)
         logits = out.logits[:, -1]
     tokens, logps, lengths = tokens.cpu(), logps.cpu(), lengths.tolist()
-    return [Generation(list(p), tokens[i, :lengths[i]].tolist(), logps[i, :lengths[i]], truncated=False)
+    return [Generation(list(p), tokens[i, :lengths[i]].tolist(), logps[i, :lengths[i]].clone(),
+                       truncated=False)
             for i, p in enumerate(prompt_ids)]
 
 
