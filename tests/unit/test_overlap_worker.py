@@ -23,7 +23,7 @@ def test_the_batch_comes_from_the_weights_handed_over_not_the_ones_trained_since
     w.submit(1, [0, 1, 2], model, version=0)
     with torch.no_grad():   # "training" while it generates: the worker's copy must not see this
         for p in model.parameters():
-            p.add_(0.5)
+            p.add_(torch.randn_like(p))   # draws from the global generator too
     batch = w.take(1)
     assert batch.version == 0 and batch.indices == [0, 1, 2] and len(batch.gens) == 6
     fresh, w2 = worker(tiny_model_dir)
