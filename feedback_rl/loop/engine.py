@@ -251,7 +251,7 @@ class Engine:
                     metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
                 t_gen = time.perf_counter() - t0
                 metrics["feedback/size"] = float(len(fb))
-                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step))
+                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step, worker))
                 with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
                     warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
                     sched.step()
@@ -359,7 +359,7 @@ class Engine:
                             stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
-                  step: int) -> dict[str, float]:
+                  step: int, worker: RolloutWorker | None = None) -> dict[str, float]:
         with self.precision.autocast(), padding_free(stage.train.padding_free):
             batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
         n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
@@ -375,6 +375,8 @@ class Engine:
                     mb, m = None, {}
                     loss = idle_loss(wrapped, self.tokenizer.pad_token_id)
             finite = bool(torch.isfinite(loss))
+            if worker is not None:  # the backward and the step run on every thread (overlap.py says why)
+                worker.wait()
             if finite or self.dist.lockstep:  # a rank that skipped backward would leave the others waiting
                 self.precision.backward(loss, self.dist.backward)
                 self.precision.unscale(opt)

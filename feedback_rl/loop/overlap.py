@@ -10,8 +10,11 @@ and the policy-gradient optimizers weight each token by ``min(pi_trainer / pi_be
 The worker generates from its own copy of the weights, refreshed when a batch is handed over, unless
 the backend keeps its own (``Backend.holds_weights``, vLLM): then the weights are pushed to it then.
 On CPU the cores are split while the worker generates: it takes half of torch's threads, the trainer
-the rest; the trainer takes them all back the moment the batch is ready (at its next module forward
-or parameter gradient, not at the end of the update).
+the rest. The engine waits for the batch in flight before its first backward and runs the backward
+and the optimizer step on all the threads: a fixed point, so the thread count each op runs with (and
+with it the float rounding of the update) never depends on timing, and a resumed run stays
+bit-identical. Giving the threads back whenever the worker happens to finish is faster on paper and
+was tried: it made two runs of one recipe differ.
 
 A checkpoint holds the batch in flight (its rows and generations), so a resumed run trains on exactly
 the batch the uninterrupted run would have; each batch is sampled with a seed of its own step.
@@ -71,7 +74,6 @@ class RolloutWorker:
         self.copy = None if backend.holds_weights else _frozen_copy(policy)
         self.threads = _split_threads() if next(policy.parameters()).device.type == "cpu" else None
         self.pending: Batch | None = None
-        self._reclaim: _Reclaim | None = None
 
     @property
     def stops(self) -> list[int]:
@@ -97,11 +99,10 @@ class RolloutWorker:
         job = _Job(generate)
         if threads:
             torch.set_num_threads(threads[1])
-            self._reclaim = _Reclaim(job, sum(threads), policy)
         self.pending = Batch(step, indices, version, prompts, job=job)
 
     def wait(self) -> None:
-        """Until the batch in flight is generated (it stays pending)."""
+        """Until the batch in flight is generated (it stays pending); the trainer has every thread again."""
         if self.pending is not None and self.pending.gens is None:
             self.pending.gens = self.pending.job.result()
             self.pending.job = None
@@ -140,9 +141,6 @@ class RolloutWorker:
     def _give_back(self) -> None:
         if self.threads:
             torch.set_num_threads(sum(self.threads))
-        if self._reclaim is not None:
-            self._reclaim.remove()
-            self._reclaim = None
 
     def _prompts(self, indices: list[int]) -> Prompts:
         return encode_prompts(self.tokenizer, [self.rows[k] for k in indices], self.num_generations,
@@ -150,33 +148,6 @@ class RolloutWorker:
 
     def _seed(self, step: int) -> int:
         return (self.seed * 1_000_003 + step) % 2**63
-
-
-class _Reclaim:
-    """Hooks that give the trainer's thread all the threads back once ``job`` has finished: checked at
-    every module forward (a global hook) and every parameter's gradient of ``model`` (the backward runs
-    in the trainer's thread on CPU), so the rest of an update does not run on half the cores."""
-
-    def __init__(self, job: _Job, threads: int, model: torch.nn.Module):
-        self.job, self.threads, self.trainer, self.done = job, threads, threading.get_ident(), False
-        self.handles = [torch.nn.modules.module.register_module_forward_pre_hook(self._forward)]
-        self.handles += [p.register_post_accumulate_grad_hook(self._grad) for p in model.parameters()
-                         if p.requires_grad]
-
-    def _check(self) -> None:
-        if not self.done and self.job.finished and threading.get_ident() == self.trainer:
-            torch.set_num_threads(self.threads)
-            self.done = True
-
-    def _forward(self, module: torch.nn.Module, args: Any) -> None:
-        self._check()
-
-    def _grad(self, param: torch.Tensor) -> None:
-        self._check()
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def _frozen_copy(policy: torch.nn.Module) -> torch.nn.Module:
