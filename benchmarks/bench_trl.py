@@ -103,7 +103,8 @@ def bench(opt: str, a: argparse.Namespace, work: Path) -> dict:
             "batch": a.batch or (16 if opt == "grpo" else 16), "generations": a.generations,
             "max_len": a.max_len, "temperature": 1.0, "lr": a.lr or DEFAULT_LR[opt], "loss_type": a.loss_type,
             "beta": 0.0 if opt == "grpo" else 0.1, "dpo_loss": "sigmoid", "threads": a.threads, "seed": 0,
-            "device": "cpu", "trl_defaults": a.trl_defaults, "backend": a.backend, "overlap": a.overlap}
+            "device": "cpu", "trl_defaults": a.trl_defaults, "backend": a.backend, "overlap": a.overlap,
+            "padding_free": a.padding_free}
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     for r in range(a.repeats):
         for fw in ("ours", "trl"):
@@ -184,6 +185,7 @@ def main() -> None:
                     help="our GRPO rollout backend (vllm: run this script from .venv-vllm, with trl installed there)")
     ap.add_argument("--overlap", type=int, default=0, choices=[0, 1],
                     help="our GRPO's rollout.overlap (1: the next batch generates while this one trains)")
+    ap.add_argument("--padding-free", action="store_true", help="our train.padding_free (packed training forwards)")
     ap.add_argument("--optimizers", default="grpo,dpo,kto")
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     ap.add_argument("--steps", type=int, default=20)

@@ -30,6 +30,8 @@ h = hidden size, L = layers, V = vocabulary, B = sequences per forward, T = toke
   offline ``batch_size`` rows, twice that for pairs (chosen + rejected) and binary feedback (KTO's
   mismatched KL batch); T: the longest tokenized prompt (first 1,000 rows of ``data.train``) plus
   ``max_new_tokens`` online, or the longest row offline, capped by ``max_length`` and the context;
+- ``rollout.overlap``: the worker's copy of the policy ``P*w`` (adapters included), unless the backend
+  keeps weights of its own (vLLM, whose memory is its own setting);
 - ``train.padding_free``: the same bound (a batch whose every sequence is at its longest has no padding to
   drop); the packed rows' block-diagonal masks (rows of at most twice the longest sequence) are small beside the activations;
 - ``--num-processes N --zero Z``: each process sees ``ceil(B/N)`` sequences; ZeRO-2 divides
@@ -262,6 +264,8 @@ def plan_stage(recipe: Any, reg: Any, i: int, shape: ModelShape, num_processes: 
             plan.rows.append(Row("reference", 0, 0, "0: the policy with adapters off"))
         else:
             weights("reference", shape.params, w, f"P*{w}")
+    if stage.rollout.overlap and not reg.get("backends", stage.rollout.backend).holds_weights:
+        weights("rollout copy", shape.params + adapter, w, f"P*{w}" + (" (+ adapter)" if adapter else ""))
     h = shape.hidden
     for role in ("critic", "critic:shared", "reward_model"):
         if role in roles:

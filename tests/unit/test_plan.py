@@ -58,6 +58,15 @@ def test_grpo_stage_bytes_by_hand(tmp_path):
     assert rows["logits"].bytes == B * K * V * (4 + 8)
 
 
+def test_overlap_adds_the_workers_copy_of_the_weights_unless_the_backend_keeps_its_own(tmp_path):
+    rec = make({"type": "grpo", "beta": 0.0}, tmp_path)
+    assert "rollout copy" not in stage(rec)
+    rec.stages[0].rollout.overlap = 1
+    assert stage(rec)["rollout copy"].bytes == hand_params() * 4
+    rec.stages[0].rollout.backend = "vllm"     # vLLM generates from weights of its own
+    assert "rollout copy" not in stage(rec)
+
+
 def test_grpo_with_beta_has_a_reference(tmp_path):
     rows = stage(make({"type": "grpo", "beta": 0.1}, tmp_path))
     assert rows["reference"].bytes == hand_params() * 4
