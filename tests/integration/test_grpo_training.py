@@ -1,14 +1,17 @@
-"""A GRPO stage on the tiny model: it changes every trainable tensor and raises the mean reward."""
+"""A GRPO stage on the tiny model: it changes every trainable tensor and raises the mean reward, with
+rollouts generated then trained and one step off (``rollout.overlap: 1``)."""
 import json
 import textwrap
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from feedback_rl.run.train import train_recipe
 
 
-def test_grpo_changes_every_parameter_and_raises_the_reward(tmp_path):
+@pytest.mark.parametrize("overlap", [0, 1])
+def test_grpo_changes_every_parameter_and_raises_the_reward(tmp_path, overlap):
     recipe = tmp_path / "r.yaml"
     # reward: the completion contains a digit; a random tiny model hits it about a third of the time
     recipe.write_text(textwrap.dedent(f"""\
@@ -22,7 +25,7 @@ def test_grpo_changes_every_parameter_and_raises_the_reward(tmp_path):
             rewards:
               sources:
                 - {{name: digit, type: rule, check: regex, pattern: "[0-9]", mode: search}}
-            rollout: {{num_generations: 8, max_new_tokens: 4}}
+            rollout: {{num_generations: 8, max_new_tokens: 4, overlap: {overlap}}}
             train: {{steps: 40, batch_size: 8, lr: 3.0e-3}}
         """))
     run, summary = train_recipe(recipe)

@@ -1,6 +1,7 @@
 """The one-step-off worker on its own: it generates from the weights it was handed (not the ones
 trained since), splits the CPU threads only while it generates, and a batch in flight survives a
 checkpoint round trip unchanged."""
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,34 +35,32 @@ def test_the_batch_comes_from_the_weights_handed_over_not_the_ones_trained_since
     assert all(torch.equal(a.logprobs, b.logprobs) for a, b in zip(batch.gens, again.gens))
 
 
-def test_threads_are_split_while_it_generates_and_given_back_after(tiny_model_dir):
+@pytest.fixture
+def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        model, w = worker(tiny_model_dir)
-        w.submit(1, [0, 1], model, version=0)
-        assert torch.get_num_threads() == 1   # the trainer's half while the batch generates
-        w.take(1)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    yield
+    torch.set_num_threads(before)
 
 
-def test_waiting_before_the_backward_gives_the_threads_back_and_keeps_the_batch(tiny_model_dir):
+def test_threads_are_split_while_it_generates_and_given_back_after(tiny_model_dir, two_threads):
+    model, w = worker(tiny_model_dir)
+    w.submit(1, [0, 1], model, version=0)
+    assert torch.get_num_threads() == 1   # the trainer's half while the batch generates
+    w.take(1)
+    assert torch.get_num_threads() == 2
+
+
+def test_waiting_before_the_backward_gives_the_threads_back_and_keeps_the_batch(tiny_model_dir, two_threads):
     # the engine waits here before its first backward: a fixed point, so every op's thread count
     # (and the update's rounding) is the same in every run of a recipe
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        model, w = worker(tiny_model_dir)
-        w.submit(1, [0, 1], model, version=0)
-        w.pending.job.join()          # generated; the trainer has not asked for it yet
-        assert torch.get_num_threads() == 1
-        w.wait()
-        assert torch.get_num_threads() == 2 and w.pending is not None
-        assert len(w.take(1).gens) == 4
-    finally:
-        torch.set_num_threads(before)
+    model, w = worker(tiny_model_dir)
+    w.submit(1, [0, 1], model, version=0)
+    w.pending.job.join()          # generated; the trainer has not asked for it yet
+    assert torch.get_num_threads() == 1
+    w.wait()
+    assert torch.get_num_threads() == 2 and w.pending is not None
+    assert len(w.take(1).gens) == 4
 
 
 def test_a_batch_in_flight_round_trips_through_a_checkpoint(tiny_model_dir):
