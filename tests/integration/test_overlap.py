@@ -107,3 +107,14 @@ def test_each_rank_of_a_two_process_run_overlaps_its_own_share(tmp_path):
     steps = metrics(tmp_path / "runs" / "overlapped")
     assert [s["rollout/staleness"] for s in steps] == [0.0, 1.0, 1.0]
     assert all(s["feedback/size"] == 16.0 for s in steps)   # both ranks' rollouts, 4 prompts x 4
+
+
+def test_a_lora_policy_hands_its_adapter_over_with_each_batch(tmp_path):
+    path = recipe(tmp_path / "r.yaml", tmp_path / "runs", steps=4)
+    path.write_text(path.read_text().replace("output_dir:", "model: {path: 'builtin:tiny-gpt2', lora: {r: 8, alpha: 16}}\noutput_dir:"))
+    run, summary = train_recipe(path)
+    assert summary["status"] == "finished"
+    steps = metrics(run.dir)
+    # the worker's copy carries the adapter as it was handed over: one update old after step 1
+    assert steps[0]["rollout/logprob_mismatch"] < 1e-6
+    assert all(s["rollout/logprob_mismatch"] > 1e-4 for s in steps[1:]), [s["rollout/logprob_mismatch"] for s in steps]
