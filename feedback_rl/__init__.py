@@ -14,7 +14,7 @@ from feedback_rl.base import (  # noqa: E402
     SamplingParams,
 )
 from feedback_rl.modeling.batching import (  # noqa: E402
-    TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch,
+    TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch, position_ids,
     rollout_batch, sequence_logprobs, split_pairs,
 )
 from feedback_rl.modeling.chat import encode_prompt, prompt_text, prompt_turns, render_prompt  # noqa: E402
@@ -53,7 +53,7 @@ __all__ = [
     "Dataset", "Turns", "TEXT_OR_TURNS", "load_dataset", "DataRef", "GeneratedData", "SourcedData", "DataSource", "render_prompt", "encode_prompt", "prompt_text",
     "prompt_turns",
     # token batches and log-probs
-    "TokenBatch", "pack", "pad_id", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
+    "TokenBatch", "pack", "pad_id", "position_ids", "rollout_batch", "pair_batch", "split_pairs", "sequence_logprobs",
     "completion_logprobs", "behaviour_logprobs", "masked_mean", "masked_whiten",
     # shared loss math
     "clipped_surrogate", "effective_is_cap", "is_cap_option", "backend_correction", "truncated_is_weights", "mismatch_metrics",

@@ -237,15 +237,15 @@ class Engine:
                 t0 = time.perf_counter()
                 metrics: dict[str, Any] = {}
                 with self.dist.stop_together():  # e.g. a source's error rate: every rank stops, not only this one
-                    if optimizer.feedback == "demonstrations" or not mixer.slots:
+                    offline = optimizer.feedback == "demonstrations" or not mixer.slots
+                    if worker is not None:  # online by the recipe's check; the worker took these rows a step ago
+                        rollouts = self._overlapped(worker, stage, step, sampler, state["version"], metrics)
+                    else:
                         rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
+                        rollouts = None if offline else self._generate(stage, rows, backend, state["version"])
+                    if offline:
                         fb = shapes.from_rows(optimizer.feedback, rows, self.tokenizer, _system_prompt(stage))
                     else:
-                        if worker is None:
-                            rows = self.dist.shard([train_rows[k] for k in sampler.take(stage.train.batch_size)])
-                            rollouts = self._generate(stage, rows, backend, state["version"])
-                        else:
-                            rollouts = self._overlapped(worker, stage, step, sampler, state["version"], metrics)
                         fb = self._feedback(stage, step, rollouts, mixer, optimizer.feedback, metrics)
                 for slot in mixer.slots:
                     metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})

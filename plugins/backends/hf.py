@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, hookimpl, pad_id
+from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, hookimpl, pad_id, position_ids
 
 # generation-config fields whose processors only model.generate applies, with the value that
 # leaves the distribution alone (None is neutral for every one)
@@ -203,7 +203,7 @@ def prefill(model, prompt_ids: list[list[int]], pad: int, share: bool = True):
     row_of = [first.setdefault(tuple(p), len(first)) for p in prompt_ids]
     ids, attn = left_pad(list(first) if share else prompt_ids, pad, device)
     head = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    out = model(input_ids=ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0), **kw, **head)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), **kw, **head)
     logits = out.logits[:, -1]
     if share and len(first) < len(prompt_ids):
         index = torch.tensor(row_of, device=device)
