@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from feedback_rl import Models, PluginContext, SamplingParams, feedback_from_rows
+from feedback_rl import Models, PluginContext, SamplingParams
+from feedback_rl.data import feedback_from_rows
 from feedback_rl.rows.synthetic import sort_labeled, sort_pairs
 from feedback_rl.modeling.tiny import build_tiny_gpt2
 from frl_plugins.optimizers.dpo import DPO

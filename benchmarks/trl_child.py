@@ -89,11 +89,6 @@ def read_rows(s: dict, opt: str) -> list[dict]:
     return {"grpo": addition, "dpo": sort_pairs, "kto": sort_labeled}[opt]("train", None, 500, 0)
 
 
-class _Everything:
-    def __contains__(self, item) -> bool:
-        return True
-
-
 def switch_off(levers: list[str]) -> None:
     """Undo levers of the leaner step in this process, to measure what each one gives (bench_levers.py)."""
     import torch
@@ -104,7 +99,7 @@ def switch_off(levers: list[str]) -> None:
         if lever == "fused_adamw":    # torch's default (foreach) AdamW
             engine.adamw = lambda params, device, **kw: torch.optim.AdamW(params, **kw)
         elif lever == "target_head":  # the LM head and log-softmax on every position
-            batching._FULL_HEAD = _Everything()
+            batching._takes_boolean_keep = lambda model, device: False
         else:
             raise SystemExit(f"unknown lever {lever!r}")
 

@@ -44,6 +44,8 @@ class PluginContext:
     role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
     system_prompt: str | None = None  # the stage's rollout.system_prompt (rows are rendered with it)
     overlap: int = 0               # the stage's rollout.overlap: rollouts trained this many updates after they were sampled
+    is_cap: float | None = None    # the stage's rollout.is_cap (the core applies it: loop/batch.py)
+    logprob_mismatch: bool = False  # the stage's rollout.logprob_mismatch: log trainer vs behaviour log-probs
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier
@@ -97,13 +99,9 @@ class RewardSource(Plugin):
     @classmethod
     def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
         """Checks that need no model and no network, run by ``frl validate`` and before any model loads:
-        raise :class:`UserError` naming the file, line or option. ``rows`` is the Dataset the source will
-        score (the stage's train rows; called again with the eval rows when it scores those) or None."""
-
-    @classmethod
-    def preflight(cls, options: PluginOptions, context: PluginContext, rows: Any) -> None:
-        """Checks that need no model, run before any model loads; raise :class:`UserError` naming the
-        file/key. ``rows`` is the stage's train :class:`~feedback_rl.Dataset` (``.origin``, ``.lines``) or None."""
+        raise :class:`UserError` naming the file, line or option. ``rows`` is the
+        :class:`~feedback_rl.Dataset` the source will score (``.origin``, ``.lines``; the stage's train rows,
+        called again with the eval rows when it scores those) or None."""
         return None
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
@@ -142,17 +140,34 @@ class Models:
         # a frozen role adds no parameters: the engine keeps only those that require grad
         return [m for m in (self.policy, self.critic, self.reward_model) if m is not None]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the policy (and every role built from it) lives; every batch arrives here."""
+        return next(self.policy.parameters()).device
+
 
 class Optimizer(Plugin):
     """Says how the policy learns from feedback. Holds only its own math.
 
-    The engine generates, scores and batches; it calls :meth:`prepare` once per batch of
-    feedback (no gradients: old and reference log-probs, advantages), then :meth:`loss` for
-    every minibatch that :meth:`minibatches` yields, and takes an optimizer step after each.
+    The engine generates, scores, batches and owns devices and importance weights. Once per step it
+    builds a :class:`~feedback_rl.Batch` on the policy's device (token ids, the feedback's per-row
+    values, behaviour log-probs, policy versions; for an ``importance_weighted`` optimizer the
+    trainer's log-probs before the update and the truncated IS weights) and calls :meth:`prepare`
+    with it, without gradients (reference log-probs, advantages); then :meth:`loss` for every
+    minibatch that :meth:`minibatches` yields, with an optimizer step after each. Every tensor an
+    optimizer receives is already on the right device: it never moves one.
     """
 
     #: the feedback shape this optimizer consumes
     feedback: ClassVar[FeedbackShape] = "scalar"
+    #: True: the loss weights each sampled token by ``batch.is_weights`` (policy-gradient methods), so
+    #: ``rollout.is_cap`` and ``rollout.overlap`` apply; the core then computes the weights
+    importance_weighted: ClassVar[bool] = False
+
+    def old_logprobs(self) -> bool:
+        """Whether :meth:`prepare` reads ``batch.old_logps``, the trainer's log-probs before this update
+        (one no-grad forward, computed by the core)."""
+        return False
 
     @classmethod
     def check_stage(cls, stage: Any, options: PluginOptions) -> tuple[tuple, str] | None:
@@ -164,8 +179,9 @@ class Optimizer(Plugin):
         ``critic:shared`` (a value head on the policy's trunk), ``reward_model``."""
         return set()
 
-    def prepare(self, feedback: Feedback, models: Models) -> Any:
-        return feedback
+    def prepare(self, batch: Any, models: Models) -> Any:
+        """What :meth:`minibatches` splits, from the step's :class:`~feedback_rl.Batch` (no gradients)."""
+        return batch
 
     def minibatches(self, prepared: Any) -> Iterable[Any]:
         yield prepared

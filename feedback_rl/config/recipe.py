@@ -107,7 +107,14 @@ class RolloutSpec(Strict):
                                                         "take none")
     overlap: int = Field(0, ge=0, le=1, description="1: generate the next step's rollouts while this step trains "
                          "(one-step-off: each batch trains one update after the weights that sampled it; "
-                         "rollout/staleness logs it and the optimizers' is_cap corrects it); 0: generate, then train")
+                         "rollout/staleness logs it and the importance weights, is_cap, correct it); 0: generate, "
+                         "then train")
+    is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: the policy-gradient loss "
+                                 "of each sampled token weighted by min(exp(trainer - behaviour log-prob), is_cap) "
+                                 "(TRL's vllm_importance_sampling_correction, token_truncate); default off, 3.0 "
+                                 "with overlap")
+    logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
+                                   "(trainer vs behaviour log-probs; on whenever is_cap applies)")
 
 
 class TrainSpec(Strict):
@@ -332,6 +339,7 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
         if stage.rollout.overlap and (opt_cls.feedback == "demonstrations" or not stage.rewards.sources):
             fail(loc + ("rollout", "overlap"), "this stage generates nothing (it trains on its data rows): "
                  "remove rollout.overlap")
+        _check_importance(stage, opt_cls, loc, fail)
         for split in ("train", "eval"):
             ref = getattr(stage.data, split)
             if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:
@@ -343,6 +351,20 @@ def _check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
         if problem:
             key, msg = problem
             fail(loc + tuple(key), msg)
+
+
+def _check_importance(stage: StageSpec, opt_cls: type, loc: tuple, fail: Any) -> None:
+    """Importance weights apply to optimizers that weight sampled tokens, and compare like with like."""
+    ro = stage.rollout
+    if ro.is_cap is not None and not opt_cls.importance_weighted:
+        fail(loc + ("rollout", "is_cap"), f"optimizer '{stage.optimizer.type}' does not weight its loss by "
+             "importance weights: remove rollout.is_cap")
+    weighted = opt_cls.importance_weighted and (ro.is_cap is not None or ro.overlap)
+    if weighted and (ro.top_p < 1.0 or ro.top_k > 0):
+        key = "top_p" if ro.top_p < 1.0 else "top_k"
+        fail(loc + ("rollout", key), f"{key} with importance weights ({'rollout.is_cap' if ro.is_cap else 'rollout.overlap'}): "
+             "the backend samples from the truncated distribution while the trainer scores the whole one, so "
+             "every weight would be biased below 1 even with no staleness; use top_p: 1.0 and top_k: 0 here")
 
 
 def _check_sourced(recipe: Recipe, i: int, split: str, ref: SourcedData, reg: Any, fail: Any,

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from feedback_rl.run import checkpoint as ckpt
 from feedback_rl.modeling.chat import check_rows
 from feedback_rl.rows import dataset as datasets
-from feedback_rl.loop import feedback as shapes
+from feedback_rl.loop import batch as batching, feedback as shapes
 from feedback_rl.modeling import lora
 from feedback_rl.base import Models, PluginContext
 from feedback_rl.run.distributed import Dist, check_batches, idle_loss
@@ -138,6 +138,7 @@ class Engine:
         ctx.sampling = sampling_params(stage.rollout)
         ctx.system_prompt = _system_prompt(stage)
         ctx.overlap = stage.rollout.overlap
+        ctx.is_cap, ctx.logprob_mismatch = stage.rollout.is_cap, stage.rollout.logprob_mismatch
         optimizer = self.reg.get("optimizers", stage.optimizer.type)(recipe.options("stage", i, "optimizer"), ctx)
         if resumed is None and lora.is_lora(self.policy) and lora.adapter_trained(self.policy):
             self._restart_adapter(stage)
@@ -251,7 +252,8 @@ class Engine:
                     metrics.update({f"source/{slot.spec.name}/{k}": v for k, v in slot.source.metrics().items()})
                 t_gen = time.perf_counter() - t0
                 metrics["feedback/size"] = float(len(fb))
-                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step, worker))
+                metrics.update(self._optimize(optimizer, train_models, wrapped, fb, opt, stage, step, worker,
+                                              state["version"]))
                 with warnings.catch_warnings():  # a step without feedback steps no optimizer, yet the schedule moves on
                     warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
                     sched.step()
@@ -356,14 +358,18 @@ class Engine:
                 j.source = slot.spec.name
                 late.append(j)
         return shapes.build(shape, scored, prefs, late, bool(mixer.pointwise), self.tokenizer,
-                            stage.feedback.pair_min_margin, stage.feedback.binary_threshold)
+                            stage.feedback.pair_min_margin, stage.feedback.binary_threshold, _system_prompt(stage))
 
     def _optimize(self, optimizer: Any, models: Models, wrapped: list, fb: Any, opt: Any, stage: StageSpec,
-                  step: int, worker: RolloutWorker | None = None) -> dict[str, float]:
-        with self.precision.autocast(), padding_free(stage.train.padding_free):
-            batches = list(optimizer.minibatches(optimizer.prepare(fb, models))) if len(fb) else []
-        n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
+                  step: int, worker: RolloutWorker | None = None, version: int = 0) -> dict[str, float]:
         totals: dict[str, list[float]] = {}
+        batches = []
+        if len(fb):  # the core's batch, on the policy's device, with importance weights: then the plugin's own
+            with self.precision.autocast(), padding_free(stage.train.padding_free):
+                batch = batching.for_optimizer(optimizer, fb, models, version)
+                batches = list(optimizer.minibatches(optimizer.prepare(batch, models)))
+            totals.update({k: [v] for k, v in batch.metrics.items()})
+        n = self.dist.max(len(batches))  # ranks with fewer minibatches add zero gradients to the rest
         params = [p for g in opt.param_groups for p in g["params"]]
         for k in range(n):
             opt.zero_grad(set_to_none=True)

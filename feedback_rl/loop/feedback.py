@@ -29,6 +29,9 @@ from feedback_rl.rows.dataset import TEXT_OR_TURNS, Turns
 from feedback_rl.types import BinaryFeedback, Demonstrations, Feedback, PairFeedback, Preference, Rating, Rollout, \
     ScalarFeedback, Scored
 
+OFFLINE = -1
+"""The policy version of an offline row: no policy sampled it."""
+
 TEXT = TEXT_OR_TURNS
 """A column that holds text, or a conversation as a list of ``{role, content}`` turns."""
 
@@ -84,7 +87,7 @@ def from_rows(shape: str, rows: list[dict], tokenizer: Any, system_prompt: str |
         enc = encode_example(tokenizer, prompt, completion, system_prompt)
         return Rollout(prompt=enc.prompt_text, completion=completion if isinstance(completion, str) else "",
                        row=row, group=k, prompt_ids=enc.prompt_ids, completion_ids=enc.completion_ids,
-                       completion_mask=enc.completion_mask, uid=f"row-{k}")
+                       completion_mask=enc.completion_mask, uid=f"row-{k}", policy_version=OFFLINE)
 
     if shape == "demonstrations":  # prompt + completion, or a whole conversation (loss on the assistant's turns)
         return Demonstrations([encode(k, r, r.get("prompt"), r["completion"] if "completion" in r else r["messages"])
@@ -97,7 +100,7 @@ def from_rows(shape: str, rows: list[dict], tokenizer: Any, system_prompt: str |
                 prompt, chosen, rejected = extract_prompt(chosen, rejected)
             fb.chosen.append(encode(k, r, prompt, chosen))
             fb.rejected.append(encode(k, r, prompt, rejected))
-            fb.margins.append(1.0)
+            fb.margins.append(float(r.get("margin") or 0.0))  # a rating gap where the file has one (Llama 2)
         return fb
     return BinaryFeedback([encode(k, r, r.get("prompt"), r["completion"]) for k, r in enumerate(rows)],
                           [bool(r["label"]) for r in rows])
@@ -106,11 +109,12 @@ def from_rows(shape: str, rows: list[dict], tokenizer: Any, system_prompt: str |
 # --------------------------------------------------------------------------- the step's judgments
 
 def build(shape: str, scored: list[Scored], preferences: list[Preference], late: list[Preference | Rating],
-          pointwise: bool, tokenizer: Any, pair_min_margin: float = 0.0, binary_threshold: float = 0.5) -> Feedback:
+          pointwise: bool, tokenizer: Any, pair_min_margin: float = 0.0, binary_threshold: float = 0.5,
+          system_prompt: str | None = None) -> Feedback:
     """The feedback of one step: this step's mixed scores (``pointwise``: some source scored one by one)
     and direct preferences, plus the judgments that arrived late from asynchronous sources."""
     encode_text_rollouts([r for j in late for r in ((j.a, j.b) if isinstance(j, Preference) else (j.rollout,))],
-                         tokenizer)
+                         tokenizer, system_prompt)
     live_groups = [s.rollout.group for s in scored]
     late_prefs = [j for j in late if isinstance(j, Preference)]
     ratings = regroup([j for j in late if isinstance(j, Rating)], 1 + max(live_groups, default=-1))
@@ -186,12 +190,13 @@ def to_pairs(preferences: list[Preference]) -> PairFeedback:
     return fb
 
 
-def encode_text_rollouts(rollouts: list[Rollout], tokenizer: Any) -> list[Rollout]:
+def encode_text_rollouts(rollouts: list[Rollout], tokenizer: Any, system_prompt: str | None = None) -> list[Rollout]:
     """Give token ids to rollouts that arrived as text only (a judgment imported from a file): encoded
-    once, as an offline row is. Rollouts that carry ids keep them."""
+    once, as an offline row is (with the stage's system prompt, as ``from_rows`` does). Rollouts that
+    carry ids keep them."""
     for r in rollouts:
         if not r.prompt_ids and not r.completion_ids:
-            enc = encode_example(tokenizer, r.row.get("prompt", r.prompt), r.completion)
+            enc = encode_example(tokenizer, r.row.get("prompt", r.prompt), r.completion, system_prompt)
             r.prompt_ids, r.completion_ids, r.completion_mask = enc.prompt_ids, enc.completion_ids, enc.completion_mask
     return rollouts
 

@@ -67,15 +67,24 @@ def with_stops(sampling: SamplingParams, tokenizer: Any, model: Any) -> Sampling
 
 def run_backend(backend: Backend, model: torch.nn.Module, tokenizer: Any, prompt_ids: list[list[int]],
                 sampling: SamplingParams, batch_size: int | None = None) -> list[Generation]:
-    """The backend's generations for ``prompt_ids``, in chunks of ``batch_size``, the model in eval mode."""
+    """The backend's generations for ``prompt_ids``, in chunks of ``batch_size``, the model in eval mode.
+
+    A backend that holds its own weights (vLLM) never reads ``model``'s mode: the module is left alone,
+    since under ``rollout.overlap`` this runs in a worker thread while the trainer uses it (dropout
+    would depend on timing)."""
     step = batch_size or len(prompt_ids)
+    flip = not backend.holds_weights
     was_training = model.training
-    model.eval()
+    if flip:
+        model.eval()
     gens = []
-    with torch.no_grad():
-        for start in range(0, len(prompt_ids), step):
-            gens += backend.generate(model, tokenizer, prompt_ids[start: start + step], sampling)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompt_ids), step):
+                gens += backend.generate(model, tokenizer, prompt_ids[start: start + step], sampling)
+    finally:
+        if flip:
+            model.train(was_training)
     return gens
 
 

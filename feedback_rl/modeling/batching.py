@@ -148,8 +148,26 @@ def _all_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
                  use_cache=False).logits
 
 
-# model classes whose forward refused a boolean logits_to_keep (older transformers, custom code)
-_FULL_HEAD: set[type] = set()
+# per model class: whether its forward takes a boolean logits_to_keep (probed once, on a tiny input)
+_KEEPS: dict[type, bool] = {}
+
+
+def _takes_boolean_keep(model: torch.nn.Module, device: Any) -> bool:
+    """Probe, once per model class, whether ``logits_to_keep`` (a boolean mask) works: a two-token input
+    on the batch's device. Only this probe reads an error as "no ``logits_to_keep``"; a real batch's
+    error (a device mismatch, out of memory) is never caught and mistaken for it."""
+    kind = type(model)
+    if kind not in _KEEPS:
+        ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+        keep = torch.tensor([[True, False]], device=device)
+        try:
+            with torch.no_grad():
+                out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=position_ids(torch.ones_like(ids)),
+                            use_cache=False, logits_to_keep=keep).logits
+            _KEEPS[kind] = out.dim() == 2 and out.shape[0] == 1
+        except (TypeError, IndexError, RuntimeError):  # an older forward: int logits_to_keep, or none
+            _KEEPS[kind] = False
+    return _KEEPS[kind]
 
 
 def _target_logits(model: torch.nn.Module, batch: TokenBatch, targets: torch.Tensor) -> torch.Tensor:
@@ -162,12 +180,8 @@ def _target_logits(model: torch.nn.Module, batch: TokenBatch, targets: torch.Ten
     """
     keep = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
     keep[:, :-1] = targets
-    kind = type(model)
-    if kind not in _FULL_HEAD:
-        try:
-            return forward_logits(model, batch, keep)
-        except (TypeError, IndexError, RuntimeError):
-            _FULL_HEAD.add(kind)
+    if _takes_boolean_keep(model, batch.input_ids.device):
+        return forward_logits(model, batch, keep)
     return forward_logits(model, batch)[keep]
 
 

@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, hookimpl, pad_id, position_ids
+from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, hookimpl
+from feedback_rl.tokens import pad_id, position_ids
 
 # generation-config fields whose processors only model.generate applies, with the value that
 # leaves the distribution alone (None is neutral for every one)

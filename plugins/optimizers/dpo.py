@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from feedback_rl import (
-    LengthLimited, Optimizer, TokenBatch, completion_logprobs, hookimpl, pair_batch, split_pairs,
-)
+from feedback_rl import LengthLimited, Optimizer, hookimpl
+from feedback_rl.tokens import TokenBatch, completion_logprobs, split_pairs
 
 
 def dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float,
@@ -69,17 +68,11 @@ class DPO(Optimizer):
     def roles(self):
         return {"reference"}
 
-    def prepare(self, feedback, models):
-        if not len(feedback):
-            return None
-        tokens = pair_batch(feedback, models.tokenizer, self.options.max_length)
+    def prepare(self, batch, models):
+        tokens = batch.tokens   # chosen rows, then rejected rows
         with torch.no_grad():
             ref_chosen, ref_rejected = pair_logps(models.reference, tokens)
         return DPOBatch(tokens, ref_chosen, ref_rejected, tokens.target_mask.sum(-1).clamp(min=1.0))
-
-    def minibatches(self, prepared):
-        if prepared is not None:
-            yield prepared
 
     def loss(self, batch, models):
         o = self.options

@@ -6,8 +6,9 @@ Advantages need no critic: each completion is compared with the other completion
 - ``dr_grpo``: sum over all tokens / (sequences x max_new_tokens), a constant (Dr. GRPO);
 - ``dapo``:    sum over all tokens / number of tokens in the batch (token-level, DAPO).
 
-The generation backend (vLLM above all) may score tokens slightly differently from the trainer.
-``logprob_mismatch`` logs how much; ``is_cap`` corrects for it (the core's ``backend_correction``).
+The rollouts were sampled by the backend, possibly an update earlier (``rollout.overlap``): the core
+hands the truncated importance weights with the batch (``rollout.is_cap``) and GRPO multiplies each
+token's policy loss by them.
 """
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import (
-    Optimizer, PluginOptions, TokenBatch, backend_correction, behaviour_logprobs, clipped_surrogate,
-    effective_is_cap, hookimpl, is_cap_option, masked_mean, rollout_batch, sequence_logprobs,
-)
+from feedback_rl import Optimizer, PluginOptions, hookimpl
+from feedback_rl.losses import clipped_surrogate
+from feedback_rl.tokens import TokenBatch, masked_mean, sequence_logprobs
 
 
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: str = "group",
@@ -58,16 +58,15 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_l
 class GRPOBatch:
     tokens: TokenBatch
     advantages: torch.Tensor
-    old_logps: torch.Tensor | None
+    old_logps: torch.Tensor | None           # several passes: the policy before the update; one pass: None
     ref_logps: torch.Tensor | None
-    is_weights: torch.Tensor | None = None   # truncated IS weights against the backend's log-probs
-    behaviour: torch.Tensor | None = None    # one pass: the backend's log-probs, compared in the loss's forward
-    is_cap: float | None = None
+    is_weights: torch.Tensor | None = None   # the core's truncated IS weights against the backend
 
 
 class GRPO(Optimizer):
     name = "grpo"
     feedback = "scalar"
+    importance_weighted = True
 
     class Options(PluginOptions):
         beta: float = Field(0.0, ge=0.0, description="KL weight; 0 loads no reference model")
@@ -76,13 +75,9 @@ class GRPO(Optimizer):
         loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
         scale_rewards: Literal["group", "batch", "none"] = "group"
         num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch of rollouts")
-        logprob_mismatch: bool = Field(False, description="log rollout/logprob_mismatch and rollout/is_ratio_mean "
-                                       "(trainer vs backend log-probs)")
-        is_cap: float | None = is_cap_option()
 
     def __init__(self, options, context):
         super().__init__(options, context)
-        self._mismatch: dict[str, float] = {}   # trainer vs backend log-prob gauges of the prepared batch
         self._zero_std = 0.0
 
     @classmethod
@@ -94,31 +89,21 @@ class GRPO(Optimizer):
     def roles(self):
         return {"reference"} if self.options.beta > 0 else set()
 
-    def prepare(self, feedback, models):
-        if not feedback.rollouts:
-            return None
+    def old_logprobs(self):
+        # one pass: the old policy is the current one, whose log-probs the loss's own forward gives
+        # (the ratio is 1, only its gradient matters)
+        return self.options.num_iterations > 1
+
+    def prepare(self, batch, models):
         o = self.options
-        device = next(models.policy.parameters()).device
-        tokens = rollout_batch(feedback.rollouts, models.tokenizer).to(device)
-        groups = torch.tensor([r.group for r in feedback.rollouts])
-        adv = group_advantages(feedback.rewards, groups, o.scale_rewards).to(device)
+        adv = group_advantages(batch.rewards, batch.groups, o.scale_rewards)
         self._zero_std = float((adv == 0).float().mean())
-        behaviour = behaviour_logprobs(feedback.rollouts, tokens)
-        temp = self.context.sampling.temperature
-        cap = effective_is_cap(o.is_cap, self.context)
-        one_pass = o.num_iterations == 1
         with torch.no_grad():
-            # one pass: the old policy is the current one, whose log-probs the loss's own forward gives
-            # (the ratio is 1, only its gradient matters; the IS weights and gauges are computed there)
-            trainer = sequence_logprobs(models.policy, tokens, temp) if not one_pass else None
-            ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else None
-        weights, self._mismatch = backend_correction(trainer, behaviour, tokens.target_mask, cap, self.context.stage)
-        compare = one_pass and (cap is not None or o.logprob_mismatch)
-        return GRPOBatch(tokens, adv, trainer, ref, weights, behaviour if compare else None, cap)
+            ref = (sequence_logprobs(models.reference, batch.tokens, batch.temperature)
+                   if models.reference is not None else None)
+        return GRPOBatch(batch.tokens, adv, batch.old_logps, ref, batch.is_weights)
 
     def minibatches(self, prepared):
-        if prepared is None:
-            return
         for _ in range(self.options.num_iterations):
             yield prepared
 
@@ -130,14 +115,10 @@ class GRPO(Optimizer):
         old = batch.old_logps if batch.old_logps is not None else logps.detach()
         per_token, clipped = clipped_surrogate(logps, old, batch.advantages.unsqueeze(-1), o.epsilon,
                                                o.epsilon_high or o.epsilon)
-        weights, mismatch = batch.is_weights, self._mismatch
-        if batch.behaviour is not None:
-            weights, mismatch = backend_correction(logps.detach(), batch.behaviour, mask, batch.is_cap,
-                                                   self.context.stage)
-        if weights is not None:
-            per_token = per_token * weights
+        if batch.is_weights is not None:
+            per_token = per_token * batch.is_weights
         metrics = {"clip_frac": masked_mean(clipped, mask).item(), "entropy": masked_mean(entropy, mask).item(),
-                   "adv_zero_frac": self._zero_std, **mismatch}
+                   "adv_zero_frac": self._zero_std}
         if batch.ref_logps is not None:
             kl = k3_kl(logps, batch.ref_logps)
             per_token = per_token + o.beta * kl

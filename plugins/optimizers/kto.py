@@ -3,19 +3,21 @@
 With ``r = log pi(y|x) - log ref(y|x)`` (sequence log-probs) and a reference point ``z0``, the loss
 of a desirable completion is ``wD (1 - sigmoid(beta (r - z0)))`` and of an undesirable one
 ``wU (1 - sigmoid(beta (z0 - r)))``, averaged over the batch (Ethayarajh et al. 2024; TRL).
-``z0`` estimates KL(pi || ref) from mismatched pairs: completion i scored after prompt i+1, so it
-says how far the policy drifted on text it was not trained to prefer. It is a baseline, not a target:
+``z0`` estimates KL(pi || ref) from mismatched pairs: each completion scored after the prompt of the next
+row that asked something else (live rollouts arrive grouped by prompt, so the next row would mostly be
+its own prompt again), so it says how far the policy drifted on text it was not trained to prefer. It is a baseline, not a target:
 detached, and clamped at 0 (a KL is never negative).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from pydantic import Field
 
-from feedback_rl import LengthLimited, Optimizer, TokenBatch, completion_logprobs, hookimpl, pack, pad_id, rollout_batch
+from feedback_rl import LengthLimited, Optimizer, Rollout, hookimpl
+from feedback_rl.tokens import TokenBatch, completion_logprobs
 
 # The KTO paper recommends wD * n_desirable / (wU * n_undesirable) in [1, 4/3].
 RATIO_RANGE = (1.0, 4.0 / 3.0)
@@ -37,10 +39,23 @@ def reference_point(policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> torc
 
 
 def mismatched(prompts: list, completions: list) -> tuple[list, list]:
-    """Completion i after prompt i+1 (a rotation, as TRL's KL dataset); none for a batch of one."""
-    if len(prompts) < 2:
-        return [], []
-    return prompts[1:] + prompts[:1], list(completions)
+    """Completion i after the prompt of the next row (cyclically) whose prompt differs from row i's: TRL's
+    rotation of its KL dataset, skipping rows of the same prompt. A completion whose prompt every row
+    shares has no mismatched pair; none for a batch of one."""
+    out_prompts, out_completions = [], []
+    n = len(prompts)
+    for i in range(n):
+        other = next((prompts[(i + k) % n] for k in range(1, n) if prompts[(i + k) % n] != prompts[i]), None)
+        if other is not None:
+            out_prompts.append(other)
+            out_completions.append(completions[i])
+    return out_prompts, out_completions
+
+
+def mismatched_rollouts(rollouts: list[Rollout]) -> list[Rollout]:
+    """The mismatched pairs as rollouts: each one's sampled completion ids after another prompt's ids."""
+    prompts, rows = mismatched([tuple(r.prompt_ids) for r in rollouts], rollouts)
+    return [replace(r, prompt_ids=list(p)) for p, r in zip(prompts, rows)]
 
 
 def weights_in_range(n_good: int, n_bad: int, wD: float, wU: float, sigmas: float = 2.0) -> bool:
@@ -60,8 +75,8 @@ class KTOBatch:
     tokens: TokenBatch
     desirable: torch.Tensor
     ref_logps: torch.Tensor
-    kl_tokens: TokenBatch | None   # the mismatched pairs
-    kl_ref_logps: torch.Tensor
+    kl_tokens: TokenBatch | None   # the mismatched pairs (None: every row has one prompt)
+    kl_ref_logps: torch.Tensor | None
 
 
 class KTO(Optimizer):
@@ -81,31 +96,22 @@ class KTO(Optimizer):
     def roles(self):
         return {"reference"}
 
-    def prepare(self, feedback, models):
-        if not len(feedback):
-            return None
-        self._check_weights(feedback.desirable)
-        rollouts = feedback.rollouts
-        tokens = rollout_batch(rollouts, models.tokenizer, self.options.max_length)
-        # the mismatched pairs are the same token ids, each completion after another row's prompt
-        kl_prompts, kl_rows = mismatched([r.prompt_ids for r in rollouts], rollouts)
-        kl_tokens = pack(kl_prompts, [r.completion_ids for r in kl_rows], pad_id(models.tokenizer),
-                         [r.completion_mask for r in kl_rows], self.options.max_length) if kl_prompts else None
+    def prepare(self, batch, models):
+        self._check_weights(batch.feedback.desirable)
+        kl_rows = mismatched_rollouts(batch.rollouts)
+        kl_tokens = batch.pack(kl_rows, self.options.max_length) if kl_rows else None
         with torch.no_grad():
-            ref = completion_logprobs(models.reference, tokens)
-            kl_ref = completion_logprobs(models.reference, kl_tokens) if kl_tokens is not None else torch.zeros(0)
-        return KTOBatch(tokens, torch.tensor(feedback.desirable, dtype=torch.bool), ref, kl_tokens, kl_ref)
-
-    def minibatches(self, prepared):
-        if prepared is not None:
-            yield prepared
+            ref = completion_logprobs(models.reference, batch.tokens)
+            kl_ref = completion_logprobs(models.reference, kl_tokens) if kl_tokens is not None else None
+        return KTOBatch(batch.tokens, batch.desirable, ref, kl_tokens, kl_ref)
 
     def loss(self, batch, models):
         o = self.options
         logratios = completion_logprobs(models.policy, batch.tokens) - batch.ref_logps
-        with torch.no_grad():
-            kl_policy = completion_logprobs(models.policy, batch.kl_tokens) if batch.kl_tokens is not None else torch.zeros(0)
-        z0 = reference_point(kl_policy, batch.kl_ref_logps)
+        z0 = 0.0
+        if batch.kl_tokens is not None:
+            with torch.no_grad():
+                z0 = reference_point(completion_logprobs(models.policy, batch.kl_tokens), batch.kl_ref_logps)
         loss = kto_loss(logratios, batch.desirable, z0, o.beta, o.desirable_weight, o.undesirable_weight).mean()
         rewards = o.beta * logratios.detach()
         metrics = {"kto/z0": float(z0), "desirable_frac": batch.desirable.float().mean().item()}

@@ -7,8 +7,10 @@ proportional controller of Ziegler et al. (TRL's AdaptiveKLController). Advantag
 over the critic's values; the policy loss is PPO's clipped surrogate, the value loss is clipped
 around the old values. ``ptx_coef`` mixes in the LM loss on a dataset (InstructGPT's PPO-ptx).
 
-The backend may score tokens slightly differently from the trainer (vLLM above all): the PPO stage
-always logs ``rollout/logprob_mismatch``; ``is_cap`` corrects for it (the core's ``backend_correction``).
+The backend may score tokens slightly differently from the trainer (vLLM above all), and rollouts may
+train an update after they were sampled: the core hands the truncated importance weights with the batch
+(``rollout.is_cap``; on by default under ``rollout.overlap``) and PPO multiplies each token's policy loss
+by them.
 
 Token alignment: log-probs are ``[B, T-1]`` (position t predicts token t+1); the value at position
 t has read tokens 0..t, so ``values[:, :-1]`` is the value of the state each log-prob acts from.
@@ -23,11 +25,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from feedback_rl import (
-    DataRef, Optimizer, PluginOptions, TokenBatch, UserError, backend_correction, behaviour_logprobs,
-    clipped_surrogate, effective_is_cap, feedback_from_rows, hookimpl, is_cap_option, last_token_index, load_dataset, masked_mean,
-    masked_whiten, rollout_batch, sequence_logprobs, token_values,
-)
+from feedback_rl import Optimizer, PluginOptions, UserError, hookimpl
+from feedback_rl.data import DataRef, feedback_from_rows, load_dataset
+from feedback_rl.losses import clipped_surrogate
+from feedback_rl.models import token_values
+from feedback_rl.tokens import TokenBatch, last_token_index, masked_mean, masked_whiten, sequence_logprobs
 
 
 # ------------------------------------------------------------------ the math, tested alone
@@ -37,7 +39,7 @@ def kl_penalised_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: t
     kl = (logps - ref_logps) * mask
     rewards = -kl_coef * kl
     last = last_token_index(mask)
-    rewards[torch.arange(len(scores)), last] += scores
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores
     return rewards, kl
 
 
@@ -112,7 +114,7 @@ class PPOBatch:
     old_values: torch.Tensor    # [B, T-1]
     advantages: torch.Tensor    # [B, T-1]
     returns: torch.Tensor       # [B, T-1]
-    is_weights: torch.Tensor    # [B, T-1], truncated IS weights against the backend (ones when off)
+    is_weights: torch.Tensor    # [B, T-1], the core's truncated IS weights against the backend (ones when off)
 
     def select(self, index: torch.Tensor) -> "PPOBatch":
         return PPOBatch(*(getattr(self, f.name)[index] if f.name != "tokens" else self.tokens.select(index)
@@ -122,6 +124,7 @@ class PPOBatch:
 class PPO(Optimizer):
     name = "ppo"
     feedback = "scalar"
+    importance_weighted = True
 
     class Options(PluginOptions):
         critic: Literal["separate", "shared"] = Field("separate", description="value head on its own copy "
@@ -144,7 +147,6 @@ class PPO(Optimizer):
         ptx_data: DataRef | None = Field(None, description="dataset of prompt/completion rows for PPO-ptx")
         ptx_coef: float = Field(0.0, ge=0.0)
         ptx_batch_size: int = Field(8, ge=1)
-        is_cap: float | None = is_cap_option()
 
     @classmethod
     def check_stage(cls, stage, options):
@@ -168,10 +170,14 @@ class PPO(Optimizer):
         self._rng = random.Random(context.seed)
         self._stats: dict[str, float] = {}
         self._batch_size = 0
+        self._batch = None   # this step's batch: PPO-ptx packs its rows on the same device
 
     def roles(self):
         critic = "critic" if self.options.critic == "separate" else "critic:shared"
         return {critic, "reference"} if self.options.kl_coef > 0 else {critic}
+
+    def old_logprobs(self):
+        return True
 
     def rows_per_forward(self, rows):
         return math.ceil(rows / self.options.num_minibatches)
@@ -183,25 +189,21 @@ class PPO(Optimizer):
         self.kl_ctl.value = state["kl_coef"]
         self._rng.setstate(state["rng"])
 
-    def prepare(self, feedback, models):
-        if not len(feedback):
-            return None
+    def prepare(self, batch, models):
         o = self.options
-        device = next(models.policy.parameters()).device
-        tokens = rollout_batch(feedback.rollouts, models.tokenizer).to(device)
+        self._batch = batch
+        tokens, logps = batch.tokens, batch.old_logps
         mask = tokens.target_mask
-        scores = feedback.rewards.to(device).float()
+        scores = batch.rewards
         if o.missing_eos_penalty is not None:  # a reward model often scores unfinished text well: a known hack
-            cut = torch.tensor([r.truncated for r in feedback.rollouts], device=device)
-            scores = scores - o.missing_eos_penalty * cut.float()
+            scores = scores - o.missing_eos_penalty * batch.truncated.float()
         if o.whiten_rewards and len(scores) > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         if o.reward_clip is not None:
             scores = scores.clamp(-o.reward_clip, o.reward_clip)
-        temp = self.context.sampling.temperature
         with torch.no_grad():
-            logps = sequence_logprobs(models.policy, tokens, temp)
-            ref = sequence_logprobs(models.reference, tokens, temp) if models.reference is not None else logps
+            ref = (sequence_logprobs(models.reference, tokens, batch.temperature)
+                   if models.reference is not None else logps)
             values = token_values(models.critic, tokens)[:, :-1] * mask
         rewards, kl = kl_penalised_rewards(scores, logps, ref, mask, self.kl_ctl.value)
         adv, returns = gae(rewards, values, mask, o.gamma, o.lam)
@@ -210,23 +212,18 @@ class PPO(Optimizer):
         seq_kl = kl.sum(-1)
         self._stats = {"kl/sequence": float(seq_kl.mean()), "kl/token": float(masked_mean(kl, mask)),
                        "kl_coef": self.kl_ctl.value,
-                       "score/mean": float(feedback.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
+                       "score/mean": float(batch.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),
                        "explained_variance": explained_variance(values, returns, mask),
                        "non_score_reward": float((-self.kl_ctl.value * seq_kl).mean())}
-        weights, mismatch = backend_correction(logps, behaviour_logprobs(feedback.rollouts, tokens), mask,
-                                               effective_is_cap(o.is_cap, self.context), self.context.stage)
-        self._stats.update(mismatch)
-        weights = weights if weights is not None else torch.ones_like(logps)
-        self._batch_size = len(feedback)
+        weights = batch.is_weights if batch.is_weights is not None else torch.ones_like(logps)
+        self._batch_size = len(batch)
         return PPOBatch(tokens, logps, values, adv, returns, weights)
 
     def minibatches(self, prepared):
-        if prepared is None:
-            return
         n = len(prepared.tokens)
         size = math.ceil(n / self.options.num_minibatches)
         for _ in range(self.options.ppo_epochs):
-            order = torch.tensor(self._rng.sample(range(n), n))
+            order = self._rng.sample(range(n), n)
             for start in range(0, n, size):
                 yield prepared.select(order[start: start + size])
 
@@ -252,7 +249,7 @@ class PPO(Optimizer):
         k = min(len(self._ptx), self.options.ptx_batch_size)
         rows = [self._ptx[i] for i in self._rng.sample(range(len(self._ptx)), k)]
         demos = feedback_from_rows("demonstrations", rows, models.tokenizer, self.context.system_prompt)
-        tokens = rollout_batch(demos.rollouts, models.tokenizer).to(next(models.policy.parameters()).device)
+        tokens = self._batch.pack(demos.rollouts)
         return -masked_mean(sequence_logprobs(models.policy, tokens), tokens.target_mask)
 
     def after_step(self, metrics):

@@ -11,13 +11,12 @@ a later stage's ``reward_model`` source finds it as ``path: stage:<stage>``.
 """
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
-from feedback_rl import (
-    LengthLimited, Optimizer, bradley_terry_loss, feedback_from_rows, hookimpl, pair_batch, pair_scores,
-    pairwise_accuracy,
-)
+from feedback_rl import LengthLimited, Optimizer, hookimpl
+from feedback_rl.data import feedback_from_rows
+from feedback_rl.losses import bradley_terry_loss
+from feedback_rl.models import pair_scores, pairwise_accuracy
 
 
 class RewardModelTraining(Optimizer):
@@ -30,22 +29,14 @@ class RewardModelTraining(Optimizer):
     def roles(self):
         return {"reward_model"}
 
-    def prepare(self, feedback, models):
-        if not len(feedback):
-            return None
-        tokens = pair_batch(feedback, models.tokenizer, self.options.max_length)
-        margins = torch.tensor(feedback.margins or [0.0] * len(feedback), dtype=torch.float32)
-        return tokens, margins * self.options.margin_coef
-
-    def minibatches(self, prepared):
-        if prepared is not None:
-            yield prepared
+    def prepare(self, batch, models):
+        return batch.tokens, batch.margins * self.options.margin_coef
 
     def loss(self, batch, models):
         tokens, margins = batch
         models.reward_model.train()
         chosen, rejected = pair_scores(models.reward_model, tokens)
-        loss = bradley_terry_loss(chosen, rejected, margins.to(chosen.device))
+        loss = bradley_terry_loss(chosen, rejected, margins)
         chosen, rejected = chosen.detach(), rejected.detach()
         return loss, {"accuracy": float((chosen > rejected).float().mean()),
                       "score/chosen": float(chosen.mean()), "score/rejected": float(rejected.mean()),

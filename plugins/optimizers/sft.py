@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from feedback_rl import LengthLimited, Optimizer, hookimpl, masked_mean, rollout_batch, sequence_logprobs
+from feedback_rl import LengthLimited, Optimizer, hookimpl
+from feedback_rl.tokens import masked_mean, sequence_logprobs
 
 
 def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -17,8 +18,8 @@ class SFT(Optimizer):
 
     Options = LengthLimited
 
-    def prepare(self, feedback, models):
-        return rollout_batch(feedback.rollouts, models.tokenizer, self.options.max_length)
+    def prepare(self, batch, models):
+        return batch.tokens
 
     def loss(self, batch, models):
         logps = sequence_logprobs(models.policy, batch)

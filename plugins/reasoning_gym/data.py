@@ -5,7 +5,8 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from feedback_rl import DataSource, PluginOptions
+from feedback_rl import PluginOptions
+from feedback_rl.data import DataSource
 
 from . import tasks
 

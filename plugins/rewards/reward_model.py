@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from feedback_rl import (
-    PluginOptions, RewardSource, Rollout, Score, UserError, hookimpl, load_scalar_model, score_rollouts,
-)
+from feedback_rl import PluginOptions, RewardSource, Rollout, Score, UserError, hookimpl
+from feedback_rl.models import load_scalar_model, score_rollouts
 
 
 class RewardModelSource(RewardSource):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from feedback_rl import UserError, hookimpl, load_model
+from feedback_rl import UserError, hookimpl
+from feedback_rl.models import load_model
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")

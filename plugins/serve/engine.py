@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from feedback_rl import stop_token_ids
+from feedback_rl.models import stop_token_ids
 
 from .protocol import Ask, Tok
 

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from feedback_rl import context_length, render_prompt
+from feedback_rl.data import render_prompt
+from feedback_rl.models import context_length
 
 from .engine import Batcher, Job
 from .protocol import ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, usage

@@ -7,10 +7,10 @@ weights. Tolerance as in tests/vllm_tier/test_vllm_engine.py: float32, mean |tra
 import pytest
 import torch
 
-from feedback_rl import (
-    PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs,
-    rollout_batch,
-)
+from feedback_rl import PluginContext, SamplingParams
+from feedback_rl.loop.batch import place_behaviour
+from feedback_rl.loop.rollout import generate_rollouts
+from feedback_rl.tokens import rollout_batch, sequence_logprobs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.vllm]
 
@@ -33,7 +33,7 @@ def mismatch(model, tok, rollouts, temperature):
     with torch.no_grad():
         trainer = sequence_logprobs(model.eval(), batch, temperature)
     mask = batch.target_mask
-    return float(((trainer - behaviour_logprobs(rollouts, batch)).abs() * mask).sum() / mask.sum())
+    return float(((trainer - place_behaviour(rollouts, batch)[0]).abs() * mask).sum() / mask.sum())
 
 
 def test_an_update_pushed_while_asleep_reaches_the_woken_engine(tiny_model_dir):

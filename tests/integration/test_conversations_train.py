@@ -12,7 +12,8 @@ import textwrap
 import openai
 import torch
 
-from feedback_rl import PluginContext, SamplingParams, generate_rollouts
+from feedback_rl import PluginContext, SamplingParams
+from feedback_rl.loop.rollout import generate_rollouts
 from frl_plugins.backends.hf import HFBackend
 from frl_plugins.serve.commands import load_local
 from frl_plugins.serve.server import ServerThread, build_app

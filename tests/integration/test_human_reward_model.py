@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from feedback_rl import PluginContext, Rollout, load_model
+from feedback_rl import PluginContext, Rollout
+from feedback_rl.models import load_model
 from feedback_rl.rows.synthetic import addition
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource

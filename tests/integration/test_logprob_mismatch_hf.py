@@ -5,8 +5,11 @@ import textwrap
 
 import torch
 
-from feedback_rl import PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs
-from feedback_rl import rollout_batch
+from feedback_rl import PluginContext, SamplingParams
+from feedback_rl.loop.batch import for_optimizer, place_behaviour
+from feedback_rl.loop.rollout import generate_rollouts
+from feedback_rl.tokens import sequence_logprobs
+from feedback_rl.tokens import rollout_batch
 from feedback_rl.run.train import train_recipe
 from feedback_rl.rows.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
@@ -26,11 +29,11 @@ def test_hf_backend_logprobs_match_the_trainer(tiny_model_dir):
     with torch.no_grad():
         trainer = sequence_logprobs(model.eval(), batch, sampling.temperature)
     mask = batch.target_mask
-    gap = ((trainer - behaviour_logprobs(rollouts, batch)).abs() * mask).max().item()
+    gap = ((trainer - place_behaviour(rollouts, batch)[0]).abs() * mask).max().item()
     assert mask.sum() > 30 and gap < TOL, gap
 
 
-def test_ppo_prepare_logs_the_mismatch_and_weights_of_one(tiny_model_dir):
+def test_ppo_batch_logs_the_mismatch_and_weights_of_one(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from feedback_rl import ScalarFeedback
@@ -42,15 +45,15 @@ def test_ppo_prepare_logs_the_mismatch_and_weights_of_one(tiny_model_dir):
     sampling = SamplingParams(max_new_tokens=5, temperature=1.0)
     rollouts = generate_rollouts(HFBackend(HFBackend.Options(), None), model, tok, addition("train", 4, 0, 0),
                                  sampling, 2)
-    ctx = PluginContext(name="ppo", run_dir=".", sampling=sampling)
-    ppo = PPO(PPO.Options(kl_coef=0.0, is_cap=2.0), ctx)
+    ctx = PluginContext(name="ppo", run_dir=".", sampling=sampling, is_cap=2.0)
+    ppo = PPO(PPO.Options(kl_coef=0.0), ctx)
     models = build_models(ppo.roles(), model, tok)
-    prepared = ppo.prepare(ScalarFeedback(rollouts, torch.rand(len(rollouts))), models)
-    assert ppo._stats["rollout/logprob_mismatch"] < TOL
+    batch = for_optimizer(ppo, ScalarFeedback(rollouts, torch.rand(len(rollouts))), models)
+    assert batch.metrics["rollout/logprob_mismatch"] < TOL
+    prepared = ppo.prepare(batch, models)
     mask = prepared.tokens.target_mask
     assert ((prepared.is_weights - 1).abs() * mask).max() < 10 * TOL
-    _, metrics = ppo.loss(prepared, models)
-    assert "rollout/logprob_mismatch" in metrics
+    ppo.loss(prepared, models)
 
 
 def test_grpo_run_logs_a_tiny_mismatch_with_the_hf_backend(tmp_path):
@@ -61,12 +64,13 @@ def test_grpo_run_logs_a_tiny_mismatch_with_the_hf_backend(tmp_path):
         output_dir: {tmp_path / 'runs'}
         stages:
           - name: grpo
-            optimizer: {{type: grpo, logprob_mismatch: true, is_cap: 2.0}}
+            optimizer: grpo
             data: {{train: {{generator: addition}}, eval: {{generator: addition, split: eval}}}}
             rewards:
               sources:
                 - {{name: digit, type: rule, check: regex, pattern: "[0-9]", mode: search}}
-            rollout: {{num_generations: 4, max_new_tokens: 4, temperature: 1.0, top_p: 1.0, top_k: 0}}
+            rollout: {{num_generations: 4, max_new_tokens: 4, temperature: 1.0, top_p: 1.0, top_k: 0,
+                      logprob_mismatch: true, is_cap: 2.0}}
             train: {{steps: 4, batch_size: 4, lr: 1.0e-3}}
             eval: {{num_prompts: 8}}
         """))

@@ -26,10 +26,10 @@ def recipe(path: Path, out: Path, overlap: int = 1, steps: int = STEPS, extra: s
         output_dir: {out}
         stages:
           - name: grpo
-            optimizer: {{type: grpo, beta: 0.1{extra}}}
+            optimizer: {{type: grpo, beta: 0.1}}
             data: {{train: {{generator: addition, size: 12}}}}
             rewards: {{sources: [{{name: digit, type: rule, check: regex, pattern: "[0-9]+", mode: search}}]}}
-            rollout: {{num_generations: 4, max_new_tokens: 4, overlap: {overlap}}}
+            rollout: {{num_generations: 4, max_new_tokens: 4, overlap: {overlap}{extra}}}
             train: {{steps: {steps}, batch_size: 5, lr: 1.0e-3}}
             checkpoint: {{every: 2, keep: 2}}
         """))

@@ -8,7 +8,8 @@ import pytest
 from pydantic import Field
 
 import feedback_rl
-from feedback_rl import DataSource, PluginOptions, SourcedData, UserError
+from feedback_rl import PluginOptions, UserError
+from feedback_rl.data import DataSource, SourcedData
 from feedback_rl.config import recipe as recipes
 from feedback_rl.rows.dataset import load
 from feedback_rl.plugins import build_registry, get_plugin_manager

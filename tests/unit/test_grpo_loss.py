@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from feedback_rl import clipped_surrogate
+from feedback_rl.losses import clipped_surrogate
 from frl_plugins.optimizers.grpo import aggregate, group_advantages, k3_kl
 
 

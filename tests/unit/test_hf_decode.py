@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feedback_rl import PluginContext, SamplingParams, pack, sequence_logprobs
+from feedback_rl import PluginContext, SamplingParams
+from feedback_rl.tokens import pack, sequence_logprobs
 from feedback_rl.loop.rollout import cut_at_stop
 from feedback_rl.modeling.batching import forward_logits
 from frl_plugins.backends.hf import HFBackend, decode, hf_generate, pick, prefill, sample_inverse_cdf, warpers

@@ -3,7 +3,8 @@ trainer killed between collect() and the next checkpoint trains again, after res
 it took after that checkpoint, and on no other."""
 from __future__ import annotations
 
-from feedback_rl import PluginContext, Rollout, to_pairs
+from feedback_rl import PluginContext, Rollout
+from feedback_rl.data import to_pairs
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
 

@@ -1,14 +1,16 @@
-"""Backend log-probs laid out per token, and the truncated IS correction in GRPO and PPO, by hand."""
+"""Backend log-probs laid out per token, the truncated IS weights the core computes (row by row), and the
+correction in GRPO and PPO, by hand."""
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from feedback_rl import (
-    Models, PluginContext, Rollout, SamplingParams, TokenBatch, behaviour_logprobs, mismatch_metrics, pack,
-    truncated_is_weights,
-)
+from feedback_rl import Models, PluginContext, Rollout, SamplingParams
+from feedback_rl.loop import batch as core_batch
+from feedback_rl.loop.batch import place_behaviour
+from feedback_rl.loop.importance import mismatch_metrics, truncated_weights as truncated_is_weights
+from feedback_rl.tokens import TokenBatch, pack
 from frl_plugins.optimizers import grpo as grpo_mod
 from frl_plugins.optimizers import ppo as ppo_mod
 
@@ -36,17 +38,43 @@ def test_behaviour_logprobs_sit_where_sequence_logprobs_scores_each_completion_t
     batch = pack([r.prompt_ids for r in rs], [r.completion_ids for r in rs], pad_id=0)
     # row 0 = 5 6 7 8 9: position t scores token t+1, so 7 8 9 are scored at positions 1 2 3
     # row 1 = 5 7 pad pad pad: 7 is scored at position 0
-    got = behaviour_logprobs(rs, batch).tolist()
-    assert got[0] == pytest.approx([0, -0.1, -0.2, -0.3]) and got[1] == pytest.approx([-0.5, 0, 0, 0])
+    got, has = place_behaviour(rs, batch)
+    assert got.tolist()[0] == pytest.approx([0, -0.1, -0.2, -0.3]) and got.tolist()[1] == pytest.approx([-0.5, 0, 0, 0])
+    assert has.tolist() == [True, True]
 
 
-def test_behaviour_logprobs_none_without_backend_logprobs_and_an_error_on_a_length_mismatch():
-    rs = [rollout([5], [7, 8], None)]
-    assert behaviour_logprobs(rs, pack([[5]], [[7, 8]], 0)) is None
+def test_rows_without_backend_logprobs_are_marked_row_by_row_and_a_length_mismatch_is_an_error():
+    rs = [rollout([5], [7, 8], None), rollout([5], [7, 8], [-0.1, -0.2])]
+    got, has = place_behaviour(rs, pack([[5], [5]], [[7, 8], [7, 8]], 0))
+    assert has.tolist() == [False, True] and got[0].abs().sum() == 0
     empty = [rollout([5], [], None)]   # nothing generated: nothing to compare, not an error
-    assert behaviour_logprobs(empty, pack([[5]], [[]], 0)).abs().sum() == 0
+    assert place_behaviour(empty, pack([[5]], [[]], 0))[0].abs().sum() == 0
     with pytest.raises(ValueError, match="2 completion tokens"):
-        behaviour_logprobs([rollout([5], [7, 8], [-0.1])], pack([[5]], [[7, 8]], 0))
+        place_behaviour([rollout([5], [7, 8], [-0.1])], pack([[5]], [[7, 8]], 0))
+
+
+def test_the_core_weights_a_batch_that_mixes_rows_with_and_without_behaviour_logprobs():
+    """A late human rating imported from a file has no log-probs: its row keeps weight 1 and is counted;
+    the sampled rows beside it are still corrected (one such row used to switch the correction off, or
+    raise)."""
+    from feedback_rl import ScalarFeedback
+    policy = FixedLogprobs(TRAINER)   # the trainer's log-probs before the update
+    rows = [Rollout(prompt="", completion="", row={}, group=0, prompt_ids=[0], completion_ids=[0, 0, 0],
+                    logprobs=t(BEHAVIOUR[0]), policy_version=3),
+            Rollout(prompt="", completion="", row={}, group=1, prompt_ids=[0], completion_ids=[0, 0, 0])]
+    fb = ScalarFeedback(rows, torch.tensor([1.0, 0.0]))
+    batch = core_batch.build(fb, policy, None, old_logprobs=True, importance_weighted=True, is_cap=CAP, version=5)
+    want = [min(math.exp(a - b), CAP) for a, b in zip(TRAINER[0], BEHAVIOUR[0])]
+    assert batch.is_weights[0, :3].tolist() == pytest.approx(want, abs=1e-6)
+    assert batch.is_weights[1].tolist() == [1.0, 1.0, 1.0]
+    assert batch.has_behaviour.tolist() == [True, False]
+    assert batch.versions.tolist() == [3, 0]
+    assert batch.metrics["importance/rows_without_behaviour"] == 1.0
+    assert batch.metrics["rollout/logprob_mismatch"] == pytest.approx(
+        sum(abs(a - b) for a, b in zip(TRAINER[0], BEHAVIOUR[0])) / 3, abs=1e-6)
+    # an optimizer that does not weight by importance gets neither the forward nor the weights
+    plain = core_batch.build(fb, policy, None, importance_weighted=False, is_cap=CAP)
+    assert plain.is_weights is None and plain.old_logps is None
 
 
 # ------------------------------------------------------------------ the weight
@@ -94,9 +122,9 @@ def grpo_batch(is_weights):
     return grpo_mod.GRPOBatch(tokens, torch.tensor([1.0, -0.5]), t(TRAINER), None, is_weights)
 
 
-def grpo(**options):
-    ctx = PluginContext(name="grpo", run_dir=".", sampling=SamplingParams(max_new_tokens=3))
-    plugin = grpo_mod.GRPO(grpo_mod.GRPO.Options(loss_type="dapo", **options), ctx)
+def grpo(is_cap=None):
+    ctx = PluginContext(name="grpo", run_dir=".", sampling=SamplingParams(max_new_tokens=3), is_cap=is_cap)
+    plugin = grpo_mod.GRPO(grpo_mod.GRPO.Options(loss_type="dapo"), ctx)
     plugin._zero_std = 0.0
     return plugin
 

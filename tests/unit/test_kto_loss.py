@@ -49,6 +49,21 @@ def test_mismatch_pairs_completion_i_with_prompt_i_plus_1():
     assert list(zip(prompts, completions)) == [("p1", "c0"), ("p2", "c1"), ("p0", "c2")]
 
 
+def test_mismatched_pairs_never_keep_their_own_prompt_when_rollouts_arrive_grouped_by_prompt():
+    """Live rollouts come grouped (4 prompts x 4 completions): a plain rotation paired 12 of 16
+    completions with their own prompt, so z0 measured the policy's drift on what it was trained on."""
+    prompts = [f"p{g}" for g in range(4) for _ in range(4)]
+    completions = [f"c{k}" for k in range(16)]
+    got_prompts, got_completions = mismatched(prompts, completions)
+    assert got_completions == completions
+    assert all(p != own for p, own in zip(got_prompts, prompts))
+    assert got_prompts[:4] == ["p1"] * 4 and got_prompts[12:] == ["p0"] * 4   # the next other prompt, cyclically
+
+
+def test_a_batch_of_one_prompt_has_no_mismatched_pair():
+    assert mismatched(["p", "p", "p"], ["a", "b", "c"]) == ([], [])
+
+
 def test_weight_check_follows_the_recommended_range():
     assert weights_in_range(500, 500, 1.0, 1.0)          # ratio 1
     assert weights_in_range(100, 900, 9.0, 1.0)          # 9*100/900 = 1

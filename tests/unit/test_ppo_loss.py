@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from feedback_rl import PluginContext, SamplingParams
+from feedback_rl.loop.batch import for_optimizer
 from frl_plugins.optimizers.ppo import (
     PPO, AdaptiveKLController, explained_variance, gae, kl_penalised_rewards, policy_loss, ppo_objective,
     value_loss,
@@ -116,7 +117,7 @@ def test_ptx_term_is_added_with_its_coefficient(tmp_path, tiny_model_dir):
     ref = {"generator": "addition", "split": "train", "size": 8}
     with_ptx, models, fb = _ppo(tmp_path, tiny_model_dir, ptx_data=ref, ptx_coef=0.5, ppo_epochs=1)
     without, _, _ = _ppo(tmp_path, tiny_model_dir, ppo_epochs=1)
-    batch = with_ptx.prepare(fb, models)
+    batch = with_ptx.prepare(for_optimizer(with_ptx, fb, models), models)
     mb = next(iter(with_ptx.minibatches(batch)))
     with torch.no_grad():
         loss, m = with_ptx.loss(mb, models)
@@ -128,7 +129,7 @@ def test_ptx_term_is_added_with_its_coefficient(tmp_path, tiny_model_dir):
 
 def test_minibatches_cover_every_rollout_each_epoch_and_kl_state_round_trips(tmp_path, tiny_model_dir):
     ppo, models, fb = _ppo(tmp_path, tiny_model_dir, ppo_epochs=2, num_minibatches=2, target_kl=1.0)
-    batch = ppo.prepare(fb, models)
+    batch = ppo.prepare(for_optimizer(ppo, fb, models), models)
     sizes = [len(mb.tokens) for mb in ppo.minibatches(batch)]
     assert sizes == [2, 1, 2, 1]
     ppo.after_step({"kl/sequence": 3.0})          # far above target: the coefficient grows by 1 + 0.2 * 3 / 10000
@@ -143,7 +144,7 @@ def test_missing_eos_penalty_lowers_the_return_of_a_cut_completion(tmp_path, tin
     ppo, models, fb = _ppo(tmp_path, tiny_model_dir, missing_eos_penalty=2.0, gamma=1.0, lam=1.0,
                            whiten_advantages=False)
     fb.rollouts[1].truncated = True
-    batch = ppo.prepare(fb, models)
+    batch = ppo.prepare(for_optimizer(ppo, fb, models), models)
     last = batch.tokens.target_mask.cumsum(-1).argmax(-1)   # the last completion position of each row
     # the reference is the starting policy: the KL is 0, so the return at the last token is the score
     got = batch.returns[torch.arange(3), last].tolist()
@@ -153,7 +154,8 @@ def test_missing_eos_penalty_lowers_the_return_of_a_cut_completion(tmp_path, tin
 def test_shared_critic_trains_the_head_and_the_policy_trunk_in_one_loss(tmp_path, tiny_model_dir):
     ppo, models, fb = _ppo(tmp_path, tiny_model_dir, critic="shared", ppo_epochs=1)
     assert ppo.roles() == {"critic:shared", "reference"}
-    loss, metrics = ppo.loss(next(iter(ppo.minibatches(ppo.prepare(fb, models)))), models)
+    prepared = ppo.prepare(for_optimizer(ppo, fb, models), models)
+    loss, metrics = ppo.loss(next(iter(ppo.minibatches(prepared))), models)
     loss.backward()
     assert models.critic.score.weight.grad is not None
     assert models.policy.base_model.wte.weight.grad is not None

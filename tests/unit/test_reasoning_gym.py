@@ -7,7 +7,8 @@ import pytest
 import reasoning_gym
 from pydantic import ValidationError
 
-from feedback_rl import Dataset, PluginContext, Rollout, UserError
+from feedback_rl import PluginContext, Rollout, UserError
+from feedback_rl.data import Dataset
 from frl_plugins.reasoning_gym import frl_register_datasets, frl_register_reward_sources
 from frl_plugins.reasoning_gym.data import ReasoningGymData
 from frl_plugins.reasoning_gym.reward import ReasoningGymScore, extract

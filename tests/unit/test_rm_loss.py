@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from feedback_rl import bradley_terry_loss
+from feedback_rl.losses import bradley_terry_loss
 
 
 def nlsig(x: float) -> float:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [p for p in (str(ROOT), str(Path(__file__).parent)) if p not in sys.path]
 
-from feedback_rl import PluginContext, Rollout, Score, UserError  # noqa: E402
+from feedback_rl import PluginContext, Rollout, Score, UserError
 
 
 def _load_rule():

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from feedback_rl import Dataset, PluginContext, Rollout, UserError
+from feedback_rl import PluginContext, Rollout, UserError
+from feedback_rl.data import Dataset
 from feedback_rl.rows.dataset import load
 from frl_plugins.rewards.rule import RuleSource
 

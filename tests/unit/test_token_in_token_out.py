@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feedback_rl import (
-    PluginContext, Rating, SamplingParams, Score, Scored, completion_logprobs, generate_rollouts, rollout_batch,
-)
+from feedback_rl import PluginContext, Rating, SamplingParams, Score, Scored
+from feedback_rl.loop.rollout import generate_rollouts
+from feedback_rl.tokens import completion_logprobs, rollout_batch
+from feedback_rl.loop.batch import for_optimizer
 from feedback_rl.loop.feedback import build
 from frl_plugins.backends.hf import HFBackend
 from frl_plugins.optimizers.dpo import DPO
@@ -78,7 +79,7 @@ def test_online_dpo_scores_exactly_the_sampled_ids_with_the_behaviour_logprobs(s
     assert len(pairs) == 2 and any(retokenized_differs(r, tok) for r in pairs.chosen + pairs.rejected)
     dpo = DPO(DPO.Options(), context("dpo"))
     models = build_models(dpo.roles(), model, tok)
-    batch = dpo.prepare(pairs, models)
+    batch = dpo.prepare(for_optimizer(dpo, pairs, models), models)
     want = [r.prompt_ids + r.completion_ids for r in pairs.chosen + pairs.rejected]
     assert rows_of(batch.tokens) == want
     with torch.no_grad():
@@ -92,11 +93,15 @@ def test_kto_scores_exactly_the_sampled_ids(sampled, bpe_model):
     binary = build("binary", scored(sampled, [float(k % 2) for k in range(len(sampled))]), [], [],
                    pointwise=True, tokenizer=tok, binary_threshold=0.5)
     kto = KTO(KTO.Options(), context("kto"))
-    batch = kto.prepare(binary, build_models(kto.roles(), model, tok))
+    models = build_models(kto.roles(), model, tok)
+    batch = kto.prepare(for_optimizer(kto, binary, models), models)
     assert rows_of(batch.tokens) == [r.prompt_ids + r.completion_ids for r in binary.rollouts]
-    # the KL estimate's mismatched pairs reuse the same sampled completion ids
-    assert [row[len(p):] for row, p in zip(rows_of(batch.kl_tokens), [r.prompt_ids for r in
-            binary.rollouts[1:] + binary.rollouts[:1]])] == [r.completion_ids for r in binary.rollouts]
+    # the KL estimate's mismatched pairs reuse the same sampled completion ids, after another prompt
+    kl = rows_of(batch.kl_tokens)
+    assert len(kl) == len(binary.rollouts)
+    for row, r in zip(kl, binary.rollouts):
+        n = len(r.completion_ids)
+        assert row[len(row) - n:] == r.completion_ids and row[: len(row) - n] != r.prompt_ids
     with torch.no_grad():
         trainer = completion_logprobs(model, batch.tokens)
     assert torch.allclose(trainer, torch.stack([r.logprobs.sum() for r in binary.rollouts]), atol=1e-4)
@@ -107,7 +112,8 @@ def test_the_reward_model_stage_reads_exactly_the_sampled_ids(sampled, bpe_model
     pairs = build("pairs", scored(sampled, [float(k % 4) for k in range(len(sampled))]), [], [],
                   pointwise=True, tokenizer=tok)
     rm = RewardModelTraining(RewardModelTraining.Options(), context("rm"))
-    tokens, _ = rm.prepare(pairs, build_models(rm.roles(), model, tok))
+    models = build_models(rm.roles(), model, tok)
+    tokens, _ = rm.prepare(for_optimizer(rm, pairs, models), models)
     assert rows_of(tokens) == [r.prompt_ids + r.completion_ids for r in pairs.chosen + pairs.rejected]
 
 
@@ -126,8 +132,9 @@ def test_human_ratings_and_live_rollouts_keep_separate_groups_in_one_grpo_step(s
     assert groups[:8] == [0, 0, 0, 0, 1, 1, 1, 1] and groups[8:] == [2, 2, 3, 3]
     grpo = GRPO(GRPO.Options(), context("grpo"))
     models = build_models(grpo.roles(), model, tok)
-    alone = grpo.prepare(build("scalar", live, [], [], pointwise=True, tokenizer=tok), models)
-    mixed = grpo.prepare(fb, models)
+    alone_fb = build("scalar", live, [], [], pointwise=True, tokenizer=tok)
+    alone = grpo.prepare(for_optimizer(grpo, alone_fb, models), models)
+    mixed = grpo.prepare(for_optimizer(grpo, fb, models), models)
     assert torch.equal(mixed.advantages[:8], alone.advantages)
     assert mixed.advantages[8] > 0 > mixed.advantages[9] and mixed.advantages[10:].abs().max() == 0
 

@@ -33,13 +33,14 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo-vllm")
     stage = {
         "name": "grpo",
-        "optimizer": {"type": "grpo", "logprob_mismatch": True, "is_cap": 2.0},
+        "optimizer": {"type": "grpo"},
         "data": {"train": {"generator": "addition"}, "eval": {"generator": "addition", "split": "eval"}},
         "rewards": {"sources": [{"name": "digit", "type": "rule", "check": "regex", "pattern": "[0-9]",
                                  "mode": "search"}]},
         # vLLM's defaults otherwise (bf16); a small KV cache, the tiny model's 64 positions
         "rollout": {"backend": "vllm", "backend_options": {"kv_cache_gib": 0.0625, "max_model_len": 64},
-                    "num_generations": 4, "max_new_tokens": 4, "temperature": 1.0},
+                    "num_generations": 4, "max_new_tokens": 4, "temperature": 1.0, "logprob_mismatch": True,
+                    "is_cap": 2.0},
         # a large step, so one update moves the log-probs far more than vLLM's bf16 gap
         "train": {"steps": 2, "batch_size": 4, "lr": 1.0e-2},
         "eval": {"num_prompts": 8},
@@ -94,12 +95,13 @@ def overlapped(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo-vllm-overlap")
     stage = {
         "name": "grpo",
-        "optimizer": {"type": "grpo", "logprob_mismatch": True},
+        "optimizer": {"type": "grpo"},
         "data": {"train": {"generator": "addition"}},
         "rewards": {"sources": [{"name": "digit", "type": "rule", "check": "regex", "pattern": "[0-9]",
                                  "mode": "search"}]},
         "rollout": {"backend": "vllm", "backend_options": {"kv_cache_gib": 0.0625, "max_model_len": 64},
-                    "num_generations": 4, "max_new_tokens": 4, "temperature": 1.0, "overlap": 1},
+                    "num_generations": 4, "max_new_tokens": 4, "temperature": 1.0, "overlap": 1,
+                    "logprob_mismatch": True},
         "train": {"steps": 3, "batch_size": 4, "lr": 1.0e-2},
         "eval": {"num_prompts": 8},
         "checkpoint": {"every": 1, "keep": 4},

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import (
-    PluginContext, PluginOptions, Preference, Rollout, Score, bradley_terry_loss, encode_text_rollouts, load_model,
-    pair_batch, pair_scores, pairwise_accuracy, scalar_model, score_rollouts, to_pairs,
-)
+from feedback_rl import PluginContext, PluginOptions, Preference, Rollout, Score
+from feedback_rl.data import encode_text_rollouts, to_pairs
+from feedback_rl.losses import bradley_terry_loss
+from feedback_rl.models import load_model, pair_scores, pairwise_accuracy, scalar_model, score_rollouts
+from feedback_rl.tokens import pair_batch
 
 from .store import Label
 

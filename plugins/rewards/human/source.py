@@ -23,9 +23,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from feedback_rl import (
-    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs, prompt_turns,
-)
+from feedback_rl import PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score
+from feedback_rl.data import candidate_pairs, prompt_turns
 
 from .refit import RefitOptions, RefittedRewardModel
 from .store import Label, LabelStore

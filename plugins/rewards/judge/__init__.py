@@ -18,9 +18,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from feedback_rl import (
-    PluginContext, PluginOptions, Preference, RewardSource, Rollout, Score, UserError, hookimpl, prompt_text, prompt_turns,
-)
+from feedback_rl import PluginContext, PluginOptions, Preference, RewardSource, Rollout, Score, UserError, hookimpl
+from feedback_rl.data import prompt_text, prompt_turns
 
 from .cache import ReplyCache, cache_key
 from .client import CallFailed, JudgeClient
