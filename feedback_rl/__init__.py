@@ -5,9 +5,7 @@ plugin imports nothing else from the core, and nothing from another plugin.
 """
 from __future__ import annotations
 
-import pluggy
-
-hookimpl = pluggy.HookimplMarker("feedback_rl")
+from feedback_rl.hookspecs import hookimpl
 
 from feedback_rl.base import (  # noqa: E402
     Backend, Generation, LengthLimited, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource,
