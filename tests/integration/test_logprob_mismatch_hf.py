@@ -7,7 +7,7 @@ import torch
 
 from feedback_rl import PluginContext, SamplingParams, behaviour_logprobs, generate_rollouts, sequence_logprobs
 from feedback_rl import rollout_batch
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.rows.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
 
