@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from feedback_rl.modeling.chat import template_path
 from feedback_rl.errors import UserError, did_you_mean, read_text
-from feedback_rl.config.recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
+from feedback_rl.rows.refs import DataRef, FileData, GeneratedData, HubData, SourcedData
 from feedback_rl.config.recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
