@@ -356,7 +356,7 @@ def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail:
         return
     if stage.data.train is None:
         fail(loc + ("data", "train"), "set data.train: the prompts to generate rollouts from")
-    from feedback_rl.loop.feedback import buildable, can_build
+    from feedback_rl.config.shapes import buildable, can_build
     for j, src in enumerate(sources):
         cls = reg.get("reward_sources", src.type)
         judgments = cls.judgments(recipe.options("source", i, j))
