@@ -29,7 +29,7 @@ def tiny_sft(cache: Path = CACHE) -> Path:
     out = cache / "tiny-gpt2-quickstart-sft"
     if (out / "config.json").exists():
         return out
-    from feedback_rl.run.train import train_recipe
+    from feedback_rl.commands.train import train_recipe
     recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
     recipe["stages"] = [s for s in recipe["stages"] if s["name"] == "sft"]
     recipe["model"] = {"path": str(tiny(cache))}

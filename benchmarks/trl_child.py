@@ -106,7 +106,7 @@ def switch_off(levers: list[str]) -> None:
 
 def run_ours(s: dict, work: Path, clock: Clock) -> None:
     from feedback_rl import hookimpl
-    from feedback_rl.run.train import train_recipe
+    from feedback_rl.commands.train import train_recipe
     from feedback_rl.plugins import default
     switch_off(s.get("off", []))
 

@@ -8,9 +8,7 @@ else from the core, and nothing from another plugin; everything else is internal
 """
 from __future__ import annotations
 
-import pluggy
-
-hookimpl = pluggy.HookimplMarker("feedback_rl")
+from feedback_rl.hookspecs import hookimpl
 
 from feedback_rl.base import (  # noqa: E402
     Backend, Generation, LengthLimited, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource,
@@ -18,7 +16,7 @@ from feedback_rl.base import (  # noqa: E402
 )
 from feedback_rl.errors import RunStopped, UserError, did_you_mean  # noqa: E402
 from feedback_rl.loop.batch import Batch  # noqa: E402
-from feedback_rl.run.api import train  # noqa: E402
+from feedback_rl.commands.api import train  # noqa: E402
 from feedback_rl.types import (  # noqa: E402
     BinaryFeedback, Demonstrations, Feedback, Judgment, PairFeedback, Preference, Rating, Rollout, ScalarFeedback,
     Score, Scored,

@@ -11,6 +11,9 @@ from typing import Any, Callable
 import pluggy
 
 hookspec = pluggy.HookspecMarker("feedback_rl")
+# Plugins write @feedback_rl.hookimpl (re-exported there); it lives here, beside the spec marker, so the core marks
+# its own observers without importing the public API, which sits above every layer of the core.
+hookimpl = pluggy.HookimplMarker("feedback_rl")
 
 
 @hookspec

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from feedback_rl.config import recipe as r
+from feedback_rl.modeling import spec as m
 from feedback_rl.plugins import build_registry, get_plugin_manager
 
 DOC = Path(__file__).parents[1] / "docs" / "recipes.md"
@@ -32,7 +33,7 @@ def _plain(ann) -> str:
 def _type(ann) -> str:
     text = _plain(ann) if "Annotated" in str(ann) else str(ann)
     text = text.replace("typing.", "").replace("<class '", "").replace("'>", "")
-    for mod in ("feedback_rl.config.recipe.", "pydantic.main."):
+    for mod in ("feedback_rl.config.recipe.", "feedback_rl.modeling.spec.", "pydantic.main."):
         text = text.replace(mod, "")
     return text.replace("|", "\\|")
 
@@ -57,7 +58,7 @@ def table(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 SECTIONS = [
-    ("Top level", r.Recipe, ""), ("model", r.ModelSpec, "model."), ("model.tiny", r.TinySpec, "model.tiny."), ("model.lora", r.LoraSpec, "model.lora."),
+    ("Top level", r.Recipe, ""), ("model", m.ModelSpec, "model."), ("model.tiny", m.TinySpec, "model.tiny."), ("model.lora", m.LoraSpec, "model.lora."),
     ("stages[]", r.StageSpec, ""), ("stages[].optimizer", r.OptimizerSpec, "optimizer."),
     ("stages[].data", r.DataSpec, "data."), ("data.train / data.eval as a generator", r.GeneratedData, ""),
     ("data.train / data.eval as a file (docs/data.md)", r.FileData, ""),

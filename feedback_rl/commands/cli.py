@@ -32,7 +32,7 @@ def train(recipe: str | None, overrides: tuple[str, ...], no_progress: bool, res
     from feedback_rl.run import preflight
     from feedback_rl.run.distributed import check_batches, launched, relaunch
     from feedback_rl.commands.summary import format_summary
-    from feedback_rl.run.train import train_recipe
+    from feedback_rl.commands.train import train_recipe
     if recipe is None and resume not in (None, NEWEST) and not os.path.isdir(resume):
         recipe, resume = resume, NEWEST  # `frl train --resume r.yaml`: the flag took the recipe as its value
     if recipe is None:

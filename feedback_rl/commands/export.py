@@ -36,7 +36,7 @@ def export(source: Path, out: Path, merge: bool) -> str:
         kind = "LoRA adapter (pass --merge for a plain model)" if lora.is_adapter_folder(folder) else "model"
         return f"copied the {kind} {folder} to {out}"
     from feedback_rl.modeling.loading import load_policy
-    from feedback_rl.config.recipe import ModelSpec
+    from feedback_rl.modeling.spec import ModelSpec
     model, tokenizer = load_policy(ModelSpec(path=str(folder), dtype=_dtype(lora.base_path(folder))),
                                    Path.cwd(), folder, seed=0)
     merged = model.merge_and_unload()

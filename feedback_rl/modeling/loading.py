@@ -14,7 +14,7 @@ from feedback_rl.modeling import hub
 
 from feedback_rl.modeling import lora
 from feedback_rl.errors import UserError
-from feedback_rl.config.recipe import ModelSpec
+from feedback_rl.modeling.spec import ModelSpec
 from feedback_rl.modeling.model_files import BUILTIN, packaged_gguf
 from feedback_rl.modeling.tiny import CHAT_TEMPLATE
 

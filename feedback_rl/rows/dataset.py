@@ -13,7 +13,7 @@ import torch
 
 from feedback_rl.rows import readers
 from feedback_rl.errors import UserError, did_you_mean
-from feedback_rl.config.recipe_data import DataRef, FileData, GeneratedData, HubData, RowSelection, SourcedData
+from feedback_rl.rows.refs import DataRef, FileData, GeneratedData, HubData, RowSelection, SourcedData
 from feedback_rl.rows.synthetic import GENERATORS
 
 

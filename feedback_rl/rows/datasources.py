@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from feedback_rl.base import PluginOptions
 from feedback_rl.errors import UserError, did_you_mean
+from feedback_rl.rows.refs import DATA_KINDS
 
 
 class DataSource:
@@ -45,7 +46,6 @@ class DataSource:
 
 def kind_of(entries: dict[str, Any], registry: Any) -> type[DataSource]:
     """The registered data source a ``{<name>: VALUE, ...}`` mapping names; else a one-line UserError."""
-    from feedback_rl.config.recipe_data import DATA_KINDS
     core_kinds = tuple(DATA_KINDS)
     table = registry.classes["datasets"]
     named = [k for k in entries if k in table]

@@ -7,7 +7,7 @@ from typing import Any
 
 from feedback_rl.modeling import hub
 from feedback_rl.errors import UserError, did_you_mean
-from feedback_rl.config.recipe_data import HubData
+from feedback_rl.rows.refs import HubData
 
 BUILDERS = ("json", "csv", "parquet", "text", "arrow")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback_rl.rows import dataset as datasets
-from feedback_rl.loop.feedback import row_columns
+from feedback_rl.config.shapes import row_columns
 from feedback_rl.modeling.model_files import check_model_path
 from feedback_rl.plugins import Registry
 from feedback_rl.config.recipe import Recipe

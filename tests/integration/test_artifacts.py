@@ -7,7 +7,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl.commands.cli import main
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 
 @pytest.fixture(scope="module")

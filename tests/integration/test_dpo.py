@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl.tokens import sequence_logprobs
 from feedback_rl.modeling.batching import tokenize
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.rows.synthetic import sort_pairs
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 
 @pytest.mark.parametrize("overlap", [0, 1])

@@ -8,7 +8,7 @@ import torch
 import feedback_rl
 from feedback_rl import Optimizer, PluginOptions
 from feedback_rl.tokens import masked_mean, rollout_batch, sequence_logprobs
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.errors import RunStopped
 from feedback_rl.plugins import get_plugin_manager
 

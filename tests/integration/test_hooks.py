@@ -8,7 +8,7 @@ import pytest
 
 import feedback_rl
 from feedback_rl import hookspecs
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.plugins import get_plugin_manager
 
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("frl_"))

@@ -34,7 +34,7 @@ import yaml
 from feedback_rl.plugins import default
 from feedback_rl.config.recipe import load
 from feedback_rl.run.folder import Run
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from frl_plugins.rewards.human.annotator import decide
 from frl_plugins.rewards.human.store import LabelStore
 

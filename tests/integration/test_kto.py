@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from feedback_rl import SamplingParams
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.loop.rollout import generate_rollouts
 from feedback_rl.rows.synthetic import sort
 from frl_plugins.backends.hf import HFBackend

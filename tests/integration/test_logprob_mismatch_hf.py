@@ -10,7 +10,7 @@ from feedback_rl.loop.batch import for_optimizer, place_behaviour
 from feedback_rl.loop.rollout import generate_rollouts
 from feedback_rl.tokens import sequence_logprobs
 from feedback_rl.tokens import rollout_batch
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.rows.synthetic import addition
 from frl_plugins.backends.hf import HFBackend
 

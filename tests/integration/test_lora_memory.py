@@ -14,7 +14,7 @@ TINY = {"n_layer": 8, "n_embd": 512, "n_head": 8, "n_positions": 64}
 
 CHILD = textwrap.dedent("""\
     import resource, sys
-    from feedback_rl.run.train import train_recipe
+    from feedback_rl.commands.train import train_recipe
     run, summary = train_recipe(sys.argv[1])
     assert summary["status"] == "finished", summary
     print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -18,7 +18,7 @@ from feedback_rl.modeling import lora
 from feedback_rl.modeling.batching import forward_logits, tokenize
 from feedback_rl.commands.cli import main as frl
 from feedback_rl.loop.engine import Engine
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 from feedback_rl.modeling.loading import load_policy
 from feedback_rl.plugins import default
 from feedback_rl.config.recipe import ModelSpec, load

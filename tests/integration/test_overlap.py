@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from test_resume import run_until_killed, train_steps, weights
 
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 STEPS = 8
 

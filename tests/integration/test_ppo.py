@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 RECIPES = Path(__file__).parents[2] / "recipes"
 

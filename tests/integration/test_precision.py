@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from feedback_rl.run import checkpoint as ckpt
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 GRPO = """\
           - name: grpo

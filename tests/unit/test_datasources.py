@@ -128,7 +128,7 @@ def test_a_data_source_whose_options_lack_its_name_cannot_register():
 
 
 def test_the_core_forms_keep_their_own_errors():
-    from feedback_rl.config.recipe_data import DATA_KINDS
+    from feedback_rl.rows.refs import DATA_KINDS
     assert set(DATA_KINDS) >= {"generator"}
     with pytest.raises(ValueError, match="not a data source's"):
         SourcedData.model_validate({"generator": "addition", "sise": 1})

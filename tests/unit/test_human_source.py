@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from feedback_rl import BinaryFeedback, PairFeedback, PluginContext, Rollout, ScalarFeedback
-from feedback_rl.loop.feedback import build, buildable
+from feedback_rl.config.shapes import buildable
+from feedback_rl.loop.feedback import build
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
 

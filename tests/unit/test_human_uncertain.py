@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from feedback_rl import PluginContext, Rollout
-from feedback_rl.loop.feedback import buildable
+from feedback_rl.config.shapes import buildable
 from frl_plugins.rewards.human.source import HumanOptions, HumanSource
 
 

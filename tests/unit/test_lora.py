@@ -13,7 +13,7 @@ from feedback_rl.modeling import lora
 from feedback_rl.modeling.batching import sequence_logprobs, tokenize
 from feedback_rl.errors import UserError
 from feedback_rl.modeling.loading import load_policy
-from feedback_rl.config.recipe import LoraSpec, ModelSpec
+from feedback_rl.modeling.spec import LoraSpec, ModelSpec
 from feedback_rl.modeling.roles import build_models, token_values
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 32}

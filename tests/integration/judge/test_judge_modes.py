@@ -5,7 +5,7 @@ import pytest
 
 from conftest import make_judge, rollout
 from feedback_rl import UserError
-from feedback_rl.loop.feedback import buildable
+from feedback_rl.config.shapes import buildable
 
 
 def test_a_rerun_makes_no_new_http_calls_for_cached_judgments(fake_server, tmp_path):

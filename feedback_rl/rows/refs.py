@@ -1,5 +1,6 @@
 """The data references a recipe's ``data.train`` / ``data.eval`` accept: a file path, ``{path: ...}``,
-``{dataset: ...}``, ``{generator: ...}`` or a data-source plugin's ``{<kind>: ...}``. docs/data.md shows each; feedback_rl/rows/dataset.py reads them."""
+``{dataset: ...}``, ``{generator: ...}`` or a data-source plugin's ``{<kind>: ...}``. docs/data.md shows each; feedback_rl/rows/dataset.py reads them.
+They live with the rows they point at, below config/ (whose recipe schema holds them), so rows/ never imports config/."""
 from __future__ import annotations
 
 import difflib

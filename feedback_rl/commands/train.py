@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from feedback_rl.run import checkpoint as ckpt
-from feedback_rl import hookimpl
+from feedback_rl.hookspecs import hookimpl
 from feedback_rl.run.distributed import Dist
 from feedback_rl.loop.engine import Engine
 from feedback_rl.run.preflight import StageData, check as preflight

@@ -16,7 +16,7 @@ def train(recipe: str | Path, *, plugins: list[Any] = (), overrides: list[str] =
     strings (``"stages[0].train.steps=5"``). ``resume``: as ``frl train --resume``.
     """
     from feedback_rl.plugins import get_plugin_manager
-    from feedback_rl.run.train import train_recipe
+    from feedback_rl.commands.train import train_recipe
     pm = get_plugin_manager()
     for k, plugin in enumerate(plugins):
         pm.register(plugin, name=f"script-plugin-{k}-{getattr(plugin, '__name__', type(plugin).__name__)}")
