@@ -10,9 +10,13 @@ import pluggy
 hookimpl = pluggy.HookimplMarker("feedback_rl")
 
 from feedback_rl.base import (  # noqa: E402
-    Backend, Generation, LengthLimited, Logger, Models, Optimizer, Plugin, PluginContext, PluginOptions, RewardSource,
-    SamplingParams,
+    Backend, Environment, EnvironmentOptions, Episode, Generation, LengthLimited, Logger, Models, Optimizer, Plugin,
+    PluginContext, PluginOptions, Reply, RewardSource, SamplingParams,
 )
+from feedback_rl.episodes.play import Transcript, play  # noqa: E402
+from feedback_rl.episodes.sandbox import ToolResult, answer_calls, run_tool, tool_messages  # noqa: E402
+from feedback_rl.episodes.tool_calls import ToolCall, parse_tool_calls  # noqa: E402
+from feedback_rl.episodes.tools import Tool, tool  # noqa: E402
 from feedback_rl.modeling.batching import (  # noqa: E402
     TokenBatch, behaviour_logprobs, completion_logprobs, masked_mean, masked_whiten, pack, pad_id, pair_batch, position_ids,
     rollout_batch, sequence_logprobs, split_pairs,
@@ -45,6 +49,9 @@ __all__ = [
     "hookimpl", "Plugin", "PluginOptions", "LengthLimited", "PluginContext", "UserError", "RunStopped",
     "did_you_mean",
     "RewardSource", "Optimizer", "Backend", "Logger", "Models", "SamplingParams", "Generation",
+    # environments and tools
+    "Environment", "EnvironmentOptions", "Episode", "Reply", "Tool", "tool", "ToolCall", "parse_tool_calls",
+    "ToolResult", "run_tool", "answer_calls", "tool_messages", "Transcript", "play",
     # what flows through the loop
     "Rollout", "Score", "Preference", "Rating", "Judgment", "Scored",
     "Feedback", "ScalarFeedback", "PairFeedback", "BinaryFeedback", "Demonstrations",
