@@ -279,6 +279,11 @@ class Episode:
     def step(self, message: dict[str, Any]) -> Reply:
         raise NotImplementedError
 
+    async def step_async(self, message: dict[str, Any]) -> Reply:
+        """:meth:`step` for an environment that waits on I/O (a server, a subprocess): the core awaits the
+        episodes of a batch together. The default calls :meth:`step`."""
+        return self.step(message)
+
     def close(self) -> None:
         """Release what the episode holds (a server session, a subprocess)."""
 
@@ -298,3 +303,7 @@ class Environment(Plugin):
     def reset(self, row: dict[str, Any], seed: int, episode_id: str) -> Episode:
         """The episode of one dataset row; ``seed`` makes any randomness of the episode repeatable."""
         raise NotImplementedError
+
+    async def reset_async(self, row: dict[str, Any], seed: int, episode_id: str) -> Episode:
+        """:meth:`reset` for an environment that waits on I/O; the default calls :meth:`reset`."""
+        return self.reset(row, seed, episode_id)

@@ -2,20 +2,26 @@
 result, which the model reads back; a tool call never raises into the trainer.
 
 - time: the call is killed after ``seconds`` of wall time (and ``RLIMIT_CPU`` caps its CPU time);
-- memory: ``RLIMIT_AS`` (``resource.setrlimit``) caps the address space at ``memory_mb``; an allocation past it
-  fails inside the tool, as a ``MemoryError``;
+- memory: ``RLIMIT_AS`` (``resource.setrlimit``, set by the subprocess itself before it imports the tool: no
+  ``preexec_fn``, which is unsafe when episodes run in threads) caps the address space at ``memory_mb``; an
+  allocation past it fails inside the tool, as a ``MemoryError``;
 - network: the subprocess runs in a network namespace of its own (``unshare --net --map-root-user``: no
   interface but a loopback that is down) where the system allows unprivileged user namespaces; everywhere, a
   socket guard also replaces ``socket.socket`` in the subprocess, so a tool that opens a socket gets an
   ``OSError``. :func:`network_isolation` says which is in force.
+
+The subprocess also starts in an empty temporary folder (what a tool writes is thrown away) with an environment
+of ``PATH`` and ``LANG`` only (no API keys reach code the model wrote), and a result longer than ``max_chars`` is
+cut (it goes into the model's context).
 """
 from __future__ import annotations
 
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -26,8 +32,10 @@ from feedback_rl.episodes.tools import Tool
 # The subprocess: guard sockets, import the tool, call it with the arguments; its prints are captured so that
 # stdout carries only the one JSON answer.
 _RUNNER = r"""
-import io, json, socket, sys, traceback
+import io, json, resource, socket, sys
 req = json.loads(sys.stdin.read())
+resource.setrlimit(resource.RLIMIT_AS, (req["memory"], req["memory"]))
+resource.setrlimit(resource.RLIMIT_CPU, (req["cpu"], req["cpu"]))
 class _NoNetwork(socket.socket):
     def __init__(self, *a, **k):
         raise OSError("network access is disabled in tool calls")
@@ -75,27 +83,23 @@ def network_isolation() -> str:
     return "socket guard"
 
 
-def _limits(memory_mb: int, seconds: float) -> Any:
-    def apply() -> None:
-        limit = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        cpu = int(seconds) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    return apply
-
-
-def run_tool(tool: Tool, arguments: dict[str, Any], seconds: float = 10.0, memory_mb: int = 1024) -> ToolResult:
+def run_tool(tool: Tool, arguments: dict[str, Any], seconds: float = 10.0, memory_mb: int = 1024,
+             max_chars: int = 4000) -> ToolResult:
     """Call ``tool`` with ``arguments`` in a subprocess under the limits."""
     module, qualname = tool.target
     command = [sys.executable, "-c", _RUNNER]
     if network_isolation() == "namespace":
         command = [shutil.which("unshare") or "unshare", "--net", "--map-root-user"] + command
-    request = json.dumps({"path": sys.path, "module": module, "qualname": qualname, "arguments": arguments})
-    try:
-        done = subprocess.run(command, input=request, capture_output=True, text=True, timeout=seconds,
-                              preexec_fn=_limits(memory_mb, seconds))
-    except subprocess.TimeoutExpired:
-        return ToolResult(False, f"error: the tool '{tool.name}' ran past its time limit of {seconds:g} s", "timeout")
+    request = json.dumps({"path": sys.path, "module": module, "qualname": qualname, "arguments": arguments,
+                          "memory": memory_mb * 1024 * 1024, "cpu": int(seconds) + 1})
+    env = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+    with tempfile.TemporaryDirectory(prefix="frl-tool-") as cwd:
+        try:
+            done = subprocess.run(command, input=request, capture_output=True, text=True, timeout=seconds,
+                                  cwd=cwd, env=env)
+        except subprocess.TimeoutExpired:
+            return ToolResult(False, f"error: the tool '{tool.name}' ran past its time limit of {seconds:g} s",
+                              "timeout")
     try:
         answer = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -104,8 +108,14 @@ def run_tool(tool: Tool, arguments: dict[str, Any], seconds: float = 10.0, memor
         return ToolResult(False, f"error: the tool '{tool.name}' was killed ({why}){': ' + last if last else ''}",
                           "killed")
     if answer["ok"]:
-        return ToolResult(True, answer["result"], "ok")
-    return ToolResult(False, f"error: {answer['error']}", "error")
+        return ToolResult(True, _cut(answer["result"], max_chars), "ok")
+    return ToolResult(False, _cut(f"error: {answer['error']}", max_chars), "error")
+
+
+def _cut(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"... ({len(text) - max_chars} more characters cut)"
 
 
 def answer_calls(calls: list[ToolCall], tools: list[Tool], seconds: float = 10.0, memory_mb: int = 1024

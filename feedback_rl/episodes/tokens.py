@@ -33,15 +33,18 @@ _PROBE = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _SE
 
 @dataclass
 class Span:
-    """Tokens ``[start, end)`` of a sequence: the ``prompt``, an ``assistant`` turn or an ``environment`` turn."""
+    """Tokens ``[start, end)`` of a segment: the ``prompt``, an ``assistant`` turn or an ``environment`` turn;
+    ``turn`` is the episode's assistant turn it is or follows (its step reward is ``rewards[turn]``), -1 before
+    the first."""
 
     start: int
     end: int
     role: str
+    turn: int = -1
 
 
 @dataclass
-class Sequence:
+class Segment:
     """One token sequence to train on: the prompt's ids, then turns. ``mask`` is 1 on sampled tokens;
     ``logprobs`` holds the behaviour log-prob of each sampled token (0.0 where the mask is 0)."""
 
@@ -54,12 +57,12 @@ class Sequence:
     def prompt_length(self) -> int:
         return self.spans[0].end
 
-    def append(self, ids: list[int], role: str, logprobs: list[float] | None = None) -> None:
+    def append(self, ids: list[int], role: str, turn: int, logprobs: list[float] | None = None) -> None:
         start = len(self.ids)
         self.ids += ids
         self.mask += [1 if role == "assistant" else 0] * len(ids)
         self.logprobs += list(logprobs) if logprobs is not None else [0.0] * len(ids)
-        self.spans.append(Span(start, len(self.ids), role))
+        self.spans.append(Span(start, len(self.ids), role, turn))
 
 
 def render(tokenizer: Any, conversation: list[Turn], generation: bool = False,
@@ -88,7 +91,7 @@ class EpisodeTokens:
     """The tokens of one episode, built turn by turn.
 
     ``prompt_ids()`` is what to generate the next assistant turn from; :meth:`add_sampled` appends what was
-    sampled, :meth:`add_environment` the environment's answer. ``sequences`` are what trains: one, unless the
+    sampled, :meth:`add_environment` the environment's answer. ``segments`` are what trains: one, unless the
     template forced a split (:attr:`bridge_fallback`). ``rewards[k]`` is the step reward of assistant turn k.
     """
 
@@ -100,7 +103,7 @@ class EpisodeTokens:
         self.stop_ids = set(stop_ids or ()) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
         self.rewards: list[float | None] = []
         self.bridge_fallback = False
-        self.sequences: list[Sequence] = [self._opened(self.messages)]
+        self.segments: list[Segment] = [self._opened(self.messages)]
         probe = render(tokenizer, _PROBE, tools=self.tools)
         if _SENTINEL not in probe:
             raise UserError("the chat template does not render an assistant turn's content as it is: episodes "
@@ -109,20 +112,25 @@ class EpisodeTokens:
         self._closing = probe[probe.rindex(_SENTINEL) + len(_SENTINEL):]  # what follows an assistant's text
         self._last_stop: int | None = None
 
-    def _opened(self, conversation: list[Turn]) -> Sequence:
+    def _opened(self, conversation: list[Turn]) -> Segment:
         ids = encode(self.tokenizer, render(self.tokenizer, conversation, generation=True, tools=self.tools))
-        return Sequence(ids, [0] * len(ids), [0.0] * len(ids), [Span(0, len(ids), "prompt")])
+        return Segment(ids, [0] * len(ids), [0.0] * len(ids), [Span(0, len(ids), "prompt", len(self.rewards) - 1)])
 
     def prompt_ids(self) -> list[int]:
         """The ids the next assistant turn is generated from."""
-        return list(self.sequences[-1].ids)
+        return list(self.segments[-1].ids)
+
+    def room(self, context: int) -> int:
+        """Tokens the next turn may take in a context of ``context`` tokens; when too few are left for a turn
+        the caller ends the episode as truncated (a context overflow is a limit, not an outcome)."""
+        return context - len(self.segments[-1].ids)
 
     def add_sampled(self, ids: list[int], logprobs: list[float], reward: float | None = None) -> None:
         """The model's turn: its ids verbatim (cut by the caller at the first stop token), their behaviour
         log-probs, and the step reward the environment gave it (or None)."""
         if len(ids) != len(logprobs):
             raise ValueError(f"{len(ids)} sampled ids but {len(logprobs)} log-probs")
-        self.sequences[-1].append(list(ids), "assistant", logprobs)
+        self.segments[-1].append(list(ids), "assistant", len(self.rewards), logprobs)
         body = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
         # decoded for the environment (and the template checks) only: training keeps the ids
         self.messages.append({"role": "assistant", "content": self.tokenizer.decode(body)})
@@ -144,10 +152,10 @@ class EpisodeTokens:
         before, self.messages = self.messages, self.messages + list(messages)
         text = self._environment_text(messages)
         if not self.bridge_fallback and self._extends(before, text):
-            self.sequences[-1].append(encode(self.tokenizer, text), "environment")
+            self.segments[-1].append(encode(self.tokenizer, text), "environment", len(self.rewards) - 1)
             return True
         self.bridge_fallback = True
-        self.sequences.append(self._opened(self.messages))
+        self.segments.append(self._opened(self.messages))
         return False
 
     def _environment_text(self, messages: list[Turn]) -> str | None:

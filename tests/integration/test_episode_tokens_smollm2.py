@@ -48,7 +48,7 @@ def test_three_turns_train_on_the_sampled_ids_plus_the_appended_environment_ids(
             n = len(ep.prompt_ids())
             assert ep.add_environment(heard[k])
             pieces.append(ep.prompt_ids()[n:])
-    (seq,) = ep.sequences
+    (seq,) = ep.segments
     assert seq.ids == sum(pieces, []) and not ep.bridge_fallback
     assert [t for t, m in zip(seq.ids, seq.mask) if m] == pieces[1] + pieces[3] + pieces[5]
     assert pieces[2] == encode(tok, "\n<|im_start|>tool\n56088<|im_end|>\n<|im_start|>assistant\n")

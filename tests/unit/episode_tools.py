@@ -50,3 +50,23 @@ def dial(port: int, raw: bool) -> str:
 
 def undocumented(x):
     return x
+
+
+def peek(name: str) -> str:
+    """Read an environment variable and write a file.
+
+    Args:
+        name: the variable
+    """
+    import os
+    open("scratch.txt", "w").write("x")
+    return f"{os.environ.get(name)} in {os.getcwd()}"
+
+
+def chatter(n: int) -> str:
+    """A long answer.
+
+    Args:
+        n: its length
+    """
+    return "y" * n

@@ -39,7 +39,7 @@ def play(tok, turns=3):
 def test_three_turns_train_on_the_sampled_ids_plus_the_appended_environment_ids():
     tok = chatml_tokenizer()
     ep, pieces, ids = play(tok)
-    (seq,) = ep.sequences
+    (seq,) = ep.segments
     assert seq.ids == sum(pieces, []) and not ep.bridge_fallback
     # each environment turn is exactly its own rendering, tokenized alone: the newline the template writes after
     # <|im_end|> (which the model did not sample), the turn, and the next assistant header
@@ -52,6 +52,8 @@ def test_three_turns_train_on_the_sampled_ids_plus_the_appended_environment_ids(
     assert [s.role for s in seq.spans] == ["prompt", "assistant", "environment", "assistant", "environment",
                                            "assistant"]
     assert [seq.ids[s.start:s.end] for s in seq.spans] == pieces
+    assert [s.turn for s in seq.spans] == [-1, 0, 0, 1, 1, 2]  # each span knows its turn's step reward
+    assert ep.room(len(seq.ids) + 5) == 5 and ep.room(len(seq.ids)) == 0
     assert ep.rewards == [0.0, 1.0, 2.0] and ep.turns == 3
     # the same text as the whole conversation rendered again, but not the same ids: re-rendering would train
     # on tokens the model never produced
@@ -74,7 +76,7 @@ def test_a_turn_cut_before_its_stop_token_gets_the_whole_closing_untrained():
     assert ep.add_environment(HEARD[0])
     assert ep.prompt_ids()[before:] == encode(tok, "<|im_end|>\n<|im_start|>user\nGo on.<|im_end|>\n"
                                                    "<|im_start|>assistant\n")
-    assert ep.sequences[0].mask[before:] == [0] * (len(ep.prompt_ids()) - before)
+    assert ep.segments[0].mask[before:] == [0] * (len(ep.prompt_ids()) - before)
 
 
 # Qwen3's habit: earlier assistant turns lose their reasoning once a later turn exists
@@ -93,11 +95,12 @@ def test_a_template_that_rewrites_earlier_turns_splits_the_episode_per_turn():
     assert "<think>" not in rerendered and ep.prompt_ids() == encode(tok, rerendered)
     second = sampled(tok, SAID[2])
     ep.add_sampled(second, [-2.0] * len(second))
-    one, two = ep.sequences
+    one, two = ep.segments
     assert [t for t, m in zip(one.ids, one.mask) if m] == first and one.spans[-1].role == "assistant"
     assert two.ids == encode(tok, rerendered) + second and two.prompt_length == len(encode(tok, rerendered))
+    assert [(s.role, s.turn) for s in two.spans] == [("prompt", 0), ("assistant", 1)]
     # and once split, it stays split: every later turn is a sequence of its own
-    assert ep.add_environment(HEARD[1]) is False and len(ep.sequences) == 3
+    assert ep.add_environment(HEARD[1]) is False and len(ep.segments) == 3
 
 
 def test_the_template_is_checked_against_the_real_conversation_not_only_the_probe():

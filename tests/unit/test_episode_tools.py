@@ -108,3 +108,12 @@ def test_a_tool_has_no_network(listener):
         assert not raw.ok and raw.outcome == "error"
     else:
         assert raw.content == "connected"
+
+
+def test_a_call_sees_no_secrets_writes_into_a_throwaway_folder_and_answers_briefly(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.chdir(tmp_path)
+    seen = run_tool(tool(episode_tools.peek), {"name": "OPENAI_API_KEY"}).content
+    assert seen.startswith("None in ") and str(tmp_path) not in seen and not (tmp_path / "scratch.txt").exists()
+    long = run_tool(tool(episode_tools.chatter), {"n": 5000}, max_chars=100).content
+    assert long == "y" * 100 + "... (4900 more characters cut)"

@@ -37,7 +37,7 @@ def test_the_tools_are_in_the_prompt_and_the_tool_result_is_appended_untrained(r
         tok, tokens, prompt, said, offered = run(registry, tmp_path, template)
         assert offered == how
         assert '"name": "calculate"' in tok.decode(prompt)
-        (seq,) = tokens.sequences
+        (seq,) = tokens.segments
         tool_turn = encode(tok, "\n<|im_start|>tool\n56088<|im_end|>\n<|im_start|>assistant\n")
         assert seq.ids == prompt + said[0] + tool_turn + said[1]
         assert [t for t, m in zip(seq.ids, seq.mask) if m] == said[0] + said[1]
