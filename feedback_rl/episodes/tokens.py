@@ -46,11 +46,12 @@ class Span:
 @dataclass
 class Segment:
     """One token sequence to train on: the prompt's ids, then turns. ``mask`` is 1 on sampled tokens;
-    ``logprobs`` holds the behaviour log-prob of each sampled token (0.0 where the mask is 0)."""
+    ``logprobs`` holds the behaviour log-prob of each sampled token (0.0 where the mask is 0), or is None when a
+    turn came without them (a backend that returns none: the optimizer computes them)."""
 
     ids: list[int]
     mask: list[int]
-    logprobs: list[float]
+    logprobs: list[float] | None
     spans: list[Span] = field(default_factory=list)
 
     @property
@@ -61,7 +62,9 @@ class Segment:
         start = len(self.ids)
         self.ids += ids
         self.mask += [1 if role == "assistant" else 0] * len(ids)
-        self.logprobs += list(logprobs) if logprobs is not None else [0.0] * len(ids)
+        if self.logprobs is not None:
+            self.logprobs = None if role == "assistant" and logprobs is None else \
+                self.logprobs + (list(logprobs) if logprobs is not None else [0.0] * len(ids))
         self.spans.append(Span(start, len(self.ids), role, turn))
 
 
@@ -125,11 +128,14 @@ class EpisodeTokens:
         the caller ends the episode as truncated (a context overflow is a limit, not an outcome)."""
         return context - len(self.segments[-1].ids)
 
-    def add_sampled(self, ids: list[int], logprobs: list[float], reward: float | None = None) -> None:
+    def add_sampled(self, ids: list[int], logprobs: Any, reward: float | None = None) -> None:
         """The model's turn: its ids verbatim (cut by the caller at the first stop token), their behaviour
-        log-probs, and the step reward the environment gave it (or None)."""
-        if len(ids) != len(logprobs):
-            raise ValueError(f"{len(ids)} sampled ids but {len(logprobs)} log-probs")
+        log-probs (a list or a tensor, one per id; None when the backend gave none), and the step reward the
+        environment gave it (or None)."""
+        if logprobs is not None:
+            logprobs = [float(x) for x in (logprobs.reshape(-1).tolist() if hasattr(logprobs, "tolist") else logprobs)]
+            if len(ids) != len(logprobs):
+                raise ValueError(f"{len(ids)} sampled ids but {len(logprobs)} log-probs")
         self.segments[-1].append(list(ids), "assistant", len(self.rewards), logprobs)
         body = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
         # decoded for the environment (and the template checks) only: training keeps the ids

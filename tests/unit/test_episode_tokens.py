@@ -117,3 +117,17 @@ def test_mismatched_logprobs_are_refused():
     tok = chatml_tokenizer()
     with pytest.raises(ValueError, match="2 sampled ids but 1 log-probs"):
         EpisodeTokens(tok, OPENING).add_sampled([5, 6], [0.0])
+
+
+def test_logprobs_come_as_a_backend_returns_them_a_tensor_or_none():
+    import torch
+    tok = chatml_tokenizer()
+    ep = EpisodeTokens(tok, OPENING)
+    ids = sampled(tok, SAID[0])
+    ep.add_sampled(ids, torch.full((len(ids),), -0.25))
+    assert ep.segments[0].logprobs[-len(ids):] == [-0.25] * len(ids)
+    ep.add_environment(HEARD[0])
+    ep.add_sampled(ids, None)  # one turn without them: the segment has none, rather than zeros that lie
+    assert ep.segments[0].logprobs is None
+    ep.add_environment(HEARD[1])
+    assert ep.segments[0].logprobs is None and len(ep.segments[0].mask) == len(ep.segments[0].ids)
