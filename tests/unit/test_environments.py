@@ -145,3 +145,14 @@ def test_an_environment_option_is_checked_like_any_plugin_option(registry):
     with pytest.raises(UserError, match="unknown environment 'calculater' \\(did you mean 'calculator'\\?\\)"):
         registry.get("environments", "calculater")
 
+
+
+def test_the_calculate_tool_is_exact_and_refuses_anything_but_arithmetic():
+    from frl_plugins.environments.calculator.tool import calculate
+    assert calculate("123 * 456") == "56088" and calculate("(7 - 2) ** 3 / 4") == "31.25"
+    assert calculate("-(3 + 4) * 2") == "-14" and calculate("8 / 2") == "4"
+    assert calculate("123456789 * 987654321") == "121932631112635269"  # past float precision: ints stay exact
+    for bad, why in (("2 ** 101", "exponent 101 is too large"), ("__import__('os')", "only numbers"),
+                     ("1 +", "not an arithmetic expression"), ("'a' * 3", "only numbers")):
+        with pytest.raises(ValueError, match=why):
+            calculate(bad)

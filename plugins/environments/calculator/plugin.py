@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import Field
@@ -63,9 +64,14 @@ class CalculatorData(DataSource):
         return out
 
 
+@lru_cache(maxsize=1)
+def calculate_tool() -> Any:
+    return tool(calculate)  # built on first use: its schema needs transformers, which `frl plugins` need not load
+
+
 class CalculatorEpisode(Episode):
     def __init__(self, messages: list[dict[str, Any]], answer: str, options: Any):
-        super().__init__(messages, [tool(calculate)])
+        super().__init__(messages, [calculate_tool()])
         self.answer = answer
         self.options = options
 
@@ -74,7 +80,7 @@ class CalculatorEpisode(Episode):
         if calls:
             answers = answer_calls(calls, self.tools, self.options.tool_seconds, self.options.tool_memory_mb)
             return Reply(tool_messages(answers), info={"tool_calls": [
-                {"outcome": result.outcome if call.ok else call.outcome, "name": call.name,
+                {"outcome": result.outcome, "name": call.name,
                  "arguments": call.arguments, "result": result.content} for call, result in answers]})
         given = last_number(message["content"])
         correct = given is not None and given == self.answer
