@@ -257,3 +257,69 @@ class Logger(Plugin):
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         raise NotImplementedError
+
+
+class EnvironmentOptions(PluginOptions):
+    """Options every environment has (its own Options subclass this): the recipe's
+    ``environment: {type: NAME, max_turns: N, ...}``."""
+
+    max_turns: int = Field(8, ge=1, description="assistant turns at most; an episode still open then ends truncated")
+
+
+@dataclass
+class Reply:
+    """The environment's answer to one assistant turn: new turns to show the model (tool results, the other
+    side's move), this step's reward (None: no reward for this step), and whether the episode ended:
+    ``done`` (it reached its end) or ``truncated`` (cut short: a limit, not an outcome)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    reward: float | None = None
+    done: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)   # logged beside the turn (tool outcomes, the answer...)
+
+
+class Episode:
+    """One episode's own state, made by :meth:`Environment.reset` from a dataset row.
+
+    ``messages`` are the turns shown before the model's first turn; ``tools`` the :class:`~feedback_rl.Tool`
+    list offered (the core puts them in the prompt, through the chat template or a system prompt). The core
+    calls :meth:`step` with each assistant turn, ``{"role": "assistant", "content": TEXT}``, until a
+    :class:`Reply` is done or truncated.
+    """
+
+    def __init__(self, messages: list[dict[str, Any]], tools: list[Any] | None = None):
+        self.messages = messages
+        self.tools = list(tools or [])
+
+    def step(self, message: dict[str, Any]) -> Reply:
+        raise NotImplementedError
+
+    async def step_async(self, message: dict[str, Any]) -> Reply:
+        """:meth:`step` for an environment that waits on I/O (a server, a subprocess): the core awaits the
+        episodes of a batch together. The default calls :meth:`step`."""
+        return self.step(message)
+
+    def close(self) -> None:
+        """Release what the episode holds (a server session, a subprocess)."""
+
+
+class Environment(Plugin):
+    """Plays episodes against the model: tools that answer, a game, a user simulator.
+
+    An environment sees messages, never tokens: the core renders and tokenizes, and keeps the ids the model
+    sampled. :meth:`reset` opens one :class:`Episode` per row (many are open at once, so an episode keeps its
+    state in itself, not in the environment). The shape is OpenEnv's ``reset(seed, episode_id)`` and
+    ``step(action) -> Observation(done, reward, metadata)``, so a bridge to an OpenEnv environment is one
+    Episode that holds one OpenEnv environment.
+    """
+
+    Options: ClassVar[type[PluginOptions]] = EnvironmentOptions
+
+    def reset(self, row: dict[str, Any], seed: int, episode_id: str) -> Episode:
+        """The episode of one dataset row; ``seed`` makes any randomness of the episode repeatable."""
+        raise NotImplementedError
+
+    async def reset_async(self, row: dict[str, Any], seed: int, episode_id: str) -> Episode:
+        """:meth:`reset` for an environment that waits on I/O; the default calls :meth:`reset`."""
+        return self.reset(row, seed, episode_id)

@@ -58,6 +58,15 @@ def frl_register_datasets(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def frl_register_environments(register: Callable[[type], None]) -> None:
+    """Register :class:`~feedback_rl.Environment` classes by their ``name``: a stage's
+    ``environment: {type: NAME, ...}`` plays its episodes against that environment.
+
+    :param register: call it with each class.
+    """
+
+
+@hookspec
 def frl_register_commands(cli: Any) -> None:
     """Add subcommands to the ``frl`` command line.
 

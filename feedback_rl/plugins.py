@@ -17,9 +17,10 @@ from feedback_rl import hookspecs
 from feedback_rl.errors import UserError, did_you_mean
 
 GROUP = "feedback_rl"
-KINDS = ("reward_sources", "optimizers", "backends", "loggers", "datasets")
+KINDS = ("reward_sources", "optimizers", "backends", "loggers", "datasets", "environments")
 _KIND_WORD = {"reward_sources": "reward source", "optimizers": "optimizer",
-              "backends": "backend", "loggers": "logger", "datasets": "data source"}
+              "backends": "backend", "loggers": "logger", "datasets": "data source",
+              "environments": "environment"}
 
 
 def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:

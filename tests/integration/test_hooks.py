@@ -40,6 +40,10 @@ class Recorder:
         self.calls.append(("frl_register_datasets", {}))
 
     @feedback_rl.hookimpl
+    def frl_register_environments(self, register):
+        self.calls.append(("frl_register_environments", {}))
+
+    @feedback_rl.hookimpl
     def frl_register_commands(self, cli):
         self.calls.append(("frl_register_commands", {"cli": cli}))
 

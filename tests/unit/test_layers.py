@@ -16,12 +16,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "types", "hookspecs"),
     ("base", "plugins"),
     ("modeling",),
+    ("episodes",),
     ("rows",),
     ("config",),
     ("run",),
     ("loop",),
     ("commands",),
-    ("feedback_rl", "tokens", "losses", "models", "data"),
+    ("feedback_rl", "tokens", "losses", "models", "data", "environments"),
 )
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

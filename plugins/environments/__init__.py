@@ -1,0 +1,1 @@
+"""Built-in environments: episodes the model plays turn by turn (docs/episodes.md)."""
