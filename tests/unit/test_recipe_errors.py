@@ -54,6 +54,15 @@ CASES = [
      "gate source 'corect' must be a source listed before 'correct'"),
     ("invalid YAML", "name: t\n", "name: [t\n", "t.yaml:"),
     ("no stages", GOOD[GOOD.index("stages:"):], "stages: []\n", "stages: expected at least 1 item(s), got none"),
+    # the backend samples from the top-p distribution, the trainer scores the whole one: every weight < 1
+    ("top_p with importance weights", "rollout: {num_generations: 4}",
+     "rollout: {num_generations: 4, overlap: 1, top_p: 0.9}",
+     "stages[1].rollout.top_p: top_p with importance weights (rollout.overlap): the backend samples from the "
+     "truncated distribution"),
+    ("top_k with is_cap", "rollout: {num_generations: 4}", "rollout: {num_generations: 4, is_cap: 2.0, top_k: 5}",
+     "stages[1].rollout.top_k: top_k with importance weights (rollout.is_cap)"),
+    ("is_cap on an optimizer without importance weights", "optimizer: sft\n", "optimizer: sft\n    rollout: {is_cap: 2.0}\n",
+     "stages[0].rollout.is_cap: optimizer 'sft' does not weight its loss by importance weights"),
 ]
 
 
