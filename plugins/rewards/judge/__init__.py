@@ -229,18 +229,28 @@ class JudgeSource(RewardSource):
         fut = self._loop.create_future()
         self._inflight[key] = fut
         try:
-            reply = await self.client.chat(messages, **params)
-            self.counts["prompt_tokens"] += reply.prompt_tokens
-            self.counts["completion_tokens"] += reply.completion_tokens
-            if self.cache is not None:
-                self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
-            out = {"messages": messages, "reply": reply.text, "cached": False}
-        except CallFailed as e:
-            out = {"messages": messages, "failure": str(e), "setting": e.setting}
+            out = await self._call(key, messages, params)
+        except BaseException:  # cancelled: whoever shares the call is cancelled too, never left waiting
+            fut.cancel()
+            raise
         finally:
             del self._inflight[key]
         fut.set_result(out)
         return out
+
+    async def _call(self, key: str, messages: list[dict], params: dict[str, Any]) -> dict[str, Any]:
+        """One call to the server: the reply (cached) or the failure; any exception is this judgment's error."""
+        try:
+            reply = await self.client.chat(messages, **params)
+        except CallFailed as e:
+            return {"messages": messages, "failure": str(e), "setting": e.setting}
+        except Exception as e:  # a bug below us is an error score (counted), not a crash of the whole batch
+            return {"messages": messages, "failure": f"{type(e).__name__}: {e}", "setting": None}
+        self.counts["prompt_tokens"] += reply.prompt_tokens
+        self.counts["completion_tokens"] += reply.completion_tokens
+        if self.cache is not None:
+            self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
+        return {"messages": messages, "reply": reply.text, "cached": False}
 
     def _parse_failure(self, reply: str) -> Score:
         self.counts["parse_failures"] += 1

@@ -2,7 +2,7 @@
 
 Concurrency bound, requests- and tokens-per-minute budgets, a per-call timeout, retries with
 exponential backoff and jitter on 429, 5xx, timeouts and dropped connections (a server's
-``Retry-After`` is honoured), and a circuit breaker that fails fast after repeated failures.
+``Retry-After`` is honoured, up to ``backoff_max``), and a circuit breaker that fails fast after repeated failures.
 The ``openai`` client's own retries are off: this module owns the retry policy, so it is counted.
 """
 from __future__ import annotations
@@ -158,6 +158,8 @@ class JudgeClient:
             self.counts["retries"] += 1
             if wait is None:  # exponential backoff with jitter, so retries of many callers spread out
                 wait = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+            else:  # a server's Retry-After is honoured up to the recipe's limit, so one header cannot stall a run
+                wait = min(wait, self.backoff_max)
             self.waits.append(wait)
             await asyncio.sleep(wait)
         self.breaker.record(False)
