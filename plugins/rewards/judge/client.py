@@ -128,7 +128,7 @@ class JudgeClient:
                 self.counts["requests"] += 1
                 try:
                     async with asyncio.timeout(self.timeout + 1.0):  # a guard past the client's own timeout
-                        resp = await self._client.chat.completions.create(
+                        raw = await self._client.chat.completions.with_raw_response.create(
                             model=self.model, messages=messages, timeout=self.timeout, **params)
                 except (openai.APITimeoutError, TimeoutError):
                     kind, last, wait = "timeouts", f"timed out after {self.timeout:g}s", None
@@ -145,6 +145,11 @@ class JudgeClient:
                     cause = e.__cause__ or e
                     kind, last, wait = "connection_errors", f"cannot connect to {self.base_url}: {cause}", None
                 else:
+                    resp = raw.parse()
+                    if isinstance(resp, str):  # the client hands back the text of anything but JSON
+                        self.counts["not_json"] += 1
+                        self.breaker.record(False)
+                        raise CallFailed(_not_json(raw), _SETTINGS["not_json"])
                     self.answered += 1
                     self.breaker.record(True)
                     usage = resp.usage
@@ -172,7 +177,15 @@ class JudgeClient:
 
 _SETTINGS = {"connect": "is the server running and base_url right?",
              401: "check the key (api_key_env)", 403: "check the key (api_key_env)",
-             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model"}
+             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model",
+             "not_json": "check base_url: it should point at an OpenAI-compatible API (usually ending in /v1)"}
+
+
+def _not_json(raw: Any) -> str:
+    """What came back instead of a chat completion: where from, its content type and first bytes."""
+    kind = raw.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    start = " ".join(raw.text[:60].split())
+    return f"{raw.url} answered {kind}, not JSON (HTTP {raw.status_code}, starts {start!r})"
 
 
 def _message(e: openai.APIStatusError) -> str:
