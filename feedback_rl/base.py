@@ -109,7 +109,9 @@ class RewardSource(Plugin):
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 
-    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
+    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference | Score]:
+        """One result per pair, in order: a :class:`Preference`, or ``Score.error(reason)`` /
+        ``Score.abstain(reason)`` for a pair it could not judge (errors count toward ``max_error_rate``)."""
         raise NotImplementedError(f"reward source '{self.name}' does not compare pairs")
 
     def metrics(self) -> dict[str, float]:

@@ -129,9 +129,9 @@ class JudgeSource(RewardSource):
         self._refuse_wrong_setting(outcomes)
         return [self._to_score(out) for out in outcomes]
 
-    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
+    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference | Score]:
         """Each pair asked in both orders; agreement gives the winner, disagreement a tie (winner None).
-        A pair whose judgment failed is left out (counted under errors or abstains)."""
+        A pair whose judgment failed is its failure as a Score (error or abstain), counted by the mixer."""
         requests = []
         for a, b in pairs:
             requests.append(self.template.render(self._values(a, completion_a=a.completion, completion_b=b.completion)))
@@ -140,18 +140,19 @@ class JudgeSource(RewardSource):
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
         self._refuse_wrong_setting(outcomes)
-        prefs = []
+        results: list[Preference | Score] = []
         for k, (a, b) in enumerate(pairs):
             first, second = self._to_verdict(outcomes[2 * k]), self._to_verdict(outcomes[2 * k + 1])
             if isinstance(first, Score) or isinstance(second, Score):
                 failed = first if isinstance(first, Score) else second
                 self.counts["errors" if failed.status == "error" else "abstains"] += 1
+                results.append(failed)
                 continue
             swapped = None if second is None else 1 - second  # the second order asks with b shown as A
             winner = first if first == swapped else None
             self.counts["ties" if winner is None else "decided"] += 1
-            prefs.append(Preference(a, b, winner=winner, margin=1.0 if winner is not None else 0.0))
-        return prefs
+            results.append(Preference(a, b, winner=winner, margin=1.0 if winner is not None else 0.0))
+        return results
 
     def describe(self) -> dict[str, Any]:
         o = self.options
