@@ -106,6 +106,11 @@ class RewardSource(Plugin):
         file/key. ``rows`` is the stage's train :class:`~feedback_rl.Dataset` (``.origin``, ``.lines``) or None."""
         return None
 
+    @classmethod
+    def probe(cls, options: PluginOptions, context: PluginContext) -> None:
+        """Checks that need the network (an endpoint answers), run by ``frl train`` after :meth:`preflight`
+        and before any model loads or a run folder opens: raise :class:`UserError` naming the source and URL."""
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 

@@ -23,9 +23,10 @@ from feedback_rl import (
 )
 
 from .cache import ReplyCache, cache_key
-from .client import CallFailed, JudgeClient
+from .client import CallFailed, JudgeClient, unreachable
 from .template import Template, parse_score, parse_verdict, template_values
 
+PROBE_TIMEOUT_S = 10.0  # a server that does not answer a GET this fast before training is down for our purpose
 DEFAULT_POINTWISE = ("Rate the response to the prompt from 0 to 10.\nPrompt: {prompt}\nResponse: {completion}\n"
                      'Reply with JSON only: {"score": <number>}')
 DEFAULT_PAIRWISE = ("Which response answers the prompt better?\nPrompt: {prompt}\n[A]: {completion_a}\n"
@@ -87,6 +88,15 @@ class JudgeSource(RewardSource):
         template = _template(options, context)
         if rows is not None:
             template.check_rows(rows, _completion_fields(options.mode == "pairwise"))
+
+    @classmethod
+    def probe(cls, options: Options, context: PluginContext) -> None:
+        """Something answers at base_url (any HTTP status will do: servers differ in what they serve there)."""
+        timeout = min(options.timeout, PROBE_TIMEOUT_S)
+        reason = unreachable(options.base_url, timeout)
+        if reason is not None:
+            raise UserError(f"judge '{context.name}' (stage '{context.stage}'): nothing answers at {options.base_url} "
+                            f"({reason}); is the server running and base_url right?")
 
     def __init__(self, options: Options, context: PluginContext):
         super().__init__(options, context)

@@ -188,6 +188,26 @@ def _not_json(raw: Any) -> str:
     return f"{raw.url} answered {kind}, not JSON (HTTP {raw.status_code}, starts {start!r})"
 
 
+def unreachable(base_url: str, timeout: float) -> str | None:
+    """Why nothing answers at ``base_url`` (refused, no such host, no answer in ``timeout`` s), or None when
+    something does: any HTTP answer, even an error status, shows a server is listening there."""
+    import socket
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as e:
+        reason = e.reason
+    except (TimeoutError, socket.timeout, OSError) as e:
+        reason = e
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g}s"
+    return getattr(reason, "strerror", None) or str(reason)
+
+
 def _message(e: openai.APIStatusError) -> str:
     body = e.body if isinstance(e.body, dict) else {}
     msg = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body, dict) else None

@@ -3,6 +3,7 @@ code 2 for a wrong setting, a stopped run (never "finished") for a judge that fa
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,19 @@ def test_a_pairwise_judge_failing_every_call_stops_the_run_past_max_error_rate(t
     assert "HTTP 503" in line and "model overloaded" in line, line
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "status.json").read_text())["status"] == "stopped"
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def test_train_probes_a_judge_that_is_down_before_the_model_loads_and_leaves_no_run_folder(tmp_path):
+    url = _closed_port_url()
+    recipe = _recipe(tmp_path, {"base_url": url})
+    out = _frl("train", recipe, "--no-progress")
+    line = _one_error_line(out)
+    assert out.returncode == 2
+    assert line.startswith(f"error: judge 'critic' (stage 'rl'): nothing answers at {url}"), line
+    assert "is the server running and base_url right?" in line
+    assert "run:" not in out.stdout  # no run folder was opened, so no model was loaded either
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
