@@ -63,7 +63,8 @@ class JudgeSource(RewardSource):
         timeout: float = Field(60.0, gt=0)
         max_retries: int = Field(4, ge=0)
         backoff_base: float = Field(0.5, ge=0)
-        backoff_max: float = Field(30.0, ge=0)
+        backoff_max: float = Field(30.0, ge=0, description="the longest wait before a retry, in seconds; a server's "
+                                   "Retry-After is capped by it too")
         breaker_threshold: int = Field(20, ge=0)     # consecutive failed calls; 0 turns the breaker off
         breaker_cooldown: float = Field(30.0, ge=0)
         cache: bool | str = True         # true: <run_dir>/judge_cache/<name>.sqlite; a path; false: off
