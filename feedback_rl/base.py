@@ -104,10 +104,17 @@ class RewardSource(Plugin):
         called again with the eval rows when it scores those) or None."""
         return None
 
+    @classmethod
+    def probe(cls, options: PluginOptions, context: PluginContext) -> None:
+        """Checks that need the network (an endpoint answers), run by ``frl train`` after :meth:`preflight`
+        and before any model loads or a run folder opens: raise :class:`UserError` naming the source and URL."""
+
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         raise NotImplementedError
 
-    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
+    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference | Score]:
+        """One result per pair, in order: a :class:`Preference`, or ``Score.error(reason)`` /
+        ``Score.abstain(reason)`` for a pair it could not judge (errors count toward ``max_error_rate``)."""
         raise NotImplementedError(f"reward source '{self.name}' does not compare pairs")
 
     def metrics(self) -> dict[str, float]:

@@ -18,8 +18,7 @@ import click
 from feedback_rl.base import PluginContext
 from feedback_rl.modeling.chat import check_rows, render_prompt
 from feedback_rl.errors import RunStopped, UserError
-from feedback_rl.loop.feedback import candidate_pairs
-from feedback_rl.loop.rewards import Slot, build_mixer
+from feedback_rl.loop.rewards import Mixer, Slot, build_mixer
 from feedback_rl.loop.rollout import generate_rollouts, sampling_params
 
 
@@ -136,12 +135,15 @@ def _check_pointwise(slot: Slot, scored: list, metrics: dict, echo: Any) -> str 
 
 
 def _check_pairwise(slot: Slot, rollouts: list, echo: Any) -> str | None:
-    pairs = candidate_pairs(rollouts)
-    prefs = slot.source.compare(pairs)
-    echo(f"{slot.spec.name:<16} {slot.spec.type:<10} pairwise: {len(prefs)} of {len(pairs)} pairs judged, "
+    prefs, metrics = Mixer([slot]).compare(rollouts, prefix="check")  # the pairs and counts a run would see
+    name = slot.spec.name
+    asked, errors = int(metrics.get(f"check/{name}/asked", 0)), int(metrics.get(f"check/{name}/errors", 0))
+    echo(f"{name:<16} {slot.spec.type:<10} pairwise: {len(prefs)} of {asked} pairs judged, {errors} failed, "
          f"winners {[p.winner for p in prefs]}")
-    if pairs and not prefs:
-        return "no pair got a verdict (every judgment failed or was unparseable)"
+    if errors:
+        return slot.last_errors[0]
+    if asked and not prefs:
+        return "no pair got a verdict (every judgment was unparseable)"
     return None
 
 

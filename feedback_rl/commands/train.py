@@ -16,7 +16,7 @@ from feedback_rl.run import checkpoint as ckpt
 from feedback_rl.hookspecs import hookimpl
 from feedback_rl.run.distributed import Dist
 from feedback_rl.loop.engine import Engine
-from feedback_rl.run.preflight import StageData, check as preflight
+from feedback_rl.run.preflight import StageData, check as preflight, probe
 from feedback_rl.errors import RunStopped, UserError
 from feedback_rl.config.recipe import Recipe
 from feedback_rl.run.folder import Held, Run, RunBusy
@@ -42,6 +42,7 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
     command = command or ["frl", "train", str(rec.path), *(f"--set={o}" for o in overrides)]
     if data is None:  # every stage's mistakes, before a run folder opens or a model loads
         data = preflight(rec, reg)
+    probe(rec, reg)  # a judge that is down, found before a run folder opens or a model loads
     dist = Dist()
     opened = open_run(rec, resume, say or (lambda msg: None), dist, pm, command)
     watch = _FirstStep()

@@ -351,7 +351,8 @@ class Engine:
             self._log_rollouts(stage.name, step, all_scored)
         metrics.update(reward_metrics)
         metrics.update(_rollout_metrics(rollouts, scored))
-        prefs = self._compare(mixer, rollouts)  # first: a blocking queue waits here for this step's labels
+        prefs, pair_metrics = mixer.compare(rollouts)  # first: a blocking queue waits here for this step's labels
+        metrics.update(pair_metrics)
         late = []
         for slot in mixer.slots:  # then the judgments that arrived since, of this or earlier steps (people)
             for j in slot.source.collect():
@@ -410,16 +411,6 @@ class Engine:
         where.parent.mkdir(exist_ok=True)
         torch.save({"feedback": feedback, "minibatch": minibatch}, where)
         return where
-
-    def _compare(self, mixer: Mixer, rollouts: list) -> list:
-        """Pairwise sources judge candidate pairs (two completions of each prompt) directly."""
-        prefs = []
-        for slot in mixer.slots:
-            if slot.source.pairwise:
-                for p in slot.source.compare(shapes.candidate_pairs(rollouts)):
-                    p.source = slot.spec.name
-                    prefs.append(p)
-        return prefs
 
     def _mixer(self, i: int, specs: list[SourceSpec], key: str, normalize: str, max_error_rate: float,
                role: str = "train") -> Mixer:

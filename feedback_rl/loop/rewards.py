@@ -6,6 +6,8 @@
   reward (it is left out of the update, and counted), never a silent 0; all-abstain: no reward;
 - ``normalize``: ``none``, ``normalize_then_sum`` (z-score each source over the batch, then sum)
   or ``sum_then_normalize`` (sum, then z-score the mix);
+- pairwise sources compare two completions of each prompt instead (:meth:`Mixer.compare`); a pair
+  they could not judge counts like a rollout a scoring source could not score;
 - per-source metrics, and a stop when a source's error rate passes ``max_error_rate``.
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from feedback_rl.base import RewardSource
 from feedback_rl.errors import RunStopped, UserError
 from feedback_rl.config.recipe import SourceSpec
-from feedback_rl.types import Rollout, Score, Scored
+from feedback_rl.loop.feedback import candidate_pairs
+from feedback_rl.types import Preference, Rollout, Score, Scored
 
 
 @dataclass
@@ -101,12 +104,48 @@ class Mixer:
             f"{prefix}/{name}/latency_s": latency,
             f"{prefix}/{name}/asked": float(len(asked)),  # not gated out or routed away
         }
-        if asked and errors / len(asked) > self.max_error_rate:
-            raise RunStopped(
-                f"reward source '{name}' failed on {errors} of {len(asked)} rollouts "
-                f"({errors / len(asked):.0%} > max_error_rate {self.max_error_rate:.0%}); "
-                f"last errors: {' | '.join(slot.last_errors)}")
+        self._stop_past_limit(slot, errors, len(asked), "rollouts")
         return out
+
+    def compare(self, rollouts: list[Rollout], prefix: str = "reward") -> tuple[list[Preference], dict[str, float]]:
+        """Pairwise sources judge candidate pairs (two completions of each prompt) directly. A pair a source
+        could not judge is counted and logged like a rollout a scoring source could not score, and its
+        errors count toward ``max_error_rate``: a judge failing every call stops the run."""
+        pairs = candidate_pairs(rollouts)
+        prefs: list[Preference] = []
+        metrics: dict[str, float] = {}
+        for slot in self.slots:
+            if not slot.source.pairwise:
+                continue
+            name = slot.spec.name
+            start = time.perf_counter()
+            results = self._call_compare(slot, pairs)
+            latency = time.perf_counter() - start
+            errors = [r.reason for r in results if isinstance(r, Score) and r.status == "error"]
+            abstains = sum(isinstance(r, Score) and r.status == "abstain" for r in results)
+            slot.last_errors.extend(errors)
+            for p in results:
+                if isinstance(p, Preference):
+                    p.source = name
+                    prefs.append(p)
+            n = max(1, len(pairs))
+            metrics.update({
+                f"{prefix}/{name}/error_rate": len(errors) / n,
+                f"{prefix}/{name}/errors": float(len(errors)),
+                f"{prefix}/{name}/abstain_rate": abstains / n,
+                f"{prefix}/{name}/abstains": float(abstains),
+                f"{prefix}/{name}/latency_s": latency,
+                f"{prefix}/{name}/asked": float(len(pairs)),
+            })
+            self._stop_past_limit(slot, len(errors), len(pairs), "pairs")
+        return prefs, metrics
+
+    def _stop_past_limit(self, slot: Slot, errors: int, asked: int, what: str) -> None:
+        if asked and errors / asked > self.max_error_rate:
+            raise RunStopped(
+                f"reward source '{slot.spec.name}' failed on {errors} of {asked} {what} "
+                f"({errors / asked:.0%} > max_error_rate {self.max_error_rate:.0%}); "
+                f"last errors: {' | '.join(slot.last_errors)}")
 
     @staticmethod
     def _call(slot: Slot, rollouts: list[Rollout]) -> list[Score]:
@@ -121,6 +160,22 @@ class Mixer:
         if len(results) != len(rollouts):
             return [Score.error(f"source returned {len(results)} scores for {len(rollouts)} rollouts")] * len(rollouts)
         return [r if isinstance(r, Score) else Score.error(f"not a Score: {r!r}") for r in results]
+
+    @staticmethod
+    def _call_compare(slot: Slot, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference | Score]:
+        """One result per pair: its Preference, or the Score (abstain or error) of a pair not judged."""
+        if not pairs:
+            return []
+        try:
+            results = list(slot.source.compare(pairs))
+        except UserError:  # a wrong setting stops the run in one line
+            raise
+        except Exception as e:  # a crashing source is an error on every pair it was asked about
+            return [Score.error(f"{type(e).__name__}: {e}")] * len(pairs)
+        if len(results) != len(pairs):
+            return [Score.error(f"source returned {len(results)} judgments for {len(pairs)} pairs")] * len(pairs)
+        return [r if isinstance(r, Preference) or (isinstance(r, Score) and not r.is_ok)
+                else Score.error(f"not a Preference: {r!r}") for r in results]
 
     def _mix(self, scored: list[Scored]) -> None:
         values = {slot.spec.name: _zscore_map(scored, slot.spec.name) if self.normalize == "normalize_then_sum"

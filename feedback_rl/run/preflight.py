@@ -5,6 +5,8 @@ stage fails in seconds instead of after the first stage trained. :func:`check` l
 path, reads every stage's data once (the engine trains on these rows; it does not read the files
 again), checks the columns the stage's optimizer reads, and asks every reward source to check its
 options against the rows it will score (``RewardSource.preflight``). No weights load, no network.
+:func:`probe` is the one check that uses the network: ``frl train`` asks every source whether what it
+calls answers (a judge's server), so a server that is down is found before the model loads.
 """
 from __future__ import annotations
 
@@ -73,10 +75,32 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
     return out
 
 
+def probe(recipe: Recipe, registry: Registry) -> None:
+    """Every source of every stage checks that what it calls answers (``RewardSource.probe``)."""
+    for i, stage in enumerate(recipe.stages):
+        for key, specs, role in _source_groups(stage):
+            for j, spec in enumerate(specs):
+                registry.get("reward_sources", spec.type).probe(recipe.options(key, i, j),
+                                                                _context(recipe, stage, spec, role))
+
+
+def _source_groups(stage: Any) -> list[tuple[str, list, str]]:
+    """(recipe key, specs, role) of the stage's training sources and, where it has its own, eval sources."""
+    groups = [("source", stage.rewards.sources, "train")]
+    if stage.eval.sources is not None:
+        groups.append(("eval_source", stage.eval.sources, "eval"))
+    return groups
+
+
+def _context(recipe: Recipe, stage: Any, spec: Any, role: str) -> Any:
+    from feedback_rl.base import PluginContext
+    return PluginContext(name=spec.name, run_dir=Path(recipe.output_dir) / recipe.name, stage=stage.name,
+                         seed=recipe.seed, recipe_dir=recipe.base_dir, role=role)
+
+
 def _check_sources(recipe: Recipe, registry: Registry, i: int, rows: StageData) -> None:
     """Each source checks itself against the rows it will score: a training source its stage's train rows
     (and the eval rows, when it also scores evals), an eval source the eval rows."""
-    from feedback_rl.base import PluginContext
     stage = recipe.stages[i]
     groups = [("source", stage.rewards.sources, "train",
                [rows.train] + ([rows.eval] if stage.eval.sources is None and rows.eval is not None else []))]
@@ -85,7 +109,6 @@ def _check_sources(recipe: Recipe, registry: Registry, i: int, rows: StageData) 
     for key, specs, role, datasets_ in groups:
         for j, spec in enumerate(specs):
             cls = registry.get("reward_sources", spec.type)
-            context = PluginContext(name=spec.name, run_dir=Path(recipe.output_dir) / recipe.name, stage=stage.name,
-                                    seed=recipe.seed, recipe_dir=recipe.base_dir, role=role)
+            context = _context(recipe, stage, spec, role)
             for dataset in datasets_:
                 cls.preflight(recipe.options(key, i, j), context, dataset)

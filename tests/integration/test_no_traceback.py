@@ -158,7 +158,8 @@ CASES = [
         t, source=judge("http://127.0.0.1:9/v1", api_key_env="FRL_TEST_NO_SUCH_KEY")))],
         "judge 'j': api_key_env: environment variable FRL_TEST_NO_SUCH_KEY is not set"),
     Case("judge connection refused (train)", lambda t, u: ["train", "--no-progress", str(write_recipe(
-        t, source=judge(u["closed"])))], "judge 'j': cannot connect to {closed}: ", trained_nothing=False),
+        t, source=judge(u["closed"])))], "judge 'j' (stage 'rl'): nothing answers at {closed} (Connection refused); "
+                                         "is the server running and base_url right?"),
     Case("judge connection refused (check)", lambda t, u: ["check", str(write_recipe(t, source=judge(u["closed"])))],
          "judge 'j': cannot connect to {closed}: "),
     Case("frl check: the judge abstained on every rollout", lambda t, u: ["check", str(write_recipe(

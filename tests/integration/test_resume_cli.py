@@ -15,6 +15,9 @@ import torch
 import yaml
 from crash_at import ENV, RULE, crashed, frl, tree_hash, two_stage_recipe
 from safetensors.torch import load_file
+from starlette.applications import Starlette
+
+from frl_plugins.serve.server import ServerThread
 
 
 def error_line(out: subprocess.CompletedProcess) -> str:
@@ -156,12 +159,14 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_folder(tmp_path):
 
 def test_a_mistake_found_in_stage_2_is_fixed_and_resumed_without_training_stage_1_again(tmp_path):
     runs = tmp_path / "runs"
-    judge = "[{name: judge, type: judge, base_url: 'http://127.0.0.1:9/v1', model: m, max_retries: 0, timeout: 2}]"
-    recipe = two_stage_recipe(tmp_path, runs, grpo_sources=judge)  # nothing listens on port 9
-    out = frl("train", recipe, "--no-progress")
-    # nothing ever answered at base_url: a wrong setting, exit code 2, found in stage 2 after stage 1 trained
-    assert out.returncode == 2 and "judge 'judge': cannot connect to http://127.0.0.1:9/v1" in out.stderr, \
-        out.stderr[-2000:]
+    # a server answers (so `frl train`'s probe passes) but no API lives at base_url: every call is a 404
+    with ServerThread(Starlette()) as server:
+        url = server.url
+        judge = f"[{{name: judge, type: judge, base_url: '{url}', model: m, max_retries: 0, timeout: 2}}]"
+        recipe = two_stage_recipe(tmp_path, runs, grpo_sources=judge)
+        out = frl("train", recipe, "--no-progress")
+    # no call ever got a reply: a wrong setting, exit code 2, found in stage 2 after stage 1 trained
+    assert out.returncode == 2 and f"judge 'judge': HTTP 404 from {url}" in out.stderr, out.stderr[-2000:]
     run = runs / "crash"
     assert status_of(runs) == {"crash": "failed"}
     fixed = frl("train", recipe, "--resume", "--no-progress", "--set", f"stages.grpo.rewards.sources={RULE}")

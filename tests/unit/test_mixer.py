@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from feedback_rl import RewardSource, Rollout, Score
+from feedback_rl import Preference, RewardSource, Rollout, Score
 from feedback_rl.errors import RunStopped
 from feedback_rl.config.recipe import SourceSpec
 from feedback_rl.loop.rewards import Mixer, Slot
@@ -114,3 +114,51 @@ def test_a_crashing_source_counts_errors_on_every_rollout():
 
 def test_non_finite_score_is_an_error():
     assert Score.ok(float("nan")).status == "error"
+
+
+class Pairs(RewardSource):
+    """A pairwise source answering from a list, one result per pair asked."""
+    name = "pairs"
+    pairwise = True
+
+    def __init__(self, answers):
+        self.answers, self.asked = answers, []
+
+    def compare(self, pairs):
+        self.asked += pairs
+        return [a if isinstance(a, Score) else Preference(x, y, winner=a) for a, (x, y) in zip(self.answers, pairs)]
+
+
+def _groups(n):
+    return [ro(f"{g}{k}", group=g) for g in range(n) for k in range(2)]
+
+
+def test_compare_logs_a_pairwise_sources_failed_pairs_like_a_scoring_sources():
+    src = Pairs([0, Score.error("HTTP 503"), Score.abstain("unparseable"), 1])
+    prefs, m = Mixer([slot("duel", src)]).compare(_groups(4))
+    assert [(p.a.completion, p.winner, p.source) for p in prefs] == [("00", 0, "duel"), ("30", 1, "duel")]
+    assert len(src.asked) == 4  # the first two completions of each prompt
+    assert m["reward/duel/asked"] == 4 and m["reward/duel/errors"] == 1 and m["reward/duel/error_rate"] == 0.25
+    assert m["reward/duel/abstains"] == 1 and m["reward/duel/abstain_rate"] == 0.25
+
+
+def test_compare_stops_the_run_when_a_pairwise_source_fails_past_max_error_rate():
+    src = Pairs([Score.error("HTTP 503")] * 2 + [0])
+    with pytest.raises(RunStopped, match=r"reward source 'duel' failed on 2 of 3 pairs \(67% > max_error_rate "
+                                         r"50%\); last errors: HTTP 503 \| HTTP 503"):
+        Mixer([slot("duel", src)], max_error_rate=0.5).compare(_groups(3))
+
+
+def test_compare_counts_a_crash_or_a_short_answer_as_an_error_on_every_pair():
+    class Crashing(Pairs):
+        def compare(self, pairs):
+            raise ConnectionError("reset by peer")
+    _, m = Mixer([slot("c", Crashing([]))]).compare(_groups(2))
+    assert m["reward/c/errors"] == 2.0
+    prefs, m = Mixer([slot("short", Pairs([0]))]).compare(_groups(2))  # one answer for two pairs
+    assert prefs == [] and m["reward/short/error_rate"] == 1.0
+
+
+def test_compare_leaves_scoring_sources_alone():
+    prefs, m = Mixer([slot("a", Table({}))]).compare(_groups(2))
+    assert prefs == [] and m == {}

@@ -22,9 +22,10 @@ from feedback_rl import PluginContext, PluginOptions, Preference, RewardSource, 
 from feedback_rl.data import prompt_text, prompt_turns
 
 from .cache import ReplyCache, cache_key
-from .client import CallFailed, JudgeClient
+from .client import CallFailed, JudgeClient, unreachable
 from .template import Template, parse_score, parse_verdict, template_values
 
+PROBE_TIMEOUT_S = 10.0  # a server that does not answer a GET this fast before training is down for our purpose
 DEFAULT_POINTWISE = ("Rate the response to the prompt from 0 to 10.\nPrompt: {prompt}\nResponse: {completion}\n"
                      'Reply with JSON only: {"score": <number>}')
 DEFAULT_PAIRWISE = ("Which response answers the prompt better?\nPrompt: {prompt}\n[A]: {completion_a}\n"
@@ -61,7 +62,8 @@ class JudgeSource(RewardSource):
         timeout: float = Field(60.0, gt=0)
         max_retries: int = Field(4, ge=0)
         backoff_base: float = Field(0.5, ge=0)
-        backoff_max: float = Field(30.0, ge=0)
+        backoff_max: float = Field(30.0, ge=0, description="the longest wait before a retry, in seconds; a server's "
+                                   "Retry-After is capped by it too")
         breaker_threshold: int = Field(20, ge=0)     # consecutive failed calls; 0 turns the breaker off
         breaker_cooldown: float = Field(30.0, ge=0)
         cache: bool | str = True         # true: <run_dir>/judge_cache/<name>.sqlite; a path; false: off
@@ -86,6 +88,15 @@ class JudgeSource(RewardSource):
         template = _template(options, context)
         if rows is not None:
             template.check_rows(rows, _completion_fields(options.mode == "pairwise"))
+
+    @classmethod
+    def probe(cls, options: Options, context: PluginContext) -> None:
+        """Something answers at base_url (any HTTP status will do: servers differ in what they serve there)."""
+        timeout = min(options.timeout, PROBE_TIMEOUT_S)
+        reason = unreachable(options.base_url, timeout)
+        if reason is not None:
+            raise UserError(f"judge '{context.name}' (stage '{context.stage}'): nothing answers at {options.base_url} "
+                            f"({reason}); is the server running and base_url right?")
 
     def __init__(self, options: Options, context: PluginContext):
         super().__init__(options, context)
@@ -128,9 +139,9 @@ class JudgeSource(RewardSource):
         self._refuse_wrong_setting(outcomes)
         return [self._to_score(out) for out in outcomes]
 
-    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference]:
+    def compare(self, pairs: list[tuple[Rollout, Rollout]]) -> list[Preference | Score]:
         """Each pair asked in both orders; agreement gives the winner, disagreement a tie (winner None).
-        A pair whose judgment failed is left out (counted under errors or abstains)."""
+        A pair whose judgment failed is its failure as a Score (error or abstain), counted by the mixer."""
         requests = []
         for a, b in pairs:
             requests.append(self.template.render(self._values(a, completion_a=a.completion, completion_b=b.completion)))
@@ -139,18 +150,19 @@ class JudgeSource(RewardSource):
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
         self._refuse_wrong_setting(outcomes)
-        prefs = []
+        results: list[Preference | Score] = []
         for k, (a, b) in enumerate(pairs):
             first, second = self._to_verdict(outcomes[2 * k]), self._to_verdict(outcomes[2 * k + 1])
             if isinstance(first, Score) or isinstance(second, Score):
                 failed = first if isinstance(first, Score) else second
                 self.counts["errors" if failed.status == "error" else "abstains"] += 1
+                results.append(failed)
                 continue
             swapped = None if second is None else 1 - second  # the second order asks with b shown as A
             winner = first if first == swapped else None
             self.counts["ties" if winner is None else "decided"] += 1
-            prefs.append(Preference(a, b, winner=winner, margin=1.0 if winner is not None else 0.0))
-        return prefs
+            results.append(Preference(a, b, winner=winner, margin=1.0 if winner is not None else 0.0))
+        return results
 
     def describe(self) -> dict[str, Any]:
         o = self.options
@@ -228,18 +240,28 @@ class JudgeSource(RewardSource):
         fut = self._loop.create_future()
         self._inflight[key] = fut
         try:
-            reply = await self.client.chat(messages, **params)
-            self.counts["prompt_tokens"] += reply.prompt_tokens
-            self.counts["completion_tokens"] += reply.completion_tokens
-            if self.cache is not None:
-                self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
-            out = {"messages": messages, "reply": reply.text, "cached": False}
-        except CallFailed as e:
-            out = {"messages": messages, "failure": str(e), "setting": e.setting}
+            out = await self._call(key, messages, params)
+        except BaseException:  # cancelled: whoever shares the call is cancelled too, never left waiting
+            fut.cancel()
+            raise
         finally:
             del self._inflight[key]
         fut.set_result(out)
         return out
+
+    async def _call(self, key: str, messages: list[dict], params: dict[str, Any]) -> dict[str, Any]:
+        """One call to the server: the reply (cached) or the failure; any exception is this judgment's error."""
+        try:
+            reply = await self.client.chat(messages, **params)
+        except CallFailed as e:
+            return {"messages": messages, "failure": str(e), "setting": e.setting}
+        except Exception as e:  # a bug below us is an error score (counted), not a crash of the whole batch
+            return {"messages": messages, "failure": f"{type(e).__name__}: {e}", "setting": None}
+        self.counts["prompt_tokens"] += reply.prompt_tokens
+        self.counts["completion_tokens"] += reply.completion_tokens
+        if self.cache is not None:
+            self.cache.put(key, reply.text, reply.prompt_tokens, reply.completion_tokens)
+        return {"messages": messages, "reply": reply.text, "cached": False}
 
     def _parse_failure(self, reply: str) -> Score:
         self.counts["parse_failures"] += 1

@@ -2,7 +2,7 @@
 
 Concurrency bound, requests- and tokens-per-minute budgets, a per-call timeout, retries with
 exponential backoff and jitter on 429, 5xx, timeouts and dropped connections (a server's
-``Retry-After`` is honoured), and a circuit breaker that fails fast after repeated failures.
+``Retry-After`` is honoured, up to ``backoff_max``), and a circuit breaker that fails fast after repeated failures.
 The ``openai`` client's own retries are off: this module owns the retry policy, so it is counted.
 """
 from __future__ import annotations
@@ -128,7 +128,7 @@ class JudgeClient:
                 self.counts["requests"] += 1
                 try:
                     async with asyncio.timeout(self.timeout + 1.0):  # a guard past the client's own timeout
-                        resp = await self._client.chat.completions.create(
+                        raw = await self._client.chat.completions.with_raw_response.create(
                             model=self.model, messages=messages, timeout=self.timeout, **params)
                 except (openai.APITimeoutError, TimeoutError):
                     kind, last, wait = "timeouts", f"timed out after {self.timeout:g}s", None
@@ -145,6 +145,11 @@ class JudgeClient:
                     cause = e.__cause__ or e
                     kind, last, wait = "connection_errors", f"cannot connect to {self.base_url}: {cause}", None
                 else:
+                    resp = raw.parse()
+                    if isinstance(resp, str):  # the client hands back the text of anything but JSON
+                        self.counts["not_json"] += 1
+                        self.breaker.record(False)
+                        raise CallFailed(_not_json(raw), _SETTINGS["not_json"])
                     self.answered += 1
                     self.breaker.record(True)
                     usage = resp.usage
@@ -158,6 +163,8 @@ class JudgeClient:
             self.counts["retries"] += 1
             if wait is None:  # exponential backoff with jitter, so retries of many callers spread out
                 wait = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+            else:  # a server's Retry-After is honoured up to the recipe's limit, so one header cannot stall a run
+                wait = min(wait, self.backoff_max)
             self.waits.append(wait)
             await asyncio.sleep(wait)
         self.breaker.record(False)
@@ -170,7 +177,35 @@ class JudgeClient:
 
 _SETTINGS = {"connect": "is the server running and base_url right?",
              401: "check the key (api_key_env)", 403: "check the key (api_key_env)",
-             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model"}
+             404: "check base_url (an OpenAI-compatible API usually ends in /v1) and model",
+             "not_json": "check base_url: it should point at an OpenAI-compatible API (usually ending in /v1)"}
+
+
+def _not_json(raw: Any) -> str:
+    """What came back instead of a chat completion: where from, its content type and first bytes."""
+    kind = raw.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    start = " ".join(raw.text[:60].split())
+    return f"{raw.url} answered {kind}, not JSON (HTTP {raw.status_code}, starts {start!r})"
+
+
+def unreachable(base_url: str, timeout: float) -> str | None:
+    """Why nothing answers at ``base_url`` (refused, no such host, no answer in ``timeout`` s), or None when
+    something does: any HTTP answer, even an error status, shows a server is listening there."""
+    import socket
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as e:
+        reason = e.reason
+    except (TimeoutError, socket.timeout, OSError) as e:
+        reason = e
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g}s"
+    return getattr(reason, "strerror", None) or str(reason)
 
 
 def _message(e: openai.APIStatusError) -> str:

@@ -1,9 +1,13 @@
 """The judge against a fault-injecting server: retries honoured, failures counted exactly, never a number."""
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from conftest import make_judge, rollout
+from conftest import FakeJudge, make_judge, rollout
+from frl_plugins.serve.server import ServerThread
 
 
 def test_transient_faults_are_retried_and_persistent_ones_are_errors_never_numbers(fake_server, tmp_path):
@@ -83,3 +87,41 @@ def test_missing_key_variable_is_a_user_error(tmp_path):
     from feedback_rl import UserError
     with pytest.raises(UserError, match="NO_SUCH_KEY_VAR is not set"):
         make_judge("http://127.0.0.1:9/v1", tmp_path, api_key_env="NO_SUCH_KEY_VAR")
+
+
+def test_a_servers_retry_after_is_capped_by_backoff_max(tmp_path):
+    # a server asking for 10 s between tries must not stall the step past the recipe's backoff_max
+    fake = FakeJudge(retry_after=10.0)
+    with ServerThread(fake.app()) as server:
+        judge = make_judge(server.url, tmp_path, backoff_max=0.2, cache=False)
+        try:
+            start = time.monotonic()
+            scores = judge.score([rollout("score=2 r429")])
+            elapsed = time.monotonic() - start
+            waits = judge.client.waits
+        finally:
+            judge.close()
+    assert scores[0].value == 2.0 and waits == [0.2] and elapsed < 5.0
+
+
+def test_an_unexpected_exception_in_a_call_is_an_error_score_and_releases_identical_requests(fake_server, tmp_path):
+    # two identical requests share one call; the call dies with something other than CallFailed
+    judge = make_judge(fake_server.url, tmp_path, cache=False)
+
+    async def exploding(messages, **params):
+        await asyncio.sleep(0.05)  # the duplicate is waiting on the shared call by now
+        raise RuntimeError("socket library bug")
+
+    judge.client.chat = exploding
+    try:
+        scores = judge.score([rollout("score=1"), rollout("score=1")])
+        pending = judge._on_loop(_other_tasks())
+    finally:
+        judge.close()
+    assert [s.status for s in scores] == ["error", "error"]
+    assert all("RuntimeError: socket library bug" in s.reason for s in scores)
+    assert pending == 0  # nobody is left waiting on a call that will never answer
+
+
+async def _other_tasks() -> int:
+    return len(asyncio.all_tasks() - {asyncio.current_task()})
