@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback_rl.types import Feedback, FeedbackShape, Judgment, Preference, Rollout, Score
+from feedback_rl.types import FeedbackShape, Judgment, Preference, Rollout, Score
 
 
 class PluginOptions(BaseModel):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from feedback_rl import BinaryFeedback, PluginContext, SamplingParams, ScalarFeedback
+from feedback_rl import PluginContext, SamplingParams, ScalarFeedback
 from feedback_rl.loop.batch import for_optimizer
 from feedback_rl.loop.feedback import from_rows
 from feedback_rl.modeling.roles import build_models
