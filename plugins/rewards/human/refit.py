@@ -22,6 +22,7 @@ from feedback_rl import (
     pair_batch, pair_scores, pairwise_accuracy, scalar_model, score_rollouts, to_pairs,
 )
 
+from .items import label_rollouts
 from .store import Label
 
 GRADE = {"up": 1, "down": 0, **{str(k): k for k in range(1, 6)}}
@@ -49,7 +50,6 @@ def preference_pairs(labels: list[Label], tokenizer=None) -> list[Pair]:
     """Pairwise labels give their (winner, loser); ratings and thumbs give graded pairs per prompt. Each
     side keeps the token ids it was sampled with, so the RM reads what it will score; an imported item
     (text only) is encoded by the core with the trunk's tokenizer."""
-    from .source import label_rollouts
     out: list[Pair] = []
     graded: dict[str, list[tuple[Label, Rollout]]] = defaultdict(list)
     for x in labels:

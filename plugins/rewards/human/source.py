@@ -24,9 +24,10 @@ from typing import Literal
 from pydantic import Field
 
 from feedback_rl import (
-    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs, prompt_turns,
+    PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs,
 )
 
+from .items import item_meta, label_rollouts
 from .refit import RefitOptions, RefittedRewardModel
 from .store import Label, LabelStore
 
@@ -90,7 +91,7 @@ class HumanSource(RewardSource):
             self._ask_pairs(candidate_pairs(rollouts, distinct=True), values)
         else:
             chosen = self._sample(rollouts, _single_key(values))
-            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, _meta(r))
+            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, item_meta(r))
                                            for r in chosen], self.options.labels_per_item)
             self._wait(ids)
         if values is None:
@@ -101,7 +102,7 @@ class HumanSource(RewardSource):
     def _ask_pairs(self, pairs: list[tuple[Rollout, Rollout]], values: dict | None) -> None:
         distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
         chosen = self._sample(distinct, _pair_key(values))
-        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, _meta(a, b))
+        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b))
                                        for a, b in chosen], self.options.labels_per_item)
         self._wait(ids)
 
@@ -195,30 +196,6 @@ def to_judgments(task: str, labels: list[Label]) -> list[Preference | Rating]:
             grade = int(x.choice)
             out.append(Rating(a, value=(grade - 3) / 2.0, desirable=None if grade == 3 else grade >= 4))
     return out
-
-
-def label_rollouts(x: Label) -> tuple[Rollout, Rollout | None]:
-    """The rollouts a label judges, with the token ids they were sampled with (kept with the item; an
-    item imported from a file has text only, and the core encodes it)."""
-    meta = x.meta
-    common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])),
-                  policy_version=meta.get("policy_version", 0))
-    a = Rollout(completion=x.a, completion_ids=list(meta.get("completion_ids", [])), uid=f"item-{x.item_id}-a",
-                **common)
-    b = None if x.b is None else Rollout(completion=x.b, completion_ids=list(meta.get("completion_ids_b", [])),
-                                         uid=f"item-{x.item_id}-b", **common)
-    return a, b
-
-
-def _meta(a: Rollout, b: Rollout | None = None) -> dict:
-    row = {k: v for k, v in a.row.items() if isinstance(v, (str, int, float, bool))}
-    meta = {"row": row, "prompt_ids": a.prompt_ids, "completion_ids": a.completion_ids,
-            "policy_version": a.policy_version}
-    if b is not None:
-        meta["completion_ids_b"] = b.completion_ids
-    if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
-        meta["turns"] = prompt_turns(a.row["prompt"])
-    return meta
 
 
 def _pair_key(values: dict | None):
