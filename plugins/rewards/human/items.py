@@ -5,31 +5,51 @@ the refitted reward model (labels -> pairs) both read it back here, so neither i
 """
 from __future__ import annotations
 
+import torch
+
 from feedback_rl import Rollout, prompt_turns
 
 from .store import Label
 
 
 def item_meta(a: Rollout, b: Rollout | None = None) -> dict:
-    """The rollouts' token ids and row, kept with the item so that a label trains on what was sampled."""
+    """The rollouts' token ids and row, kept with the item so that a label trains on what was sampled;
+    each side's behaviour log-probs and policy version too, so a label that arrives updates later is
+    importance-weighted against the policy that sampled it."""
     row = {k: v for k, v in a.row.items() if isinstance(v, (str, int, float, bool))}
-    meta = {"row": row, "prompt_ids": a.prompt_ids, "completion_ids": a.completion_ids,
-            "policy_version": a.policy_version}
+    meta = {"row": row, "prompt_ids": a.prompt_ids, **_side(a, "")}
     if b is not None:
-        meta["completion_ids_b"] = b.completion_ids
+        meta.update(_side(b, "_b"))
     if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
         meta["turns"] = prompt_turns(a.row["prompt"])
     return meta
 
 
 def label_rollouts(x: Label) -> tuple[Rollout, Rollout | None]:
-    """The rollouts a label judges, with the token ids they were sampled with (kept with the item; an
-    item imported from a file has text only, and the core encodes it)."""
+    """The rollouts a label judges, with the token ids, behaviour log-probs and policy version they were
+    sampled with (kept with the item). An item imported from a file has text only: the core encodes it,
+    and without log-probs the core treats its rollout on its own."""
     meta = x.meta
-    common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])),
-                  policy_version=meta.get("policy_version", 0))
-    a = Rollout(completion=x.a, completion_ids=list(meta.get("completion_ids", [])), uid=f"item-{x.item_id}-a",
-                **common)
-    b = None if x.b is None else Rollout(completion=x.b, completion_ids=list(meta.get("completion_ids_b", [])),
-                                         uid=f"item-{x.item_id}-b", **common)
+    common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])))
+    a = Rollout(completion=x.a, uid=f"item-{x.item_id}-a", **common, **_rebuilt(meta, ""))
+    b = None if x.b is None else Rollout(completion=x.b, uid=f"item-{x.item_id}-b", **common, **_rebuilt(meta, "_b"))
     return a, b
+
+
+def _side(r: Rollout, suffix: str) -> dict:
+    """One completion's part of the meta; floats in JSON round-trip a float32 exactly."""
+    out = {f"completion_ids{suffix}": r.completion_ids, f"policy_version{suffix}": r.policy_version,
+           f"logprobs{suffix}": None if r.logprobs is None else r.logprobs.detach().float().cpu().tolist()}
+    if r.completion_mask is not None:
+        out[f"completion_mask{suffix}"] = list(r.completion_mask)
+    return out
+
+
+def _rebuilt(meta: dict, suffix: str) -> dict:
+    logprobs = meta.get(f"logprobs{suffix}")
+    mask = meta.get(f"completion_mask{suffix}")
+    # items stored before each side kept its own version carry side A's for both
+    version = meta.get(f"policy_version{suffix}", meta.get("policy_version", 0))
+    return {"completion_ids": list(meta.get(f"completion_ids{suffix}", [])), "policy_version": version,
+            "logprobs": None if logprobs is None else torch.tensor(logprobs, dtype=torch.float32),
+            "completion_mask": None if mask is None else list(mask)}
