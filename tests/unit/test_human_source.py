@@ -201,3 +201,35 @@ def test_an_imported_item_has_no_logprobs(tmp_path):
     src.store.submit(item, "ann", "5")
     (rating,) = src.collect()
     assert rating.rollout.logprobs is None and rating.rollout.completion_ids == []
+
+
+def test_a_step_replayed_after_resume_enqueues_no_item_twice(tmp_path):
+    batch = lambda k: [(ro(f"{k}{j}+1=", "2", j), ro(f"{k}{j}+1=", "3", j)) for j in range(10)]  # noqa: E731
+    src = make(tmp_path, per_step=3)
+    src.compare(batch(1))
+    saved = src.state_dict()  # the checkpoint
+    src.compare(batch(2))     # the step after it, then a crash
+    before = src.store.stats()["queue_depth"]
+    first = [src.store.next_item(f"p{k}")["prompt"] for k in range(6)]
+    src.close()
+    resumed = make(tmp_path, per_step=3)
+    resumed.load_state_dict(saved)
+    resumed.compare(batch(2))  # the same step, replayed: it asks for the items it asked for before
+    assert resumed.store.stats()["queue_depth"] == before == 6
+    assert sorted(first) == sorted(x["prompt"] for x in _items(resumed.store))
+
+
+def test_a_resumed_source_draws_the_items_the_first_run_drew(tmp_path):
+    batch = lambda k: [(ro(f"{k}{j}+1=", "2", j), ro(f"{k}{j}+1=", "3", j)) for j in range(10)]  # noqa: E731
+    src = make(tmp_path / "first", per_step=3)
+    src.compare(batch(1))
+    saved = src.state_dict()
+    src.compare(batch(2))
+    resumed = make(tmp_path / "other", per_step=3)  # a database of its own: only the stream decides
+    resumed.load_state_dict(saved)
+    resumed.compare(batch(2))
+    assert [x["prompt"] for x in _items(resumed.store)] == [x["prompt"] for x in _items(src.store)][3:]
+
+
+def _items(store):
+    return [dict(r) for r in store._conn().execute("SELECT * FROM items ORDER BY id")]

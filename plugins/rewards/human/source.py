@@ -16,6 +16,8 @@ model is least sure of.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -92,7 +94,8 @@ class HumanSource(RewardSource):
         else:
             chosen = self._sample(rollouts, _single_key(values))
             ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, item_meta(r))
-                                           for r in chosen], self.options.labels_per_item)
+                                           for r in chosen], self.options.labels_per_item,
+                                          [self._key(r) for r in chosen])
             self._wait(ids)
         if values is None:
             return [Score.abstain("queued for humans")] * len(rollouts)
@@ -103,8 +106,18 @@ class HumanSource(RewardSource):
         distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
         chosen = self._sample(distinct, _pair_key(values))
         ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b))
-                                       for a, b in chosen], self.options.labels_per_item)
+                                       for a, b in chosen], self.options.labels_per_item,
+                                      [self._key(a, b) for a, b in chosen])
         self._wait(ids)
+
+    def _key(self, a: Rollout, b: Rollout | None = None) -> str:
+        """An item's identity within this run: a step replayed after ``--resume`` samples the same
+        rollouts (same uids, same text) and finds its items already in the queue."""
+        meta = item_meta(a, b)  # its row and turns; not its log-probs, which a GPU may not replay bit for bit
+        parts = [str(self.context.run_dir.resolve()), self.consumer, self.options.task, a.prompt,
+                 meta["row"], meta.get("turns")]
+        parts += [x for r in (a, b) if r is not None for x in (r.uid, r.completion)]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _rm_values(self, rollouts: list[Rollout]) -> dict[int, float | None] | None:
         """The fitted reward model's score per rollout (by id()); None before its first fit."""
@@ -118,7 +131,9 @@ class HumanSource(RewardSource):
         k = min(self.options.per_step, len(items), room)
         if self.options.sampling == "uncertain":
             return sorted(items, key=uncertainty, reverse=True)[:k]
-        return self.rng.sample(items, k)
+        # a whole permutation, whatever k is: the stream then depends on the rollouts alone, so a step
+        # replayed after --resume (where the queue, and so k, may differ) picks a prefix of the same items
+        return self.rng.sample(items, len(items))[:k]
 
     def _wait(self, ids: list[int]) -> None:
         if self.options.mode != "blocking" or not ids:
@@ -149,7 +164,9 @@ class HumanSource(RewardSource):
         return to_judgments(self.options.task, labels)
 
     def state_dict(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
         return {"cursor": list(self.cursor), "consumed": self.consumed, "since_fit": self.since_fit,
+                "rng": [version, list(internal), gauss],
                 "reward_model": self.rm.state_dict() if self.rm is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -157,6 +174,9 @@ class HumanSource(RewardSource):
             return
         self.cursor = tuple(state["cursor"])
         self.consumed, self.since_fit = state["consumed"], state["since_fit"]
+        if state.get("rng"):  # checkpoints from before it was saved restart the stream from the seed
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
         if self.rm is not None and state.get("reward_model"):
             self.rm.load_state_dict(state["reward_model"])
 

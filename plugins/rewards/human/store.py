@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS consumed (
     at REAL NOT NULL,
     PRIMARY KEY (consumer, label_id)
 );
+CREATE TABLE IF NOT EXISTS item_keys (
+    key TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id)
+);
 CREATE INDEX IF NOT EXISTS labels_item ON labels(item_id);
 """
 
@@ -177,18 +181,29 @@ class LabelStore:
                 want: int = 1) -> int:
         return self.enqueue_many([(task, prompt, a, b, meta or {})], want)[0]
 
-    def enqueue_many(self, items: list[tuple], want: int = 1) -> list[int]:
-        """``items``: (task, prompt, a, b, meta) tuples; ``want`` labels per item (2+ measures agreement)."""
+    def enqueue_many(self, items: list[tuple], want: int = 1, keys: list[str] | None = None) -> list[int]:
+        """``items``: (task, prompt, a, b, meta) tuples; ``want`` labels per item (2+ measures agreement).
+
+        ``keys``, one per item, make enqueueing idempotent: an item whose key is already stored is not
+        added again, and its existing id is returned (a step replayed after ``--resume`` asks again)."""
         now, ids = time.time(), []
         with self._tx() as db:
-            for task, prompt, a, b, meta in items:
+            for k, (task, prompt, a, b, meta) in enumerate(items):
                 if task not in TASKS:
                     raise LabelError(f"unknown task '{task}'")
                 if (task == "pairwise") != (b is not None):
                     raise LabelError("a pairwise item has two completions, other tasks one")
+                key = keys[k] if keys is not None else None
+                if key is not None:
+                    known = db.execute("SELECT item_id FROM item_keys WHERE key=?", (key,)).fetchone()
+                    if known is not None:
+                        ids.append(known["item_id"])
+                        continue
                 cur = db.execute("INSERT INTO items(task, prompt, a, b, meta, want, created) VALUES (?,?,?,?,?,?,?)",
                                  (task, prompt, a, b, json.dumps(meta), want, now))
                 ids.append(cur.lastrowid)
+                if key is not None:
+                    db.execute("INSERT INTO item_keys(key, item_id) VALUES (?,?)", (key, cur.lastrowid))
         return ids
 
     def find_item(self, task: str, prompt: str, a: str, b: str | None) -> int | None:
