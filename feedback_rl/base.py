@@ -44,6 +44,7 @@ class PluginContext:
     role: str = "train"            # "train" or "eval": a reward source built to score held-out evals
     system_prompt: str | None = None  # the stage's rollout.system_prompt (rows are rendered with it)
     overlap: int = 0               # the stage's rollout.overlap: rollouts trained this many updates after they were sampled
+    tokenizer: Any = None          # the policy's tokenizer (reward sources, during a run): a model reading its ids must share it
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier

@@ -19,10 +19,10 @@ from pydantic import Field
 
 from feedback_rl import (
     PluginContext, PluginOptions, Preference, Rollout, Score, bradley_terry_loss, encode_text_rollouts, load_model,
-    pair_batch, pair_scores, pairwise_accuracy, scalar_model, score_rollouts, to_pairs,
+    UserError, pair_batch, pair_scores, pairwise_accuracy, scalar_model, score_rollouts, to_pairs,
 )
 
-from .items import label_rollouts
+from .items import label_rollouts, vocabulary
 from .store import Label
 
 GRADE = {"up": 1, "down": 0, **{str(k): k for k in range(1, 6)}}
@@ -52,8 +52,9 @@ def preference_pairs(labels: list[Label], tokenizer=None) -> list[Pair]:
     (text only) is encoded by the core with the trunk's tokenizer."""
     out: list[Pair] = []
     graded: dict[str, list[tuple[Label, Rollout]]] = defaultdict(list)
+    vocab = vocabulary(tokenizer)
     for x in labels:
-        a, b = label_rollouts(x)
+        a, b = label_rollouts(x, vocab)  # ids sampled with another tokenizer are dropped; the text is encoded
         encode_text_rollouts([r for r in (a, b) if r is not None], tokenizer)
         if x.task == "pairwise":
             if x.choice != "tie":
@@ -92,7 +93,12 @@ class RefittedRewardModel:
             path = self.options.path
             if not path.startswith("builtin:"):
                 path = str(self.context.resolve(path))
-            self.trunk, self.tokenizer = load_model(path)
+            # it reads the ids the policy sampled (kept with each item) and scores live rollouts by their
+            # ids: a trunk with another tokenizer would mix two vocabularies, so it is refused here
+            try:
+                self.trunk, self.tokenizer = load_model(path, tokenizer=self.context.tokenizer)
+            except UserError as e:
+                raise UserError(f"reward source '{self.context.name}': reward_model.path: {e}") from None
             self.trunk.to(self.device)
 
     def _fresh(self) -> torch.nn.Module:

@@ -29,7 +29,7 @@ from feedback_rl import (
     PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score, candidate_pairs,
 )
 
-from .items import item_meta, label_rollouts
+from .items import item_meta, label_rollouts, vocabulary
 from .refit import RefitOptions, RefittedRewardModel
 from .store import Label, LabelStore
 
@@ -63,6 +63,7 @@ class HumanSource(RewardSource):
         self.pairwise = options.task == "pairwise" and self.rm is None
         db = context.resolve(options.db) if options.db else context.run_dir / "labels.sqlite"
         self.store = LabelStore(db)
+        self.vocab = vocabulary(context.tokenizer)  # None outside a run: ids are then taken as they are
         self.consumer = options.consumer or f"{context.stage}/{context.name}"
         self.rng = random.Random(context.seed)
         self.consumed = 0
@@ -93,7 +94,7 @@ class HumanSource(RewardSource):
             self._ask_pairs(candidate_pairs(rollouts, distinct=True), values)
         else:
             chosen = self._sample(rollouts, _single_key(values))
-            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, item_meta(r))
+            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, item_meta(r, vocab=self.vocab))
                                            for r in chosen], self.options.labels_per_item,
                                           [self._key(r) for r in chosen])
             self._wait(ids)
@@ -105,7 +106,7 @@ class HumanSource(RewardSource):
     def _ask_pairs(self, pairs: list[tuple[Rollout, Rollout]], values: dict | None) -> None:
         distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
         chosen = self._sample(distinct, _pair_key(values))
-        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b))
+        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b, vocab=self.vocab))
                                        for a, b in chosen], self.options.labels_per_item,
                                       [self._key(a, b) for a, b in chosen])
         self._wait(ids)
@@ -161,7 +162,7 @@ class HumanSource(RewardSource):
             if self.since_fit >= self.options.reward_model.refit_every:
                 self.rm.fit([x for x in self.store.labels_upto(self.cursor[0]) if x.task == self.options.task])
                 self.since_fit = 0
-        return to_judgments(self.options.task, labels)
+        return to_judgments(self.options.task, labels, self.vocab)
 
     def state_dict(self) -> dict:
         version, internal, gauss = self.rng.getstate()
@@ -201,12 +202,12 @@ class HumanSource(RewardSource):
 
 # --------------------------------------------------------------------------- labels -> judgments
 
-def to_judgments(task: str, labels: list[Label]) -> list[Preference | Rating]:
+def to_judgments(task: str, labels: list[Label], vocab: str | None = None) -> list[Preference | Rating]:
     """Pairwise choices -> preferences (ties give none); thumbs -> labels; ratings 1..5 -> values in
     -1..1 and labels (4 and 5 desirable, 1 and 2 undesirable, 3 neutral). The core shapes them."""
     out: list[Preference | Rating] = []
     for x in labels:
-        a, b = label_rollouts(x)
+        a, b = label_rollouts(x, vocab)
         if task == "pairwise":
             if x.choice != "tie":
                 out.append(Preference(a, b, winner=0 if x.choice == "a" else 1, margin=1.0))
