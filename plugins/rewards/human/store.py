@@ -158,12 +158,20 @@ class LabelStore:
             self._local.db = None
 
     # ------------------------------------------------------------------ annotators
-    def add_annotator(self, name: str) -> str:
-        """Create (or re-key) an annotator; returns the token, which is stored only as a hash."""
+    def add_annotator(self, name: str, rotate: bool = False) -> str:
+        """Create an annotator, or with ``rotate`` give an existing one a new token (the old one stops
+        working at once); returns the token, which is stored only as a hash. An existing name without
+        ``rotate`` is refused: replacing the token silently would lock out whoever labels with it."""
         if not name or not name.strip():
             raise LabelError("annotator name is empty")
         token = secrets.token_urlsafe(24)
         with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM annotators WHERE name=?", (name,)).fetchone() is not None
+            if exists and not rotate:
+                raise LabelError(f"annotator '{name}' already exists; --rotate gives them a new token "
+                                 "(their current one then stops working)", 409)
+            if rotate and not exists:
+                raise LabelError(f"no annotator '{name}' to rotate (leave out --rotate to create one)", 404)
             db.execute("INSERT INTO annotators(name, token_sha256, created) VALUES (?,?,?) "
                        "ON CONFLICT(name) DO UPDATE SET token_sha256=excluded.token_sha256",
                        (name, token_hash(token), time.time()))
@@ -210,6 +218,18 @@ class LabelStore:
         row = self._conn().execute("SELECT id FROM items WHERE task=? AND prompt=? AND a=? AND b IS ? ORDER BY id "
                                    "LIMIT 1", (task, prompt, a, b)).fetchone()
         return row["id"] if row else None
+
+    def find_labeled(self, task: str, prompt: str, a: str, b: str | None, annotator: str) -> tuple[int, bool] | None:
+        """The item an imported label belongs to: ``(item id, swapped)``, where ``swapped`` says the item
+        shows ``b`` as A and ``a`` as B (a pairwise preference is the same either way round). Among several
+        items with these texts, one ``annotator`` labeled already comes first, so a label is never
+        stored twice; then one in the given order; then the oldest."""
+        row = self._conn().execute(
+            "SELECT i.id, i.a != ? AS swapped FROM items i WHERE i.task=? AND i.prompt=? AND "
+            "((i.a=? AND i.b IS ?) OR (i.task='pairwise' AND i.a=? AND i.b=?)) "
+            "ORDER BY EXISTS (SELECT 1 FROM labels l WHERE l.item_id=i.id AND l.annotator=?) DESC, swapped, i.id "
+            "LIMIT 1", (a, task, prompt, a, b, b, a, annotator)).fetchone()
+        return None if row is None else (row["id"], bool(row["swapped"]))
 
     def has_annotator(self, name: str) -> bool:
         return self._conn().execute("SELECT 1 FROM annotators WHERE name=?", (name,)).fetchone() is not None
