@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,31 @@ def test_load_16_clients_1000_labels_exactly_1000_rows(tmp_path):
     assert db2.execute("SELECT COUNT(DISTINCT item_id) FROM labels").fetchone()[0] == 1000
     assert sum(counts) == 1000
     assert db2.execute("SELECT COUNT(*) FROM labels WHERE choice != 'a'").fetchone()[0] == 0
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "labeling-api.md"
+
+
+def documented_json(route: str) -> dict:
+    """The example answer under a route's heading in docs/labeling-api.md."""
+    section = DOC.read_text().split(f"### `{route}`", 1)[1]
+    return json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+
+
+def test_the_docs_name_every_route_and_show_the_answers_the_server_gives(server, tmp_path):
+    from frl_plugins.rewards.human.app import create_app
+    doc = DOC.read_text()
+    routes = [(sorted(r.methods - {"HEAD"})[0], r.path) for r in create_app(tmp_path / "l.sqlite").routes]
+    assert len(routes) == 6
+    assert [f"`{m} {p}`" for m, p in routes if f"`{m} {p}`" not in doc] == []
+    store, url = server
+    token = store.add_annotator("reader")
+    store.enqueue("pairwise", "9+9=", "18", "17")
+    status, text, _ = raw(url, "/api/next", token=token)
+    got, shown = json.loads(text), documented_json("GET /api/next")
+    assert status == 200 and set(got) == set(shown) and set(got["item"]) == set(shown["item"])
+    status, text, _ = raw(url, "/api/stats", token=token)
+    assert status == 200 and set(json.loads(text)) == set(documented_json("GET /api/stats"))
+    root = DOC.parents[1]
+    assert "(labeling-api.md)" in (root / "docs" / "plugins.md").read_text()
+    assert "(docs/labeling-api.md)" in (root / "README.md").read_text()
