@@ -21,7 +21,8 @@ def tokenizer_difference(mine: Any, theirs: Any, names: tuple[str, str] = ("the 
     if ids:
         shown = "; ".join(f"id {i} is {_token(a.get(i))} in {names[0]}, {_token(b.get(i))} in {names[1]}"
                           for i in ids[:SHOWN])
-        parts.append(f"{len(ids)} token id{'s' if len(ids) > 1 else ''} differ ({shown}{'; ...' if len(ids) > SHOWN else ''})")
+        more = "; ..." if len(ids) > SHOWN else ""
+        parts.append(f"{len(ids)} token {'ids differ' if len(ids) > 1 else 'id differs'} ({shown}{more})")
     for name in SPECIAL:
         x, y = getattr(mine, f"{name}_id", None), getattr(theirs, f"{name}_id", None)
         if x != y:

@@ -4,7 +4,8 @@
 ``stage:<name>``: the reward model an earlier ``rm`` stage of this run saved in
 ``runs/<run>/stages/<name>/``. The model reads the rollout's own token ids (prompt + completion, as
 generated: no re-tokenization), so it must share the policy's tokenizer, as one trained by the
-``rm`` stage does: a model whose saved tokenizer reads any id otherwise is refused when it loads. The score is the head's value at the last real token, from the attention mask.
+``rm`` stage does: a model whose saved tokenizer reads any id otherwise is refused when it loads.
+The score is the head's value at the last real token, from the attention mask.
 """
 from __future__ import annotations
 

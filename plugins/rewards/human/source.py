@@ -94,9 +94,8 @@ class HumanSource(RewardSource):
             self._ask_pairs(candidate_pairs(rollouts, distinct=True), values)
         else:
             chosen = self._sample(rollouts, _single_key(values))
-            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, item_meta(r, vocab=self.vocab))
-                                           for r in chosen], self.options.labels_per_item,
-                                          [self._key(r) for r in chosen])
+            items = [(self.options.task, r.prompt, r.completion, None, item_meta(r, vocab=self.vocab)) for r in chosen]
+            ids = self.store.enqueue_many(items, self.options.labels_per_item, [self._key(r) for r in chosen])
             self._wait(ids)
         if values is None:
             return [Score.abstain("queued for humans")] * len(rollouts)
@@ -106,9 +105,9 @@ class HumanSource(RewardSource):
     def _ask_pairs(self, pairs: list[tuple[Rollout, Rollout]], values: dict | None) -> None:
         distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
         chosen = self._sample(distinct, _pair_key(values))
-        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b, vocab=self.vocab))
-                                       for a, b in chosen], self.options.labels_per_item,
-                                      [self._key(a, b) for a, b in chosen])
+        items = [("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b, vocab=self.vocab))
+                 for a, b in chosen]
+        ids = self.store.enqueue_many(items, self.options.labels_per_item, [self._key(a, b) for a, b in chosen])
         self._wait(ids)
 
     def _key(self, a: Rollout, b: Rollout | None = None) -> str:
