@@ -46,6 +46,7 @@ class PluginContext:
     overlap: int = 0               # the stage's rollout.overlap: rollouts trained this many updates after they were sampled
     is_cap: float | None = None    # the stage's rollout.is_cap (the core applies it: loop/batch.py)
     logprob_mismatch: bool = False  # the stage's rollout.logprob_mismatch: log trainer vs behaviour log-probs
+    tokenizer: Any = None          # the policy's tokenizer (reward sources, during a run): a model reading its ids must share it
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier

@@ -75,13 +75,13 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
                 if not specs:
                     continue
                 failed += [f"{stage.name}/{n}" for n in _check_sources(rec, reg, i, key, specs, rollouts, run_dir,
-                                                                       show, echo)]
+                                                                       show, echo, tokenizer)]
             backend.close()
     return failed
 
 
 def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: list, run_dir: Path,
-                   show: int, echo: Any) -> list[str]:
+                   show: int, echo: Any, tokenizer: Any = None) -> list[str]:
     failed = []
 
     def cannot_start(spec: Any, e: UserError) -> None:
@@ -89,7 +89,8 @@ def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: 
         failed.append(spec.name)
 
     mixer = build_mixer(rec, reg, i, key, specs, lambda name: PluginContext(
-        name=name, run_dir=run_dir, stage=rec.stages[i].name, seed=rec.seed, recipe_dir=rec.base_dir),
+        name=name, run_dir=run_dir, stage=rec.stages[i].name, seed=rec.seed, recipe_dir=rec.base_dir,
+        tokenizer=tokenizer),
         on_error=cannot_start)
     slots = mixer.slots
     try:

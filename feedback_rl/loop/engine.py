@@ -142,6 +142,7 @@ class Engine:
         def context(name: str) -> PluginContext:
             ctx = self._context(name, self.recipe.stages[i].name)
             ctx.role = role
+            ctx.tokenizer = self.tokenizer  # a source reading the policy's token ids checks it reads them alike
             return ctx
         return build_mixer(self.recipe, self.reg, i, key, specs, context, normalize, max_error_rate)
 

@@ -17,6 +17,7 @@ from feedback_rl.errors import UserError
 from feedback_rl.modeling.spec import ModelSpec
 from feedback_rl.modeling.model_files import BUILTIN, packaged_gguf
 from feedback_rl.modeling.tiny import CHAT_TEMPLATE
+from feedback_rl.modeling.vocab import tokenizer_difference
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -150,12 +151,20 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
-def load_model(path: str, dtype: str = "float32", cache_dir: Path | None = None) -> tuple[torch.nn.Module, Any]:
-    """A causal LM and its tokenizer from ``builtin:tiny-gpt2``, an HF folder, a hub id or a ``.gguf`` file."""
+def load_model(path: str, dtype: str = "float32", cache_dir: Path | None = None,
+               tokenizer: Any = None) -> tuple[torch.nn.Module, Any]:
+    """A causal LM and its tokenizer from ``builtin:tiny-gpt2``, an HF folder, a hub id or a ``.gguf`` file.
+
+    ``tokenizer``: the tokenizer whose ids the model will read (the policy's, for a model that scores
+    its rollouts); a model whose own tokenizer reads any id otherwise is refused in one line."""
     if not path.startswith("builtin:") and _is_local(path) and not Path(path).expanduser().exists():
         raise UserError(f"model not found: {path}")
     cache = cache_dir or Path.home() / ".cache" / "feedback_rl" / "tiny-gpt2-seed0"
-    model, tokenizer = load_policy(ModelSpec(path=path, dtype=dtype), Path.cwd(), cache, seed=0)
+    model, own = load_policy(ModelSpec(path=path, dtype=dtype), Path.cwd(), cache, seed=0)
+    if tokenizer is not None and (difference := tokenizer_difference(tokenizer, own, ("the policy's", "its own"))):
+        raise UserError(f"model {path}: its tokenizer is not the policy's, so it would read the policy's token "
+                        f"ids as other tokens: {difference}")
+    tokenizer = own
     model.eval()
     return model, tokenizer
 

@@ -30,6 +30,7 @@ from feedback_rl.modeling.batching import TokenBatch, pack, pad_id, position_ids
 from feedback_rl.modeling import lora, packing
 from feedback_rl.errors import UserError
 from feedback_rl.modeling.loading import context_length, frozen_copy
+from feedback_rl.modeling.vocab import tokenizer_difference
 
 ROLES = {"reference", "critic", "critic:shared", "reward_model"}
 
@@ -125,8 +126,11 @@ def sequence_scores(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     return values.gather(1, last_token_index(batch.attention_mask).unsqueeze(1)).squeeze(1)
 
 
-def load_scalar_model(path: str | Path, device: Any = "cpu") -> torch.nn.Module:
-    """A saved reward model (an HF sequence-classification folder), frozen, in eval mode."""
+def load_scalar_model(path: str | Path, device: Any = "cpu", tokenizer: Any = None) -> torch.nn.Module:
+    """A saved reward model (an HF sequence-classification folder), frozen, in eval mode.
+
+    ``tokenizer``: the tokenizer whose ids the model will read (the policy's); the folder's own tokenizer
+    must read every id the same way, or the model is refused (it would score other tokens than sampled)."""
     from transformers import AutoModelForSequenceClassification
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(path))
@@ -134,10 +138,30 @@ def load_scalar_model(path: str | Path, device: Any = "cpu") -> torch.nn.Module:
         raise UserError(f"cannot load a reward model from '{path}': {str(e).splitlines()[0]}") from None
     if model.config.num_labels != 1:
         raise UserError(f"'{path}' is a classifier with {model.config.num_labels} labels; a reward model has 1")
+    if tokenizer is not None:
+        check_shared_tokenizer(path, tokenizer, "reward model")
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def check_shared_tokenizer(path: str | Path, tokenizer: Any, what: str) -> None:
+    """Refuse (one line) the model at ``path`` unless the tokenizer saved with it reads ids as ``tokenizer``."""
+    from transformers import AutoTokenizer
+    saved = any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    # without those files, transformers may build a default tokenizer for the model type: not the model's
+    try:
+        own = AutoTokenizer.from_pretrained(str(path)) if saved else None
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"'{path}': cannot read the tokenizer saved with the {what}: {str(e).splitlines()[0]}") \
+            from None
+    if own is None:
+        raise UserError(f"'{path}': no tokenizer saved with the {what}, so nothing shows it reads the policy's "
+                        "token ids; save the tokenizer it was trained with in that folder")
+    if difference := tokenizer_difference(tokenizer, own, ("the policy's", f"the {what}'s")):
+        raise UserError(f"'{path}': the {what}'s tokenizer is not the policy's, so it would read the policy's "
+                        f"token ids as other tokens: {difference}")
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,

@@ -4,7 +4,8 @@
 ``stage:<name>``: the reward model an earlier ``rm`` stage of this run saved in
 ``runs/<run>/stages/<name>/``. The model reads the rollout's own token ids (prompt + completion, as
 generated: no re-tokenization), so it must share the policy's tokenizer, as one trained by the
-``rm`` stage does. The score is the head's value at the last real token, from the attention mask.
+``rm`` stage does: a model whose saved tokenizer reads any id otherwise is refused when it loads.
+The score is the head's value at the last real token, from the attention mask.
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ class RewardModelSource(RewardSource):
             device = self.options.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model = load_scalar_model(where, device)
+            try:  # the policy's tokenizer (known during a run): the model must read its ids as it does
+                self._model = load_scalar_model(where, device, self.context.tokenizer)
+            except UserError as e:
+                raise UserError(f"reward source '{self.context.name}': path: {e}") from None
         return self._model
 
     def describe(self):

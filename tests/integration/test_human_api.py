@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,11 @@ def test_label_roundtrip_is_idempotent_and_changes_go_to_history(server):
 
 @pytest.mark.parametrize("body,status", [
     ({"item_id": 10**9, "choice": "a"}, 404),                 # unknown item
+    ({"item_id": 2**63, "choice": "a"}, 422),                 # too large for SQLite (was a plain-text 500)
+    ({"item_id": 10**30, "choice": "a"}, 422),
+    ({"item_id": 0, "choice": "a"}, 422),
+    ({"item_id": -(2**70), "choice": "a"}, 422),
+    ({"item_id": 1.5, "choice": "a"}, 422),
     ({"item_id": "1", "choice": "a"}, 422),                   # wrong type
     ({"item_id": True, "choice": "a"}, 422),
     ({"choice": "a"}, 422),                                   # missing field
@@ -88,10 +94,12 @@ def test_label_roundtrip_is_idempotent_and_changes_go_to_history(server):
     ([1, 2], 400),                                            # not an object
     (b"{not json", 400),                                      # malformed
     (b"x" * 20000, 413),                                      # too large
+    (b"[" * 5000 + b"]" * 5000, 400),                         # nested past Python's recursion limit (was a 500)
+    (b'{"item_id": ' + b"1" * 5000 + b', "choice": "a"}', 400),  # past Python's digit limit
 ])
 def test_bad_input_is_4xx_with_a_message_and_stores_nothing(server, body, status):
     store, url = server
-    token = store.add_annotator("mallory")
+    token = store.add_annotator("mallory", rotate=store.has_annotator("mallory"))
     item = store.enqueue("pairwise", "3+3=", "6", "7")
     if isinstance(body, dict) and body.get("item_id") == "ITEM":
         body = {**body, "item_id": item}
@@ -103,6 +111,30 @@ def test_bad_input_is_4xx_with_a_message_and_stores_nothing(server, body, status
     assert got == status
     assert json.loads(text)["error"]
     assert count_labels(store) == before
+
+
+@pytest.mark.parametrize("item_id,status", [(2**63, 422), (10**30, 422), (2**63 - 1, 404), ("1", 422)])
+def test_a_bad_id_to_skip_is_4xx_json(server, item_id, status):
+    store, url = server
+    token = store.add_annotator("skip-mallory", rotate=store.has_annotator("skip-mallory"))
+    got, text, headers = raw(url, "/api/skip", {"item_id": item_id}, token=token)
+    assert got == status and headers["content-type"] == "application/json", text
+    assert "item" in json.loads(text)["error"]
+
+
+def test_a_rotated_token_works_and_the_old_one_is_refused(server, tmp_path):
+    import subprocess
+    import sys
+    store, url = server
+    old = store.add_annotator("rotating")
+    assert raw(url, "/api/stats", token=old)[0] == 200
+    done = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "label", "add-annotator", "rotating",
+                           "--db", str(store.path), "--rotate"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    new = done.stdout.strip()
+    assert "the old one no longer works" in done.stderr
+    assert raw(url, "/api/stats", token=new)[0] == 200
+    assert raw(url, "/api/stats", token=old)[0] == 401
 
 
 def test_next_serves_items_and_skip_moves_on(server):
@@ -149,3 +181,31 @@ def test_load_16_clients_1000_labels_exactly_1000_rows(tmp_path):
     assert db2.execute("SELECT COUNT(DISTINCT item_id) FROM labels").fetchone()[0] == 1000
     assert sum(counts) == 1000
     assert db2.execute("SELECT COUNT(*) FROM labels WHERE choice != 'a'").fetchone()[0] == 0
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "labeling-api.md"
+
+
+def documented_json(route: str) -> dict:
+    """The example answer under a route's heading in docs/labeling-api.md."""
+    section = DOC.read_text().split(f"### `{route}`", 1)[1]
+    return json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+
+
+def test_the_docs_name_every_route_and_show_the_answers_the_server_gives(server, tmp_path):
+    from frl_plugins.rewards.human.app import create_app
+    doc = DOC.read_text()
+    routes = [(sorted(r.methods - {"HEAD"})[0], r.path) for r in create_app(tmp_path / "l.sqlite").routes]
+    assert len(routes) == 6
+    assert [f"`{m} {p}`" for m, p in routes if f"`{m} {p}`" not in doc] == []
+    store, url = server
+    token = store.add_annotator("reader")
+    store.enqueue("pairwise", "9+9=", "18", "17")
+    status, text, _ = raw(url, "/api/next", token=token)
+    got, shown = json.loads(text), documented_json("GET /api/next")
+    assert status == 200 and set(got) == set(shown) and set(got["item"]) == set(shown["item"])
+    status, text, _ = raw(url, "/api/stats", token=token)
+    assert status == 200 and set(json.loads(text)) == set(documented_json("GET /api/stats"))
+    root = DOC.parents[1]
+    assert "(labeling-api.md)" in (root / "docs" / "plugins.md").read_text()
+    assert "(docs/labeling-api.md)" in (root / "README.md").read_text()

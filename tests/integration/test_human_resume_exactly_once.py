@@ -1,6 +1,7 @@
 """Through the real CLI: a DPO trainer on the human source is SIGKILLed after it collected labels past
 its last checkpoint; ``frl train --resume`` then trains every label exactly once relative to the
-checkpointed weights. Labels handed out after the checkpoint are handed out again, none before it.
+checkpointed weights. Labels handed out after the checkpoint are handed out again, none before it, and
+the steps replayed after the checkpoint enqueue no item a second time.
 
 Determinism: the source runs in blocking mode and this test is the only annotator. A step's
 compare() waits until its items are labeled, so the trainer sits in step L+1's compare() exactly
@@ -216,6 +217,11 @@ def test_resume_after_a_kill_past_the_checkpoint_trains_each_label_once(tmp_path
     assert lines[ckpts[-1] - 1] == killed[ckpts[-1] - 1]  # the log up to the checkpoint is untouched
     with sqlite3.connect(db) as con:  # every label made was trained: the last step's collect took all
         assert trained == [r[0] for r in con.execute("SELECT id FROM labels ORDER BY id")]
+        # the step replayed after the checkpoint asked people about the same rollouts: it found them queued
+        twice = con.execute("SELECT id, prompt, a, b FROM items WHERE EXISTS (SELECT 1 FROM items o WHERE "
+                            "o.id < items.id AND o.prompt=items.prompt AND o.a=items.a AND o.b IS items.b AND "
+                            "o.meta=items.meta)").fetchall()
+    assert not twice, f"items enqueued twice after --resume: {twice}"
 
     # the same check fails on a resume whose source state is dropped, or taken from the database
     fresh = resume_variant(tmp_path, *copies["dropped"], lambda s: {})

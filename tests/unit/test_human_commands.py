@@ -87,3 +87,64 @@ def test_every_label_command_refuses_a_missing_db_unless_create(tmp_path, capsys
         assert not typo.exists()
     assert main(["label", "export", "--db", str(typo), "--create", "--out", str(tmp_path / "o.jsonl")]) == 0
     assert typo.exists()
+
+
+def test_an_export_imported_into_its_own_database_stores_no_preference_twice(tmp_path, capsys):
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    # as a run enqueues them: the chosen completion may be B; two items may show the same texts
+    first = store.enqueue("pairwise", "1+1=", "2", "3")
+    swapped = store.enqueue("pairwise", "1+1=", "3", "2")
+    thumbs = store.enqueue("thumbs", "2+2=", "4")
+    store.submit(swapped, "ann", "b")
+    store.submit(first, "bob", "a")
+    store.submit(thumbs, "ann", "up")
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", "export", "--db", str(db), "--out", str(out)]) == 0
+    before = store.all_labels()
+    capsys.readouterr()
+    assert main(["label", "import", "--db", str(db), str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "0 labels imported"
+    after = store.all_labels()
+    assert [(x.item_id, x.annotator, x.choice) for x in after] == [(x.item_id, x.annotator, x.choice) for x in before]
+    assert store._conn().execute("SELECT COUNT(*) FROM items").fetchone()[0] == 3
+    assert store.history() == []
+
+
+def test_an_import_that_reverses_a_preference_changes_the_label_it_had(tmp_path, capsys):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    item = store.enqueue("pairwise", "1+1=", "3", "2")
+    store.submit(item, "ann", "b")  # "2" chosen
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"prompt": "1+1=", "annotator": "ann", "chosen": "3", "rejected": "2"}) + "\n")
+    assert main(["label", "import", "--db", str(store.path), str(rows)]) == 0
+    assert [(x.item_id, x.choice) for x in store.all_labels()] == [(item, "a")]
+    assert store.history()[-1]["old_choice"] == "b"
+
+
+def test_a_non_utf8_import_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "caf\xe9", "chosen": "a", '
+                    b'"rejected": "b"}\n')
+    assert main(["label", "import", "--db", str(tmp_path / "d.sqlite"), "--create", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}:2: not UTF-8: byte 0xe9 at column 16; labels are read as UTF-8 JSONL " \
+                  "(the export's format)\n"
+
+
+def test_add_annotator_refuses_an_existing_name_unless_asked_to_rotate(tmp_path, capsys):
+    db = tmp_path / "l.sqlite"
+    assert main(["label", "add-annotator", "ann", "--db", str(db), "--create"]) == 0
+    old = capsys.readouterr().out.strip()
+    assert main(["label", "add-annotator", "ann", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: add-annotator ann: annotator 'ann' already exists; --rotate gives them a new token " \
+                  "(their current one then stops working)\n"
+    assert LabelStore(db).annotator_for(old) == "ann"  # whoever labels with it is not locked out
+    assert main(["label", "add-annotator", "ann", "--db", str(db), "--rotate"]) == 0
+    cap = capsys.readouterr()
+    new = cap.out.strip()
+    assert "the old one no longer works" in cap.err
+    assert LabelStore(db).annotator_for(new) == "ann" and LabelStore(db).annotator_for(old) is None
+    assert main(["label", "add-annotator", "nobody", "--db", str(db), "--rotate"]) == 2
+    assert "no annotator 'nobody' to rotate" in capsys.readouterr().err

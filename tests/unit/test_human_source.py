@@ -165,3 +165,72 @@ def test_max_pending_holds_back_new_items_until_people_catch_up(tmp_path):
     src.compare(batch(2))   # only 2 more fit under the limit
     src.compare(batch(3))   # the queue is full: nothing is added
     assert src.store.stats()["queue_depth"] == 6.0
+
+
+def test_a_rating_collected_again_carries_its_behaviour_logprobs_and_version_exactly(tmp_path):
+    src = make(tmp_path, task="rating", per_step=1)
+    logprobs = torch.tensor([-0.123456789, -2.5, -1e-7], dtype=torch.float32)
+    sampled = Rollout(prompt="1+1=", completion="2", row={"answer": "2"}, group=0, prompt_ids=[1, 2],
+                      completion_ids=[3, 4, 5], logprobs=logprobs, policy_version=7, completion_mask=[1, 0, 1])
+    src.score([sampled])
+    item = src.store.next_item("ann")
+    src.store.submit(item["id"], "ann", "4")
+    (rating,) = src.collect()
+    back = rating.rollout
+    assert back.logprobs is not None and back.logprobs.dtype == torch.float32
+    assert torch.equal(back.logprobs, logprobs)
+    assert back.policy_version == 7
+    assert (back.prompt_ids, back.completion_ids, back.completion_mask) == ([1, 2], [3, 4, 5], [1, 0, 1])
+
+
+def test_each_side_of_a_pair_keeps_its_own_logprobs_and_version(tmp_path):
+    src = make(tmp_path, per_step=1)
+    a = Rollout(prompt="1+1=", completion="2", row={}, group=0, prompt_ids=[1], completion_ids=[3],
+                logprobs=torch.tensor([-0.5]), policy_version=3)
+    b = Rollout(prompt="1+1=", completion="5", row={}, group=0, prompt_ids=[1], completion_ids=[8, 9],
+                logprobs=torch.tensor([-1.25, -3.0]), policy_version=4)
+    src.compare([(a, b)])
+    src.store.submit(src.store.next_item("ann")["id"], "ann", "b")
+    (pref,) = src.collect()
+    assert torch.equal(pref.a.logprobs, a.logprobs) and pref.a.policy_version == 3
+    assert torch.equal(pref.b.logprobs, b.logprobs) and pref.b.policy_version == 4
+
+
+def test_an_imported_item_has_no_logprobs(tmp_path):
+    src = make(tmp_path, task="rating")
+    item = src.store.enqueue("rating", "1+1=", "2")  # what `frl label import` stores: text only
+    src.store.submit(item, "ann", "5")
+    (rating,) = src.collect()
+    assert rating.rollout.logprobs is None and rating.rollout.completion_ids == []
+
+
+def test_a_step_replayed_after_resume_enqueues_no_item_twice(tmp_path):
+    batch = lambda k: [(ro(f"{k}{j}+1=", "2", j), ro(f"{k}{j}+1=", "3", j)) for j in range(10)]  # noqa: E731
+    src = make(tmp_path, per_step=3)
+    src.compare(batch(1))
+    saved = src.state_dict()  # the checkpoint
+    src.compare(batch(2))     # the step after it, then a crash
+    before = src.store.stats()["queue_depth"]
+    first = [src.store.next_item(f"p{k}")["prompt"] for k in range(6)]
+    src.close()
+    resumed = make(tmp_path, per_step=3)
+    resumed.load_state_dict(saved)
+    resumed.compare(batch(2))  # the same step, replayed: it asks for the items it asked for before
+    assert resumed.store.stats()["queue_depth"] == before == 6
+    assert sorted(first) == sorted(x["prompt"] for x in _items(resumed.store))
+
+
+def test_a_resumed_source_draws_the_items_the_first_run_drew(tmp_path):
+    batch = lambda k: [(ro(f"{k}{j}+1=", "2", j), ro(f"{k}{j}+1=", "3", j)) for j in range(10)]  # noqa: E731
+    src = make(tmp_path / "first", per_step=3)
+    src.compare(batch(1))
+    saved = src.state_dict()
+    src.compare(batch(2))
+    resumed = make(tmp_path / "other", per_step=3)  # a database of its own: only the stream decides
+    resumed.load_state_dict(saved)
+    resumed.compare(batch(2))
+    assert [x["prompt"] for x in _items(resumed.store)] == [x["prompt"] for x in _items(src.store)][3:]
+
+
+def _items(store):
+    return [dict(r) for r in store._conn().execute("SELECT * FROM items ORDER BY id")]

@@ -26,6 +26,7 @@ from .store import LabelError, LabelStore
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024
+MAX_ID = 2**63 - 1  # SQLite's largest integer
 COOKIE = "frl_token"
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -96,13 +97,14 @@ def create_app(db: str | Path) -> Starlette:
             raise LabelError(f"body is larger than {MAX_BODY} bytes", 413)
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise LabelError("body is not valid JSON") from None
         if not isinstance(data, dict):
             raise LabelError("body must be a JSON object")
         item_id = data.get("item_id")
-        if not isinstance(item_id, int) or isinstance(item_id, bool) or item_id < 1:
-            raise LabelError("item_id must be a positive integer", 422)
+        # SQLite integers are 64-bit: a larger id could name no item, and binding it would raise
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or not 1 <= item_id <= MAX_ID:
+            raise LabelError(f"item_id must be an integer from 1 to {MAX_ID}", 422)
         return data
 
     async def label(request: Request) -> Response:

@@ -49,13 +49,18 @@ def serve(db: str, create: bool, host: str, port: int) -> None:
 @label.command("add-annotator")
 @click.argument("name")
 @_db
-def add_annotator(name: str, db: str, create: bool) -> None:
+@click.option("--rotate", is_flag=True, help="Give an existing annotator a new token; the old one stops working.")
+def add_annotator(name: str, db: str, create: bool, rotate: bool) -> None:
     """Create an annotator and print their token (shown once; stored only as a hash)."""
     store = open_store(db, create)
     try:
-        click.echo(store.add_annotator(name))
+        token = store.add_annotator(name, rotate=rotate)
     except LabelError as e:
-        raise UserError(f"add-annotator: {e}") from None
+        raise UserError(f"add-annotator {name}: {e}") from None
+    click.echo(token)  # stdout holds the token alone, for scripts
+    if rotate:
+        click.echo(f"annotator '{name}' has a new token; the old one no longer works (a browser still holding "
+                   "it gets 401 and must be opened again with ?token=NEW)", err=True)
 
 
 @label.command("cli")
@@ -93,15 +98,21 @@ def export(db: str, create: bool, out: str) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--annotator", default="import", show_default=True, help="For rows without an annotator.")
 def import_(db: str, create: bool, path: str, annotator: str) -> None:
-    """Read labels from JSONL (the export formats); importing a file twice stores each label once."""
+    """Read labels from JSONL (the export formats); importing a file twice, or an export into the database
+    it came from, stores each label once (a preference is the same with A and B swapped)."""
     store = open_store(db, create)
     stored = 0
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line_no, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}:{line_no}: not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
+                            "labels are read as UTF-8 JSONL (the export's format)") from None
         if not line.strip():
             continue
         try:
             stored += import_row(store, json.loads(line), annotator) == "stored"
-        except (ValueError, KeyError, TypeError, LabelError) as e:
+        except (ValueError, KeyError, TypeError, LabelError, RecursionError) as e:
             raise UserError(f"{path}:{line_no}: {e}") from None
     click.echo(f"{stored} labels imported")
 
@@ -138,5 +149,10 @@ def import_row(store: LabelStore, row: dict, default_annotator: str) -> str:
             raise ValueError("'label' must be true or false")
     else:
         raise ValueError("a row needs 'chosen'/'rejected', or 'completion' with 'label' or 'rating'")
-    item_id = store.find_item(task, row["prompt"], a, b) or store.enqueue(task, row["prompt"], a, b)
+    found = store.find_labeled(task, row["prompt"], a, b, who)
+    if found is None:
+        return store.submit(store.enqueue(task, row["prompt"], a, b), who, choice)
+    item_id, swapped = found
+    if swapped:  # the item shows the chosen completion as B: the same preference, labeled "b"
+        choice = "b"
     return store.submit(item_id, who, choice)

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 
-from feedback_rl import PluginContext, PluginOptions, Preference, Rollout, Score
+from feedback_rl import PluginContext, PluginOptions, Preference, Rollout, Score, UserError
 from feedback_rl.data import encode_text_rollouts, to_pairs
 from feedback_rl.losses import bradley_terry_loss
 from feedback_rl.models import load_model, pair_scores, pairwise_accuracy, scalar_model, score_rollouts
 from feedback_rl.tokens import pair_batch
 
+from .items import label_rollouts, vocabulary
 from .store import Label
 
 GRADE = {"up": 1, "down": 0, **{str(k): k for k in range(1, 6)}}
@@ -50,11 +51,11 @@ def preference_pairs(labels: list[Label], tokenizer=None) -> list[Pair]:
     """Pairwise labels give their (winner, loser); ratings and thumbs give graded pairs per prompt. Each
     side keeps the token ids it was sampled with, so the RM reads what it will score; an imported item
     (text only) is encoded by the core with the trunk's tokenizer."""
-    from .source import label_rollouts
     out: list[Pair] = []
     graded: dict[str, list[tuple[Label, Rollout]]] = defaultdict(list)
+    vocab = vocabulary(tokenizer)
     for x in labels:
-        a, b = label_rollouts(x)
+        a, b = label_rollouts(x, vocab)  # ids sampled with another tokenizer are dropped; the text is encoded
         encode_text_rollouts([r for r in (a, b) if r is not None], tokenizer)
         if x.task == "pairwise":
             if x.choice != "tie":
@@ -93,7 +94,12 @@ class RefittedRewardModel:
             path = self.options.path
             if not path.startswith("builtin:"):
                 path = str(self.context.resolve(path))
-            self.trunk, self.tokenizer = load_model(path)
+            # it reads the ids the policy sampled (kept with each item) and scores live rollouts by their
+            # ids: a trunk with another tokenizer would mix two vocabularies, so it is refused here
+            try:
+                self.trunk, self.tokenizer = load_model(path, tokenizer=self.context.tokenizer)
+            except UserError as e:
+                raise UserError(f"reward source '{self.context.name}': reward_model.path: {e}") from None
             self.trunk.to(self.device)
 
     def _fresh(self) -> torch.nn.Module:

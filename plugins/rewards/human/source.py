@@ -16,6 +16,8 @@ model is least sure of.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -24,8 +26,9 @@ from typing import Literal
 from pydantic import Field
 
 from feedback_rl import PluginContext, PluginOptions, Preference, Rating, RewardSource, Rollout, Score
-from feedback_rl.data import candidate_pairs, prompt_turns
+from feedback_rl.data import candidate_pairs
 
+from .items import item_meta, label_rollouts, vocabulary
 from .refit import RefitOptions, RefittedRewardModel
 from .store import Label, LabelStore
 
@@ -59,6 +62,7 @@ class HumanSource(RewardSource):
         self.pairwise = options.task == "pairwise" and self.rm is None
         db = context.resolve(options.db) if options.db else context.run_dir / "labels.sqlite"
         self.store = LabelStore(db)
+        self.vocab = vocabulary(context.tokenizer)  # None outside a run: ids are then taken as they are
         self.consumer = options.consumer or f"{context.stage}/{context.name}"
         self.rng = random.Random(context.seed)
         self.consumed = 0
@@ -89,8 +93,8 @@ class HumanSource(RewardSource):
             self._ask_pairs(candidate_pairs(rollouts, distinct=True), values)
         else:
             chosen = self._sample(rollouts, _single_key(values))
-            ids = self.store.enqueue_many([(self.options.task, r.prompt, r.completion, None, _meta(r))
-                                           for r in chosen], self.options.labels_per_item)
+            items = [(self.options.task, r.prompt, r.completion, None, item_meta(r, vocab=self.vocab)) for r in chosen]
+            ids = self.store.enqueue_many(items, self.options.labels_per_item, [self._key(r) for r in chosen])
             self._wait(ids)
         if values is None:
             return [Score.abstain("queued for humans")] * len(rollouts)
@@ -100,9 +104,19 @@ class HumanSource(RewardSource):
     def _ask_pairs(self, pairs: list[tuple[Rollout, Rollout]], values: dict | None) -> None:
         distinct = [(a, b) for a, b in pairs if a.completion != b.completion]  # nothing to judge otherwise
         chosen = self._sample(distinct, _pair_key(values))
-        ids = self.store.enqueue_many([("pairwise", a.prompt, a.completion, b.completion, _meta(a, b))
-                                       for a, b in chosen], self.options.labels_per_item)
+        items = [("pairwise", a.prompt, a.completion, b.completion, item_meta(a, b, vocab=self.vocab))
+                 for a, b in chosen]
+        ids = self.store.enqueue_many(items, self.options.labels_per_item, [self._key(a, b) for a, b in chosen])
         self._wait(ids)
+
+    def _key(self, a: Rollout, b: Rollout | None = None) -> str:
+        """An item's identity within this run: a step replayed after ``--resume`` samples the same
+        rollouts (same uids, same text) and finds its items already in the queue."""
+        meta = item_meta(a, b)  # its row and turns; not its log-probs, which a GPU may not replay bit for bit
+        parts = [str(self.context.run_dir.resolve()), self.consumer, self.options.task, a.prompt,
+                 meta["row"], meta.get("turns")]
+        parts += [x for r in (a, b) if r is not None for x in (r.uid, r.completion)]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _rm_values(self, rollouts: list[Rollout]) -> dict[int, float | None] | None:
         """The fitted reward model's score per rollout (by id()); None before its first fit."""
@@ -116,7 +130,9 @@ class HumanSource(RewardSource):
         k = min(self.options.per_step, len(items), room)
         if self.options.sampling == "uncertain":
             return sorted(items, key=uncertainty, reverse=True)[:k]
-        return self.rng.sample(items, k)
+        # a whole permutation, whatever k is: the stream then depends on the rollouts alone, so a step
+        # replayed after --resume (where the queue, and so k, may differ) picks a prefix of the same items
+        return self.rng.sample(items, len(items))[:k]
 
     def _wait(self, ids: list[int]) -> None:
         if self.options.mode != "blocking" or not ids:
@@ -144,10 +160,12 @@ class HumanSource(RewardSource):
             if self.since_fit >= self.options.reward_model.refit_every:
                 self.rm.fit([x for x in self.store.labels_upto(self.cursor[0]) if x.task == self.options.task])
                 self.since_fit = 0
-        return to_judgments(self.options.task, labels)
+        return to_judgments(self.options.task, labels, self.vocab)
 
     def state_dict(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
         return {"cursor": list(self.cursor), "consumed": self.consumed, "since_fit": self.since_fit,
+                "rng": [version, list(internal), gauss],
                 "reward_model": self.rm.state_dict() if self.rm is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -155,6 +173,9 @@ class HumanSource(RewardSource):
             return
         self.cursor = tuple(state["cursor"])
         self.consumed, self.since_fit = state["consumed"], state["since_fit"]
+        if state.get("rng"):  # checkpoints from before it was saved restart the stream from the seed
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
         if self.rm is not None and state.get("reward_model"):
             self.rm.load_state_dict(state["reward_model"])
 
@@ -179,12 +200,12 @@ class HumanSource(RewardSource):
 
 # --------------------------------------------------------------------------- labels -> judgments
 
-def to_judgments(task: str, labels: list[Label]) -> list[Preference | Rating]:
+def to_judgments(task: str, labels: list[Label], vocab: str | None = None) -> list[Preference | Rating]:
     """Pairwise choices -> preferences (ties give none); thumbs -> labels; ratings 1..5 -> values in
     -1..1 and labels (4 and 5 desirable, 1 and 2 undesirable, 3 neutral). The core shapes them."""
     out: list[Preference | Rating] = []
     for x in labels:
-        a, b = label_rollouts(x)
+        a, b = label_rollouts(x, vocab)
         if task == "pairwise":
             if x.choice != "tie":
                 out.append(Preference(a, b, winner=0 if x.choice == "a" else 1, margin=1.0))
@@ -194,30 +215,6 @@ def to_judgments(task: str, labels: list[Label]) -> list[Preference | Rating]:
             grade = int(x.choice)
             out.append(Rating(a, value=(grade - 3) / 2.0, desirable=None if grade == 3 else grade >= 4))
     return out
-
-
-def label_rollouts(x: Label) -> tuple[Rollout, Rollout | None]:
-    """The rollouts a label judges, with the token ids they were sampled with (kept with the item; an
-    item imported from a file has text only, and the core encodes it)."""
-    meta = x.meta
-    common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])),
-                  policy_version=meta.get("policy_version", 0))
-    a = Rollout(completion=x.a, completion_ids=list(meta.get("completion_ids", [])), uid=f"item-{x.item_id}-a",
-                **common)
-    b = None if x.b is None else Rollout(completion=x.b, completion_ids=list(meta.get("completion_ids_b", [])),
-                                         uid=f"item-{x.item_id}-b", **common)
-    return a, b
-
-
-def _meta(a: Rollout, b: Rollout | None = None) -> dict:
-    row = {k: v for k, v in a.row.items() if isinstance(v, (str, int, float, bool))}
-    meta = {"row": row, "prompt_ids": a.prompt_ids, "completion_ids": a.completion_ids,
-            "policy_version": a.policy_version}
-    if b is not None:
-        meta["completion_ids_b"] = b.completion_ids
-    if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
-        meta["turns"] = prompt_turns(a.row["prompt"])
-    return meta
 
 
 def _pair_key(values: dict | None):

@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS consumed (
     at REAL NOT NULL,
     PRIMARY KEY (consumer, label_id)
 );
+CREATE TABLE IF NOT EXISTS item_keys (
+    key TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id)
+);
 CREATE INDEX IF NOT EXISTS labels_item ON labels(item_id);
 """
 
@@ -154,12 +158,20 @@ class LabelStore:
             self._local.db = None
 
     # ------------------------------------------------------------------ annotators
-    def add_annotator(self, name: str) -> str:
-        """Create (or re-key) an annotator; returns the token, which is stored only as a hash."""
+    def add_annotator(self, name: str, rotate: bool = False) -> str:
+        """Create an annotator, or with ``rotate`` give an existing one a new token (the old one stops
+        working at once); returns the token, which is stored only as a hash. An existing name without
+        ``rotate`` is refused: replacing the token silently would lock out whoever labels with it."""
         if not name or not name.strip():
             raise LabelError("annotator name is empty")
         token = secrets.token_urlsafe(24)
         with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM annotators WHERE name=?", (name,)).fetchone() is not None
+            if exists and not rotate:
+                raise LabelError(f"annotator '{name}' already exists; --rotate gives them a new token "
+                                 "(their current one then stops working)", 409)
+            if rotate and not exists:
+                raise LabelError(f"no annotator '{name}' to rotate (leave out --rotate to create one)", 404)
             db.execute("INSERT INTO annotators(name, token_sha256, created) VALUES (?,?,?) "
                        "ON CONFLICT(name) DO UPDATE SET token_sha256=excluded.token_sha256",
                        (name, token_hash(token), time.time()))
@@ -177,24 +189,47 @@ class LabelStore:
                 want: int = 1) -> int:
         return self.enqueue_many([(task, prompt, a, b, meta or {})], want)[0]
 
-    def enqueue_many(self, items: list[tuple], want: int = 1) -> list[int]:
-        """``items``: (task, prompt, a, b, meta) tuples; ``want`` labels per item (2+ measures agreement)."""
+    def enqueue_many(self, items: list[tuple], want: int = 1, keys: list[str] | None = None) -> list[int]:
+        """``items``: (task, prompt, a, b, meta) tuples; ``want`` labels per item (2+ measures agreement).
+
+        ``keys``, one per item, make enqueueing idempotent: an item whose key is already stored is not
+        added again, and its existing id is returned (a step replayed after ``--resume`` asks again)."""
         now, ids = time.time(), []
         with self._tx() as db:
-            for task, prompt, a, b, meta in items:
+            for k, (task, prompt, a, b, meta) in enumerate(items):
                 if task not in TASKS:
                     raise LabelError(f"unknown task '{task}'")
                 if (task == "pairwise") != (b is not None):
                     raise LabelError("a pairwise item has two completions, other tasks one")
+                key = keys[k] if keys is not None else None
+                if key is not None:
+                    known = db.execute("SELECT item_id FROM item_keys WHERE key=?", (key,)).fetchone()
+                    if known is not None:
+                        ids.append(known["item_id"])
+                        continue
                 cur = db.execute("INSERT INTO items(task, prompt, a, b, meta, want, created) VALUES (?,?,?,?,?,?,?)",
                                  (task, prompt, a, b, json.dumps(meta), want, now))
                 ids.append(cur.lastrowid)
+                if key is not None:
+                    db.execute("INSERT INTO item_keys(key, item_id) VALUES (?,?)", (key, cur.lastrowid))
         return ids
 
     def find_item(self, task: str, prompt: str, a: str, b: str | None) -> int | None:
         row = self._conn().execute("SELECT id FROM items WHERE task=? AND prompt=? AND a=? AND b IS ? ORDER BY id "
                                    "LIMIT 1", (task, prompt, a, b)).fetchone()
         return row["id"] if row else None
+
+    def find_labeled(self, task: str, prompt: str, a: str, b: str | None, annotator: str) -> tuple[int, bool] | None:
+        """The item an imported label belongs to: ``(item id, swapped)``, where ``swapped`` says the item
+        shows ``b`` as A and ``a`` as B (a pairwise preference is the same either way round). Among several
+        items with these texts, one ``annotator`` labeled already comes first, so a label is never
+        stored twice; then one in the given order; then the oldest."""
+        row = self._conn().execute(
+            "SELECT i.id, i.a != ? AS swapped FROM items i WHERE i.task=? AND i.prompt=? AND "
+            "((i.a=? AND i.b IS ?) OR (i.task='pairwise' AND i.a=? AND i.b=?)) "
+            "ORDER BY EXISTS (SELECT 1 FROM labels l WHERE l.item_id=i.id AND l.annotator=?) DESC, swapped, i.id "
+            "LIMIT 1", (a, task, prompt, a, b, b, a, annotator)).fetchone()
+        return None if row is None else (row["id"], bool(row["swapped"]))
 
     def has_annotator(self, name: str) -> bool:
         return self._conn().execute("SELECT 1 FROM annotators WHERE name=?", (name,)).fetchone() is not None
