@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from feedback_rl.modeling.chat import template_path
 from feedback_rl.errors import UserError, did_you_mean, read_text
 from feedback_rl.config.recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
-from feedback_rl.config.recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
+from feedback_rl.config.recipe_errors import NAME_PATTERN, _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
 class Strict(BaseModel):
@@ -170,7 +170,7 @@ class OptimizerSpec(BaseModel):
 
 
 class StageSpec(Strict):
-    name: str
+    name: str = Field(pattern=NAME_PATTERN, description="the stage's folder under the run's stages/")
     optimizer: OptimizerSpec
     data: DataSpec = DataSpec()
     rewards: RewardsSpec = RewardsSpec()
@@ -197,7 +197,7 @@ class LoggerSpec(BaseModel):
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     seed: int = Field(0, description="seeds Python, NumPy and torch; the CPU run is reproducible")
     output_dir: str = Field("runs", description="parent folder of the run folder")
     model: ModelSpec = ModelSpec()

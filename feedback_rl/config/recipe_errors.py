@@ -9,6 +9,9 @@ from pydantic import BaseModel, ValidationError
 
 from feedback_rl.errors import did_you_mean
 
+# Run and stage names become folder names (runs/<run>/stages/<stage>): one plain path part, never "..", "/" or "".
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
 
 def _line_map(node: Any, loc: tuple = ()) -> dict[tuple, int]:
     out: dict[tuple, int] = {}
@@ -55,7 +58,9 @@ def _expected(err: dict) -> str:
         return "missing required key"
     if err["type"] == "too_short":
         return f"expected at least {err['ctx']['min_length']} item(s), got none"
-    if msg.startswith("Input should be "):
+    if err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == NAME_PATTERN:
+        msg = "expected a folder name: letters, digits, '_', '.' and '-', starting with a letter or digit"
+    elif msg.startswith("Input should be "):
         msg = "expected " + msg[len("Input should be "):]
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]

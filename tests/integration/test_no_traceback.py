@@ -102,6 +102,15 @@ def _folder_as_data(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(path)]
 
 
+def _edited(tmp: Path, old: str, new: str, **recipe: str) -> list[str]:
+    """``frl validate`` on the two-stage recipe with one piece of its text replaced."""
+    path = write_recipe(tmp, **recipe)
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return ["validate", str(path)]
+
+
 def _template_file_missing(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(write_recipe(tmp, source=judge("http://127.0.0.1:9/v1", template_file="nope.txt")))]
 
@@ -145,6 +154,9 @@ CASES = [
     Case("unknown plugin in FRL_LOAD_PLUGINS", lambda t, u: ["validate", str(write_recipe(t))],
          "FRL_LOAD_PLUGINS: no installed plugin or distribution 'rul' (did you mean 'rule'?)",
          env={"FRL_LOAD_PLUGINS": "rul,sft,grpo,hf,jsonl"}),
+    Case("a stage name that leaves the run folder", lambda t, u: _edited(t, "name: rl", 'name: "../../escape"'),
+         "r.yaml:9: stages[1].name: expected a folder name: letters, digits, '_', '.' and '-', starting with a "
+         "letter or digit, got '../../escape'"),
     Case("unknown --set key", lambda t, u: ["validate", str(write_recipe(t)), "--set", "stages.rl.train.stepz=3"],
          "stages[1].train.stepz: unknown key (did you mean 'steps'?)"),
     Case("judge base_url not a URL", lambda t, u: ["validate", str(write_recipe(t, source=judge("localhost:8000/v1")))],
