@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from feedback_rl.modeling.chat import template_path
 from feedback_rl.errors import UserError, did_you_mean, read_text
 from feedback_rl.config.recipe_data import DataRef, FileData, GeneratedData, HubData, SourcedData
-from feedback_rl.config.recipe_errors import NAME_PATTERN, _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
+from feedback_rl.config.recipe_errors import NAME_PATTERN, _clean_loc, _duplicate_keys, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
 class Strict(BaseModel):
@@ -242,7 +242,9 @@ def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> R
     text = read_text(path, "recipe")
     try:
         data = yaml.safe_load(text)
-        lines = _line_map(yaml.compose(text))
+        node = yaml.compose(text)
+        _duplicate_keys(node, path)
+        lines = _line_map(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

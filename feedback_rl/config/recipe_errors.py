@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from feedback_rl.errors import did_you_mean
+from feedback_rl.errors import UserError, did_you_mean
 
 # Run and stage names become folder names (runs/<run>/stages/<stage>): one plain path part, never "..", "/" or "".
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -28,6 +28,25 @@ def _line_map(node: Any, loc: tuple = ()) -> dict[tuple, int]:
         for i, v in enumerate(node.value):
             out.update(_line_map(v, loc + (i,)))
     return out
+
+
+def _duplicate_keys(node: Any, path: Path, loc: tuple = ()) -> None:
+    """Refuse a key given twice in one mapping: YAML keeps the last silently (a second ``train:`` in a stage
+    replaced the first, and its lr with it)."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                line = k.start_mark.line + 1
+                if key in first:
+                    raise UserError(f"{path}:{line}: {_dotted(loc + (key,))}: duplicate key (first at line "
+                                    f"{first[key]}); YAML would keep only the last: merge them into one")
+                first[key] = line
+            _duplicate_keys(v, path, loc + ((key,) if key is not None else ()))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _duplicate_keys(v, path, loc + (i,))
 
 
 def _where(path: Path, lines: dict, loc: tuple) -> str:

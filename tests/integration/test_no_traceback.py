@@ -157,6 +157,9 @@ CASES = [
     Case("a stage name that leaves the run folder", lambda t, u: _edited(t, "name: rl", 'name: "../../escape"'),
          "r.yaml:9: stages[1].name: expected a folder name: letters, digits, '_', '.' and '-', starting with a "
          "letter or digit, got '../../escape'"),
+    Case("a key given twice in a stage", lambda t, u: _edited(
+        t, "train: {steps: 1, batch_size: 2}", "train: {steps: 1, batch_size: 2}\n    train: {steps: 5}"),
+        "r.yaml:15: stages[1].train: duplicate key (first at line 14); YAML would keep only the last"),
     Case("unknown --set key", lambda t, u: ["validate", str(write_recipe(t)), "--set", "stages.rl.train.stepz=3"],
          "stages[1].train.stepz: unknown key (did you mean 'steps'?)"),
     Case("judge base_url not a URL", lambda t, u: ["validate", str(write_recipe(t, source=judge("localhost:8000/v1")))],
