@@ -253,7 +253,7 @@ def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> R
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys (name, model, stages, ...), got {_kind(data)}")
     for item in overrides:
-        apply_override(data, item)
+        apply_override(data, item, lines)
     return validate(data, path, registry, lines)
 
 
@@ -434,8 +434,11 @@ def _looks_local(p: str) -> bool:
 
 # --------------------------------------------------------------------------- --set
 
-def apply_override(data: dict, item: str) -> None:
-    """``key.path=value``: the value is parsed as YAML; a stage may be named instead of indexed."""
+def apply_override(data: dict, item: str, lines: dict | None = None) -> None:
+    """``key.path=value``: the value is parsed as YAML; a stage may be named instead of indexed.
+
+    ``lines`` (each key's recipe line) then names the ``--set`` for the key it set and everything under it,
+    so a mistake in the value points at the command line, not at the recipe's line it replaced."""
     if "=" not in item:
         raise UserError(f"--set {item}: expected key.path=value")
     key, raw = item.split("=", 1)
@@ -447,22 +450,29 @@ def apply_override(data: dict, item: str) -> None:
     if not parts:
         raise UserError(f"--set {item}: empty key path")
     node: Any = data
+    loc: tuple = ()
     for n, part in enumerate(parts):
         last = n == len(parts) - 1
         here = ".".join(parts[: n + 1])
         if isinstance(node, list):
-            idx = _list_index(node, part, here)
+            idx = _list_index(node, part, here) % len(node)
+            loc += (idx,)
             if last:
                 node[idx] = value
             else:
                 node = node[idx]
         elif isinstance(node, dict):
+            loc += (part,)
             if last:
                 node[part] = value
             else:
                 node = node.setdefault(part, {})
         else:
             raise UserError(f"--set {item}: '{'.'.join(parts[:n])}' is a {_kind(node)}, not a mapping or list")
+    if lines is not None:
+        for k in [k for k in lines if k[:len(loc)] == loc]:
+            del lines[k]
+        lines[loc] = f"--set {item}"
 
 
 def _list_index(node: list, part: str, here: str) -> int:

@@ -54,6 +54,8 @@ def _where(path: Path, lines: dict, loc: tuple) -> str:
     while loc and loc not in lines:
         loc = loc[:-1]
     line = lines.get(loc)
+    if isinstance(line, str):
+        return line  # a key --set gave: the --set names it (apply_override)
     return f"{path}:{line}" if line else str(path)
 
 

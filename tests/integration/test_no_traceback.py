@@ -162,6 +162,13 @@ CASES = [
         "r.yaml:15: stages[1].train: duplicate key (first at line 14); YAML would keep only the last"),
     Case("unknown --set key", lambda t, u: ["validate", str(write_recipe(t)), "--set", "stages.rl.train.stepz=3"],
          "stages[1].train.stepz: unknown key (did you mean 'steps'?)"),
+    Case("a --set value of the wrong type", lambda t, u: [
+        "validate", str(write_recipe(t)), "--set", "stages.rl.train.steps=3", "--set", "stages.rl.train.lr=fast"],
+        "--set stages.rl.train.lr=fast: stages[1].train.lr: expected a valid number"),
+    Case("a --set value a plugin refuses", lambda t, u: [
+        "validate", str(write_recipe(t)), "--set", "stages.rl.rewards.sources.0={name: c, type: rule, check: exakt}"],
+        "--set stages.rl.rewards.sources.0={{name: c, type: rule, check: exakt}}: stages[1].rewards.sources[0].check: "
+        "expected 'exact'"),
     Case("judge base_url not a URL", lambda t, u: ["validate", str(write_recipe(t, source=judge("localhost:8000/v1")))],
          "judge 'j': base_url 'localhost:8000/v1' is not an http(s) URL with a host"),
     Case("judge template names a field no row has", lambda t, u: ["train", "--no-progress", str(write_recipe(
