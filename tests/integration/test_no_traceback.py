@@ -111,6 +111,11 @@ def _edited(tmp: Path, old: str, new: str, **recipe: str) -> list[str]:
     return ["validate", str(path)]
 
 
+def _blank_csv_cell(tmp: Path, urls: dict) -> list[str]:
+    (tmp / "prompts.csv").write_text("prompt,answer\n1+1=,2\n2+2=,\n")
+    return ["validate", str(write_recipe(tmp, stage2_data="prompts.csv"))]
+
+
 def _template_file_missing(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(write_recipe(tmp, source=judge("http://127.0.0.1:9/v1", template_file="nope.txt")))]
 
@@ -122,6 +127,13 @@ CASES = [
     Case("stage-2 rows lack the answer the rule reads (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS + '{"prompt": "3+3="}\n'))],
         "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads"),
+    Case("stage-2 gold answer blank (validate)", lambda t, u: ["validate", str(write_recipe(
+        t, prompts=PROMPTS + '{"prompt": "3+3=", "answer": " "}\n'))],
+        "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads "
+        "(line 3's is ' ': a blank gold would pay an empty reply)"),
+    Case("stage-2 gold answer a blank CSV cell (validate)", _blank_csv_cell,
+         "prompts.csv:3: 1 of 2 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads "
+         "(line 3's is '': a blank gold would pay an empty reply)"),
     Case("recipe not UTF-8", _not_utf8_recipe, "r.yaml:1: the recipe is not UTF-8 text (byte 0xe9 at offset 5)"),
     Case("stage-2 data not UTF-8 (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS.encode() + b'{"prompt": "caf\xe9"}\n'))],
