@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import numbers
@@ -91,6 +92,20 @@ def gold_answer(row: dict[str, Any], options: Any) -> Any:
         final = extract_final(gold, options.marker)
         gold = gold if final is None else final
     return None if gold is None or (isinstance(gold, str) and not gold.strip()) else gold
+
+
+def _takes_completion_and_row(fn: Callable[..., Any], spec: str, context: PluginContext) -> None:
+    """A custom check is called as ``fn(completion, row)``: one that cannot take that fails now, not at step 1
+    (where every call would be a scored error)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature to read: the first call will tell
+    try:
+        signature.bind("completion", {})
+    except TypeError as e:
+        raise UserError(f"rule source '{context.name}': custom check '{spec}' cannot be called as "
+                        f"{getattr(fn, '__name__', 'fn')}(completion, row): {e}") from None
 
 
 class _QuietTimeoutNotice(logging.Filter):
@@ -233,7 +248,7 @@ class RuleSource(RewardSource):
     def preflight(cls, options: Options, context: PluginContext, rows: Any) -> None:
         """Before any model loads: the custom function imports; every train row has the gold answer."""
         if options.check == "custom":
-            cls._import(options.function, context)
+            _takes_completion_and_row(cls._import(options.function, context), options.function, context)
         if options.check in _GOLD_CHECKS and rows is not None:
             key = options.answer_key
             lacking = [(line, row.get(key)) for row, line in zip(rows, rows.lines) if gold_answer(row, options) is None]

@@ -116,6 +116,12 @@ def _blank_csv_cell(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(write_recipe(tmp, stage2_data="prompts.csv"))]
 
 
+def _custom_check_one_argument(tmp: Path, urls: dict) -> list[str]:
+    (tmp / "my_checks.py").write_text("def score(completion):\n    return completion == '2'\n")
+    return ["validate", str(write_recipe(tmp, source="{name: correct, type: rule, check: custom, "
+                                                     "function: 'my_checks:score'}"))]
+
+
 def _template_file_missing(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(write_recipe(tmp, source=judge("http://127.0.0.1:9/v1", template_file="nope.txt")))]
 
@@ -124,6 +130,9 @@ CASES = [
     Case("stage-2 custom rule function cannot be imported (train)", lambda t, u: ["train", "--no-progress", str(
         write_recipe(t, source="{name: correct, type: rule, check: custom, function: 'nosuch_checks:score'}"))],
         "rule source 'correct': cannot import custom check 'nosuch_checks:score'"),
+    Case("stage-2 custom rule function takes the wrong arguments (validate)", _custom_check_one_argument,
+         "rule source 'correct': custom check 'my_checks:score' cannot be called as score(completion, row): "
+         "too many positional arguments"),
     Case("stage-2 rows lack the answer the rule reads (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS + '{"prompt": "3+3="}\n'))],
         "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads"),
