@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from feedback_rl.rows import dataset as datasets
 from feedback_rl.loop.feedback import row_columns
 from feedback_rl.modeling.model_files import check_model_path
@@ -69,8 +71,22 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
         if rows.eval is not None:
             rows.eval.require(row_columns("scalar", True), f"stage '{stage.name}' (eval)")
         _check_sources(recipe, registry, i, rows)
+        _warn_small(recipe, i, rows.train)
         out.append(rows)
     return out
+
+
+def _warn_small(recipe: Recipe, i: int, rows: datasets.Dataset | None) -> None:
+    """A batch larger than the data repeats rows within a step (a 1-row file at batch_size 16 trains on
+    that row 16 times): not wrong, so a warning, not an error. The launcher warns; its ranks do not."""
+    from feedback_rl.run.distributed import launched
+    batch = recipe.stages[i].train.batch_size
+    if rows is None or not 0 < len(rows) < batch or launched():
+        return
+    n = len(rows)
+    click.echo(f"warning: {recipe.where('stages', i, 'train', 'batch_size')}: {batch} is more than the {n} "
+               f"row{'s' if n > 1 else ''} of {rows.origin}: each step repeats rows (up to {-(-batch // n)} "
+               f"times); lower it to {n} or add rows", err=True)
 
 
 def _check_sources(recipe: Recipe, registry: Registry, i: int, rows: StageData) -> None:
