@@ -17,6 +17,7 @@ import click
 from feedback_rl.rows import dataset as datasets
 from feedback_rl.loop.feedback import row_columns
 from feedback_rl.modeling.model_files import check_model_path
+from feedback_rl.errors import UserError
 from feedback_rl.plugins import Registry
 from feedback_rl.config.recipe import Recipe
 
@@ -61,6 +62,7 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
         return loaded[key]
 
     out = []
+    template = _has_chat_template(recipe)
     for i, stage in enumerate(recipe.stages):
         rows = StageData(read(stage.data.train), read(stage.data.eval))
         opt_cls = registry.get("optimizers", stage.optimizer.type)
@@ -70,10 +72,71 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
                                f"stage '{stage.name}' ({stage.optimizer.type})")
         if rows.eval is not None:
             rows.eval.require(row_columns("scalar", True), f"stage '{stage.name}' (eval)")
+        if template is False:  # after require: it parses a CSV cell that holds a conversation
+            _no_conversations(recipe, rows.train, rows.eval)
         _check_sources(recipe, registry, i, rows)
         _warn_small(recipe, i, rows.train)
         out.append(rows)
     return out
+
+
+def _has_chat_template(recipe: Recipe) -> bool | None:
+    """Whether the model's tokenizer will have a chat template, from its files alone (the recipe's
+    ``model.chat_template`` wins, as in ``setup_tokenizer``); None where only loading it would tell (a GGUF
+    file, a hub id not in the cache)."""
+    m = recipe.model
+    if m.chat_template is not None or m.path.startswith("builtin:"):
+        return True  # the built-in models carry their own
+    return _template_at(m.path, recipe.base_dir, m.gguf_file)
+
+
+def _template_at(path: str, base_dir: Path, gguf_file: str | None = None) -> bool | None:
+    from feedback_rl.modeling.lora import base_path
+    local = Path(path).expanduser()
+    if not local.is_absolute() and (base_dir / local).exists():
+        local = base_dir / local
+    if not local.exists():
+        return _template_in_cache(path)
+    if not local.is_dir() or gguf_file is not None:
+        return None  # a GGUF file's template sits in its metadata
+    if (local / "adapter_config.json").is_file() and not (local / "tokenizer_config.json").is_file():
+        return _template_at(base_path(local), local)  # an adapter without a tokenizer uses its base's
+    if (local / "chat_template.jinja").is_file() or (local / "chat_template.json").is_file():
+        return True
+    return _template_in_config(local / "tokenizer_config.json")
+
+
+def _template_in_config(config: Path) -> bool | None:
+    import json
+    if not config.is_file():
+        return False
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return None  # a config it cannot read: loading the tokenizer will say what is wrong
+
+
+def _template_in_cache(repo: str) -> bool | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = [try_to_load_from_cache(repo, name) for name in ("tokenizer_config.json", "chat_template.jinja")]
+    except Exception:  # noqa: BLE001 - not a repo id, or no cache: loading will tell
+        return None
+    if isinstance(found[1], str):
+        return True
+    return _template_in_config(Path(found[0])) if isinstance(found[0], str) else None
+
+
+def _no_conversations(recipe: Recipe, *datas: datasets.Dataset | None) -> None:
+    """Conversational rows need a chat template to render them; found here, not after the model loads."""
+    from feedback_rl.modeling.chat import CONVERSATIONAL_FIELDS, is_conversation
+    for data in datas:
+        for k, row in enumerate(data or ()):
+            field = next((f for f in CONVERSATIONAL_FIELDS if is_conversation(row.get(f))), None)
+            if field is not None:
+                raise UserError(f"{data.where(k)}: field '{field}' is a conversation, but the tokenizer of "
+                                f"'{recipe.model.path}' has no chat template: set model.chat_template (a Jinja "
+                                "template, or a file holding one) or write the rows as plain strings")
 
 
 def _warn_small(recipe: Recipe, i: int, rows: datasets.Dataset | None) -> None:

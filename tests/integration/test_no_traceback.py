@@ -90,6 +90,12 @@ def _model_folder(tmp: Path, *files: str) -> list[str]:
     return ["validate", str(write_recipe(tmp, model=str(folder)))]
 
 
+def _conversations_no_template(tmp: Path, urls: dict) -> list[str]:
+    _model_folder(tmp, "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    turns = '{"prompt": [{"role": "user", "content": "1+1="}], "answer": "2"}\n'
+    return ["validate", str(write_recipe(tmp, model=str(tmp / "m"), prompts=turns * 2))]
+
+
 def _not_utf8_recipe(tmp: Path, urls: dict) -> list[str]:
     path = write_recipe(tmp)
     path.write_bytes(b"# caf\xe9 in Latin-1\n" + path.read_bytes())
@@ -159,6 +165,9 @@ CASES = [
     Case("data path is a folder", _folder_as_data, "stages[1].data.train: rows is a folder, not a data file"),
     Case("model.path an empty folder", lambda t, u: _model_folder(t),
          "model.path: " + "{tmp}/m is an empty folder; expected a model folder (config.json, weights, tokenizer)"),
+    Case("conversation rows on a model with no chat template (validate)", _conversations_no_template,
+         "prompts.jsonl:1: field 'prompt' is a conversation, but the tokenizer of '{tmp}/m' has no chat template: "
+         "set model.chat_template"),
     Case("model.path a run folder", _run_folder, "model.path: {tmp}/old-run is a run folder; its trained model is "
                                                  "{tmp}/old-run/final"),
     Case("model.path missing", lambda t, u: ["validate", str(write_recipe(t, model="runs/nope/final"))],

@@ -193,3 +193,41 @@ def test_no_core_module_imports_the_cli_back():
     offenders = [p.name for p in CORE.rglob("*.py") if p.name != "cli.py"
                  and {".cli", "feedback_rl.commands.cli"} & _imports(p)]
     assert offenders == []
+
+
+def _model_folder(where: Path, **files: str) -> Path:
+    """A folder that passes the model-path check (nothing loads it): config, weights, tokenizer, and ``files``."""
+    where.mkdir()
+    for name, text in {"config.json": "{}", "model.safetensors": "", "tokenizer.json": "{}", **files}.items():
+        (where / name).write_text(text)
+    return where
+
+
+@pytest.mark.parametrize("files,recipe_template,ok", [
+    ({"tokenizer_config.json": "{}"}, None, False),
+    ({}, None, False),
+    ({"tokenizer_config.json": '{"chat_template": "{{ messages }}"}'}, None, True),
+    ({"tokenizer_config.json": "{}", "chat_template.jinja": "{{ messages }}"}, None, True),
+    ({"tokenizer_config.json": "{}"}, "'{{ messages }}'", True),
+])
+def test_conversation_rows_need_a_chat_template_found_in_the_model_files(tmp_path, registry, files,
+                                                                            recipe_template, ok):
+    model = _model_folder(tmp_path / "m", **files)
+    (tmp_path / "c.jsonl").write_text('{"prompt": "plain", "completion": "x"}\n'
+                                      '{"prompt": [{"role": "user", "content": "hi"}], "completion": "x"}\n')
+    template = f"\n          chat_template: {recipe_template}" if recipe_template else ""
+    rec = recipes.load(write(tmp_path, f"""\
+        name: p
+        model:
+          path: {model}{template}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {{train: c.jsonl}}
+        """), [], registry)
+    if ok:
+        preflight.check(rec, registry)
+        return
+    with pytest.raises(UserError, match=r"c.jsonl:2: field 'prompt' is a conversation, but the tokenizer of .* has "
+                                        r"no chat template: set model.chat_template"):
+        preflight.check(rec, registry)
