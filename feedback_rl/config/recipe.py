@@ -204,10 +204,11 @@ class Recipe(Strict):
     loggers: list[LoggerSpec] = [LoggerSpec(type="jsonl")]
     stages: list[StageSpec] = Field(min_length=1)
 
-    # filled by load(): where relative paths resolve, each plugin's validated options, each key's line
+    # filled by load(): where relative paths resolve, each plugin's validated options, each key's line (or, for a
+    # key a --set gave, that "--set ..." text)
     _path: Path | None = None
     _options: dict[tuple, Any] = {}
-    _lines: dict[tuple, int] = {}
+    _lines: dict[tuple, int | str] = {}
 
     @field_validator("loggers", mode="before")
     @classmethod
