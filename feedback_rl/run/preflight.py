@@ -117,14 +117,20 @@ def _template_in_config(config: Path) -> bool | None:
 
 
 def _template_in_cache(repo: str) -> bool | None:
+    """A hub id's template, from the cache: False only when its tokenizer_config.json holds none and the cache
+    knows the repository has no chat_template.jinja (a file merely not downloaded yet may still hold one)."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        found = [try_to_load_from_cache(repo, name) for name in ("tokenizer_config.json", "chat_template.jinja")]
+        config, jinja = (try_to_load_from_cache(repo, name) for name in ("tokenizer_config.json",
+                                                                          "chat_template.jinja"))
     except Exception:  # noqa: BLE001 - not a repo id, or no cache: loading will tell
         return None
-    if isinstance(found[1], str):
+    if isinstance(jinja, str):
         return True
-    return _template_in_config(Path(found[0])) if isinstance(found[0], str) else None
+    in_config = _template_in_config(Path(config)) if isinstance(config, str) else None
+    if in_config is False and jinja is None:
+        return None  # chat_template.jinja was never asked for: unknown
+    return in_config
 
 
 def _no_conversations(recipe: Recipe, *datas: datasets.Dataset | None) -> None:
