@@ -16,7 +16,7 @@ from feedback_rl.modeling.chat import template_path
 from feedback_rl.modeling.spec import ModelSpec
 from feedback_rl.errors import UserError, did_you_mean, read_text
 from feedback_rl.rows.refs import DataRef, FileData, GeneratedData, HubData, SourcedData
-from feedback_rl.config.recipe_errors import _clean_loc, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
+from feedback_rl.config.recipe_errors import NAME_PATTERN, _clean_loc, _duplicate_keys, _dotted, _expected, _kind, _line_map, _pydantic_message, _where
 
 
 class Strict(BaseModel):
@@ -148,7 +148,7 @@ class OptimizerSpec(BaseModel):
 
 
 class StageSpec(Strict):
-    name: str
+    name: str = Field(pattern=NAME_PATTERN, description="the stage's folder under the run's stages/")
     optimizer: OptimizerSpec
     data: DataSpec = DataSpec()
     rewards: RewardsSpec = RewardsSpec()
@@ -175,17 +175,18 @@ class LoggerSpec(BaseModel):
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     seed: int = Field(0, description="seeds Python, NumPy and torch; the CPU run is reproducible")
     output_dir: str = Field("runs", description="parent folder of the run folder")
     model: ModelSpec = ModelSpec()
     loggers: list[LoggerSpec] = [LoggerSpec(type="jsonl")]
     stages: list[StageSpec] = Field(min_length=1)
 
-    # filled by load(): where relative paths resolve, each plugin's validated options, each key's line
+    # filled by load(): where relative paths resolve, each plugin's validated options, each key's line (or, for a
+    # key a --set gave, that "--set ..." text)
     _path: Path | None = None
     _options: dict[tuple, Any] = {}
-    _lines: dict[tuple, int] = {}
+    _lines: dict[tuple, int | str] = {}
 
     @field_validator("loggers", mode="before")
     @classmethod
@@ -220,7 +221,9 @@ def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> R
     text = read_text(path, "recipe")
     try:
         data = yaml.safe_load(text)
-        lines = _line_map(yaml.compose(text))
+        node = yaml.compose(text)
+        _duplicate_keys(node, path)
+        lines = _line_map(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -229,7 +232,7 @@ def load(path: str | Path, overrides: list[str] = (), registry: Any = None) -> R
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a mapping of keys (name, model, stages, ...), got {_kind(data)}")
     for item in overrides:
-        apply_override(data, item)
+        apply_override(data, item, lines)
     return validate(data, path, registry, lines)
 
 
@@ -425,8 +428,11 @@ def _looks_local(p: str) -> bool:
 
 # --------------------------------------------------------------------------- --set
 
-def apply_override(data: dict, item: str) -> None:
-    """``key.path=value``: the value is parsed as YAML; a stage may be named instead of indexed."""
+def apply_override(data: dict, item: str, lines: dict | None = None) -> None:
+    """``key.path=value``: the value is parsed as YAML; a stage may be named instead of indexed.
+
+    ``lines`` (each key's recipe line) then names the ``--set`` for the key it set and everything under it,
+    so a mistake in the value points at the command line, not at the recipe's line it replaced."""
     if "=" not in item:
         raise UserError(f"--set {item}: expected key.path=value")
     key, raw = item.split("=", 1)
@@ -438,22 +444,29 @@ def apply_override(data: dict, item: str) -> None:
     if not parts:
         raise UserError(f"--set {item}: empty key path")
     node: Any = data
+    loc: tuple = ()
     for n, part in enumerate(parts):
         last = n == len(parts) - 1
         here = ".".join(parts[: n + 1])
         if isinstance(node, list):
-            idx = _list_index(node, part, here)
+            idx = _list_index(node, part, here) % len(node)
+            loc += (idx,)
             if last:
                 node[idx] = value
             else:
                 node = node[idx]
         elif isinstance(node, dict):
+            loc += (part,)
             if last:
                 node[part] = value
             else:
                 node = node.setdefault(part, {})
         else:
             raise UserError(f"--set {item}: '{'.'.join(parts[:n])}' is a {_kind(node)}, not a mapping or list")
+    if lines is not None:
+        for k in [k for k in lines if k[:len(loc)] == loc]:
+            del lines[k]
+        lines[loc] = f"--set {item}"
 
 
 def _list_index(node: list, part: str, here: str) -> int:

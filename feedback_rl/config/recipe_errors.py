@@ -7,7 +7,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from feedback_rl.errors import did_you_mean
+from feedback_rl.errors import UserError, did_you_mean
+
+# Run and stage names become folder names (runs/<run>/stages/<stage>): one plain path part, never "..", "/" or "".
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 def _line_map(node: Any, loc: tuple = ()) -> dict[tuple, int]:
@@ -27,11 +30,32 @@ def _line_map(node: Any, loc: tuple = ()) -> dict[tuple, int]:
     return out
 
 
+def _duplicate_keys(node: Any, path: Path, loc: tuple = ()) -> None:
+    """Refuse a key given twice in one mapping: YAML keeps the last silently (a second ``train:`` in a stage
+    replaced the first, and its lr with it)."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                line = k.start_mark.line + 1
+                if key in first:
+                    raise UserError(f"{path}:{line}: {_dotted(loc + (key,))}: duplicate key (first at line "
+                                    f"{first[key]}); YAML would keep only the last: merge them into one")
+                first[key] = line
+            _duplicate_keys(v, path, loc + ((key,) if key is not None else ()))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _duplicate_keys(v, path, loc + (i,))
+
+
 def _where(path: Path, lines: dict, loc: tuple) -> str:
     loc = tuple(loc)
     while loc and loc not in lines:
         loc = loc[:-1]
     line = lines.get(loc)
+    if isinstance(line, str):
+        return line  # a key --set gave: the --set names it (apply_override)
     return f"{path}:{line}" if line else str(path)
 
 
@@ -55,7 +79,9 @@ def _expected(err: dict) -> str:
         return "missing required key"
     if err["type"] == "too_short":
         return f"expected at least {err['ctx']['min_length']} item(s), got none"
-    if msg.startswith("Input should be "):
+    if err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == NAME_PATTERN:
+        msg = "expected a folder name: letters, digits, '_', '.' and '-', starting with a letter or digit"
+    elif msg.startswith("Input should be "):
         msg = "expected " + msg[len("Input should be "):]
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]

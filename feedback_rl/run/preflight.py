@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from feedback_rl.rows import dataset as datasets
 from feedback_rl.config.shapes import row_columns
 from feedback_rl.modeling.model_files import check_model_path
+from feedback_rl.modeling.template_files import has_chat_template
+from feedback_rl.errors import UserError
 from feedback_rl.plugins import Registry
 from feedback_rl.config.recipe import Recipe
 
@@ -61,6 +65,7 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
         return loaded[key]
 
     out = []
+    template = has_chat_template(recipe.model, recipe.base_dir)
     for i, stage in enumerate(recipe.stages):
         rows = StageData(read(stage.data.train), read(stage.data.eval))
         opt_cls = registry.get("optimizers", stage.optimizer.type)
@@ -70,7 +75,10 @@ def check(recipe: Recipe, registry: Registry) -> list[StageData]:
                                f"stage '{stage.name}' ({stage.optimizer.type})")
         if rows.eval is not None:
             rows.eval.require(row_columns("scalar", True), f"stage '{stage.name}' (eval)")
+        if template is False:  # after require: it parses a CSV cell that holds a conversation
+            _no_conversations(recipe, rows.train, rows.eval)
         _check_sources(recipe, registry, i, rows)
+        _warn_small(recipe, i, rows.train)
         out.append(rows)
     return out
 
@@ -96,6 +104,31 @@ def _context(recipe: Recipe, stage: Any, spec: Any, role: str) -> Any:
     from feedback_rl.base import PluginContext
     return PluginContext(name=spec.name, run_dir=Path(recipe.output_dir) / recipe.name, stage=stage.name,
                          seed=recipe.seed, recipe_dir=recipe.base_dir, role=role)
+
+
+def _no_conversations(recipe: Recipe, *datas: datasets.Dataset | None) -> None:
+    """Conversational rows need a chat template to render them; found here, not after the model loads."""
+    from feedback_rl.modeling.chat import CONVERSATIONAL_FIELDS, is_conversation
+    for data in datas:
+        for k, row in enumerate(data or ()):
+            field = next((f for f in CONVERSATIONAL_FIELDS if is_conversation(row.get(f))), None)
+            if field is not None:
+                raise UserError(f"{data.where(k)}: field '{field}' is a conversation, but the tokenizer of "
+                                f"'{recipe.model.path}' has no chat template: set model.chat_template (a Jinja "
+                                "template, or a file holding one) or write the rows as plain strings")
+
+
+def _warn_small(recipe: Recipe, i: int, rows: datasets.Dataset | None) -> None:
+    """A batch larger than the data repeats rows within a step (a 1-row file at batch_size 16 trains on
+    that row 16 times): not wrong, so a warning, not an error. The launcher warns; its ranks do not."""
+    from feedback_rl.run.distributed import launched
+    batch = recipe.stages[i].train.batch_size
+    if rows is None or not 0 < len(rows) < batch or launched():
+        return
+    n = len(rows)
+    click.echo(f"warning: {recipe.where('stages', i, 'train', 'batch_size')}: {batch} is more than the {n} "
+               f"row{'s' if n > 1 else ''} of {rows.origin}: each step repeats rows (up to {-(-batch // n)} "
+               f"times); lower it to {n} or add rows", err=True)
 
 
 def _check_sources(recipe: Recipe, registry: Registry, i: int, rows: StageData) -> None:

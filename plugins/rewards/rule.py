@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import numbers
@@ -80,6 +81,31 @@ def extract_final(text: str, marker: str) -> str | None:
                 return text[i + 1:j].strip()
         start = text.rfind("\\boxed{", 0, start)  # unbalanced (truncated): try an earlier one
     return None
+
+
+def gold_answer(row: dict[str, Any], options: Any) -> Any:
+    """The gold answer a check compares with: the row's ``answer_key`` (for ``final_answer``, what follows the
+    gold's own marker when it holds one, as GSM8K's worked solutions do); None when it is missing, null or blank.
+    A blank gold is no answer: ``exact`` would pay an empty completion for matching it."""
+    gold = row.get(options.answer_key)
+    if options.check == "final_answer" and isinstance(gold, str):
+        final = extract_final(gold, options.marker)
+        gold = gold if final is None else final
+    return None if gold is None or (isinstance(gold, str) and not gold.strip()) else gold
+
+
+def _takes_completion_and_row(fn: Callable[..., Any], spec: str, context: PluginContext) -> None:
+    """A custom check is called as ``fn(completion, row)``: one that cannot take that fails now, not at step 1
+    (where every call would be a scored error)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature to read: the first call will tell
+    try:
+        signature.bind("completion", {})
+    except TypeError as e:
+        raise UserError(f"rule source '{context.name}': custom check '{spec}' cannot be called as "
+                        f"{getattr(fn, '__name__', 'fn')}(completion, row): {e}") from None
 
 
 class _QuietTimeoutNotice(logging.Filter):
@@ -222,13 +248,19 @@ class RuleSource(RewardSource):
     def preflight(cls, options: Options, context: PluginContext, rows: Any) -> None:
         """Before any model loads: the custom function imports; every train row has the gold answer."""
         if options.check == "custom":
-            cls._import(options.function, context)
+            _takes_completion_and_row(cls._import(options.function, context), options.function, context)
         if options.check in _GOLD_CHECKS and rows is not None:
             key = options.answer_key
-            lacking = [line for row, line in zip(rows, rows.lines) if row.get(key) is None]
+            lacking = [(line, row.get(key)) for row, line in zip(rows, rows.lines) if gold_answer(row, options) is None]
             if lacking:
-                raise UserError(f"{rows.origin}:{lacking[0]}: {len(lacking)} of {len(rows)} rows have no '{key}', "
-                                f"the gold answer rule source '{context.name}' (check {options.check}) reads")
+                line, value = lacking[0]
+                blank = ""
+                if isinstance(value, str) and value.strip():
+                    blank = f" (line {line}'s is blank after its last {options.marker})"
+                elif value is not None:
+                    blank = f" (line {line}'s is {value!r}: a blank gold would pay an empty reply)"
+                raise UserError(f"{rows.origin}:{line}: {len(lacking)} of {len(rows)} rows have no '{key}', "
+                                f"the gold answer rule source '{context.name}' (check {options.check}) reads{blank}")
 
     @staticmethod
     def _import(spec: str, context: PluginContext) -> Callable[..., Any]:
@@ -264,14 +296,12 @@ class RuleSource(RewardSource):
             return self._verdict(match(completion) is not None)
         if o.check == "custom":
             return self._call_custom(completion, row)
-        if row.get(o.answer_key) is None:
-            return Score.error(f"row has no gold answer in field '{o.answer_key}'")
-        gold, compare = row[o.answer_key], o.check
+        gold, compare = gold_answer(row, o), o.check
+        if gold is None:
+            return Score.error(f"row has no gold answer in field '{o.answer_key}' (missing, null or blank)")
         if o.check == "math":
             return self._math(completion, gold)
         if o.check == "final_answer":
-            if isinstance(gold, str):
-                gold = extract_final(gold, o.marker) or gold
             completion, compare = extract_final(completion, o.marker), o.compare
             if completion is None:
                 return self._verdict(False)  # format failure: no marker, so no answer

@@ -14,6 +14,8 @@ import click
 from feedback_rl import UserError, hookimpl
 from feedback_rl.models import load_model
 
+from .limits import DEFAULT_MAX_BODY_MB
+
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
@@ -94,9 +96,11 @@ def frl_register_commands(cli):
     @click.option("--model-name", default=None, help="The model id clients name (default: the folder name).")
     @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1))
     @click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0))
+    @click.option("--max-body-mb", default=DEFAULT_MAX_BODY_MB, show_default=True, type=click.FloatRange(min=0, min_open=True),
+                  help="A request body over this many MiB is refused (413).")
     @click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]))
     @click.option("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when there is one)")
-    def serve(model_dir, host, port, api_key_env, model_name, max_batch, batch_wait_ms, dtype, device):
+    def serve(model_dir, host, port, api_key_env, model_name, max_batch, batch_wait_ms, max_body_mb, dtype, device):
         """Serve MODEL_DIR (an HF folder, a .gguf file, a hub id or builtin:tiny-gpt2) over an OpenAI-compatible API."""
         import uvicorn
 
@@ -112,7 +116,7 @@ def frl_register_commands(cli):
         model, tokenizer = load_model(model_dir, dtype)
         model.to(where)
         name = model_name or Path(model_dir.rstrip("/")).name
-        app = build_app(model, tokenizer, name, api_key, max_batch, batch_wait_ms)
+        app = build_app(model, tokenizer, name, api_key, max_batch, batch_wait_ms, max_body_mb)
         url = f"http://{host}:{sock.getsockname()[1]}/v1"
         click.echo(f"serving '{name}' on {url} ({where})" + (" (API key required)" if api_key else ""))
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

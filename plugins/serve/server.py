@@ -6,6 +6,7 @@ Chat turns are rendered by :func:`chat_prompt`; completion prompts are raw text 
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from feedback_rl.data import render_prompt
 from feedback_rl.models import context_length
 
 from .engine import Batcher, Job
+from .limits import DEFAULT_MAX_BODY_MB, PromptBound, longest_token, read_body
 from .protocol import ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, usage
 
 
@@ -61,15 +63,22 @@ class RequireKey:
 
 
 def build_app(model: Any, tokenizer: Any, model_name: str = "local", api_key: str | None = None,
-              max_batch: int = 16, batch_wait_ms: float = 5.0) -> Starlette:
-    """The Starlette app; ``api_key`` set means every request needs ``Authorization: Bearer <key>``."""
+              max_batch: int = 16, batch_wait_ms: float = 5.0, max_body_mb: float = DEFAULT_MAX_BODY_MB) -> Starlette:
+    """The Starlette app; ``api_key`` set means every request needs ``Authorization: Bearer <key>``; a request
+    body over ``max_body_mb`` MiB is a 413.
+
+    Parsing, rendering and tokenizing run in worker threads, so one large request never holds the event
+    loop (and every other client) while it is read."""
     batcher = Batcher(model, tokenizer, max_batch, batch_wait_ms)
     limit = context_length(model.config) if getattr(model, "config", None) is not None else None
     vocab = len(tokenizer)
+    encode = PromptBound(batcher.text.encode, limit, longest_token(tokenizer))
+    max_bytes = int(max_body_mb * 2**20)
 
     async def read(request: Request) -> dict:
+        raw = await read_body(request, max_bytes)
         try:
-            body = json.loads(await request.body())
+            body = await asyncio.to_thread(json.loads, raw)
         except ValueError as e:
             raise ApiError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
         if not isinstance(body, dict):
@@ -99,20 +108,26 @@ def build_app(model: Any, tokenizer: Any, model_name: str = "local", api_key: st
     async def chat(request: Request) -> Any:
         body = await read(request)
         ask = parse_ask(body, chat=True)
+        prompts = await asyncio.to_thread(chat_prompts, body)
+        return await answer(await batcher.submit(prompts, fit(ask, prompts)), True, body["model"])
+
+    def chat_prompts(body: dict) -> list[tuple[str, list[int]]]:
         turns = parse_messages(body)
         try:
             text = chat_prompt(tokenizer, turns)
         except Exception as e:  # noqa: BLE001 - a template's own check (e.g. roles must alternate) refused them
             raise bad("messages", f"the model's chat template refused them: {type(e).__name__}: {e}") from None
-        prompts = [(text, batcher.text.encode(text))]
-        return await answer(await batcher.submit(prompts, fit(ask, prompts)), True, body["model"])
+        return [(text, encode(text, "messages"))]
 
     async def completions(request: Request) -> Any:
         body = await read(request)
         ask = parse_ask(body, chat=False)
-        prompts = [(p, batcher.text.encode(p)) if isinstance(p, str) else (batcher.text.decode(p, False), p)
-                   for p in parse_prompts(body, vocab)]
+        prompts = await asyncio.to_thread(completion_prompts, body)
         return await answer(await batcher.submit(prompts, fit(ask, prompts)), False, body["model"])
+
+    def completion_prompts(body: dict) -> list[tuple[str, list[int]]]:
+        return [(p, encode(p, "prompt")) if isinstance(p, str) else (batcher.text.decode(p, False), p)
+                for p in parse_prompts(body, vocab)]
 
     async def answer(job: Job, is_chat: bool, name: str) -> Any:
         rid, created = f"frl-{uuid.uuid4().hex[:24]}", int(time.time())

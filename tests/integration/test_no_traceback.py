@@ -90,6 +90,12 @@ def _model_folder(tmp: Path, *files: str) -> list[str]:
     return ["validate", str(write_recipe(tmp, model=str(folder)))]
 
 
+def _conversations_no_template(tmp: Path, urls: dict) -> list[str]:
+    _model_folder(tmp, "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    turns = '{"prompt": [{"role": "user", "content": "1+1="}], "answer": "2"}\n'
+    return ["validate", str(write_recipe(tmp, model=str(tmp / "m"), prompts=turns * 2))]
+
+
 def _not_utf8_recipe(tmp: Path, urls: dict) -> list[str]:
     path = write_recipe(tmp)
     path.write_bytes(b"# caf\xe9 in Latin-1\n" + path.read_bytes())
@@ -102,6 +108,26 @@ def _folder_as_data(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(path)]
 
 
+def _edited(tmp: Path, old: str, new: str, **recipe: str) -> list[str]:
+    """``frl validate`` on the two-stage recipe with one piece of its text replaced."""
+    path = write_recipe(tmp, **recipe)
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return ["validate", str(path)]
+
+
+def _blank_csv_cell(tmp: Path, urls: dict) -> list[str]:
+    (tmp / "prompts.csv").write_text("prompt,answer\n1+1=,2\n2+2=,\n")
+    return ["validate", str(write_recipe(tmp, stage2_data="prompts.csv"))]
+
+
+def _custom_check_one_argument(tmp: Path, urls: dict) -> list[str]:
+    (tmp / "my_checks.py").write_text("def score(completion):\n    return completion == '2'\n")
+    return ["validate", str(write_recipe(tmp, source="{name: correct, type: rule, check: custom, "
+                                                     "function: 'my_checks:score'}"))]
+
+
 def _template_file_missing(tmp: Path, urls: dict) -> list[str]:
     return ["validate", str(write_recipe(tmp, source=judge("http://127.0.0.1:9/v1", template_file="nope.txt")))]
 
@@ -110,9 +136,19 @@ CASES = [
     Case("stage-2 custom rule function cannot be imported (train)", lambda t, u: ["train", "--no-progress", str(
         write_recipe(t, source="{name: correct, type: rule, check: custom, function: 'nosuch_checks:score'}"))],
         "rule source 'correct': cannot import custom check 'nosuch_checks:score'"),
+    Case("stage-2 custom rule function takes the wrong arguments (validate)", _custom_check_one_argument,
+         "rule source 'correct': custom check 'my_checks:score' cannot be called as score(completion, row): "
+         "too many positional arguments"),
     Case("stage-2 rows lack the answer the rule reads (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS + '{"prompt": "3+3="}\n'))],
         "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads"),
+    Case("stage-2 gold answer blank (validate)", lambda t, u: ["validate", str(write_recipe(
+        t, prompts=PROMPTS + '{"prompt": "3+3=", "answer": " "}\n'))],
+        "prompts.jsonl:3: 1 of 3 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads "
+        "(line 3's is ' ': a blank gold would pay an empty reply)"),
+    Case("stage-2 gold answer a blank CSV cell (validate)", _blank_csv_cell,
+         "prompts.csv:3: 1 of 2 rows have no 'answer', the gold answer rule source 'correct' (check exact) reads "
+         "(line 3's is '': a blank gold would pay an empty reply)"),
     Case("recipe not UTF-8", _not_utf8_recipe, "r.yaml:1: the recipe is not UTF-8 text (byte 0xe9 at offset 5)"),
     Case("stage-2 data not UTF-8 (validate)", lambda t, u: ["validate", str(write_recipe(
         t, prompts=PROMPTS.encode() + b'{"prompt": "caf\xe9"}\n'))],
@@ -129,6 +165,9 @@ CASES = [
     Case("data path is a folder", _folder_as_data, "stages[1].data.train: rows is a folder, not a data file"),
     Case("model.path an empty folder", lambda t, u: _model_folder(t),
          "model.path: " + "{tmp}/m is an empty folder; expected a model folder (config.json, weights, tokenizer)"),
+    Case("conversation rows on a model with no chat template (validate)", _conversations_no_template,
+         "prompts.jsonl:1: field 'prompt' is a conversation, but the tokenizer of '{tmp}/m' has no chat template: "
+         "set model.chat_template"),
     Case("model.path a run folder", _run_folder, "model.path: {tmp}/old-run is a run folder; its trained model is "
                                                  "{tmp}/old-run/final"),
     Case("model.path missing", lambda t, u: ["validate", str(write_recipe(t, model="runs/nope/final"))],
@@ -145,8 +184,21 @@ CASES = [
     Case("unknown plugin in FRL_LOAD_PLUGINS", lambda t, u: ["validate", str(write_recipe(t))],
          "FRL_LOAD_PLUGINS: no installed plugin or distribution 'rul' (did you mean 'rule'?)",
          env={"FRL_LOAD_PLUGINS": "rul,sft,grpo,hf,jsonl"}),
+    Case("a stage name that leaves the run folder", lambda t, u: _edited(t, "name: rl", 'name: "../../escape"'),
+         "r.yaml:9: stages[1].name: expected a folder name: letters, digits, '_', '.' and '-', starting with a "
+         "letter or digit, got '../../escape'"),
+    Case("a key given twice in a stage", lambda t, u: _edited(
+        t, "train: {steps: 1, batch_size: 2}", "train: {steps: 1, batch_size: 2}\n    train: {steps: 5}"),
+        "r.yaml:15: stages[1].train: duplicate key (first at line 14); YAML would keep only the last"),
     Case("unknown --set key", lambda t, u: ["validate", str(write_recipe(t)), "--set", "stages.rl.train.stepz=3"],
          "stages[1].train.stepz: unknown key (did you mean 'steps'?)"),
+    Case("a --set value of the wrong type", lambda t, u: [
+        "validate", str(write_recipe(t)), "--set", "stages.rl.train.steps=3", "--set", "stages.rl.train.lr=fast"],
+        "--set stages.rl.train.lr=fast: stages[1].train.lr: expected a valid number"),
+    Case("a --set value a plugin refuses", lambda t, u: [
+        "validate", str(write_recipe(t)), "--set", "stages.rl.rewards.sources.0={name: c, type: rule, check: exakt}"],
+        "--set stages.rl.rewards.sources.0={{name: c, type: rule, check: exakt}}: stages[1].rewards.sources[0].check: "
+        "expected 'exact'"),
     Case("judge base_url not a URL", lambda t, u: ["validate", str(write_recipe(t, source=judge("localhost:8000/v1")))],
          "judge 'j': base_url 'localhost:8000/v1' is not an http(s) URL with a host"),
     Case("judge template names a field no row has", lambda t, u: ["train", "--no-progress", str(write_recipe(

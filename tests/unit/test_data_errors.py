@@ -143,7 +143,7 @@ def recipe(tmp_path, data_line: str, rows: str | bytes, name="data.jsonl", optim
     ('{"prompt": 7, "completion": "2"}\n', "data.jsonl:1: field 'prompt' must be text"),
     ("", "data.jsonl: no rows (the file is empty)"),
     (b'{"prompt": "caf\xe9", "completion": "2"}\n', "data.jsonl:1: not UTF-8: byte 0xe9 at byte 15 of the line"),
-    ('{"prompt": "' + "9" * 80 + '", "completion": "2"}\n',
+    ('{"prompt": "' + "9" * 80 + '", "completion": "2"}\n{"prompt": "1+1=", "completion": "2"}\n',
      # an SFT stage does not generate from its rows: the prompt alone must fit
      "data.jsonl:1: prompt is 80 tokens, longer than the model's context of 64"),
 ])

@@ -193,3 +193,77 @@ def test_no_core_module_imports_the_cli_back():
     offenders = [p.name for p in CORE.rglob("*.py") if p.name != "cli.py"
                  and {".cli", "feedback_rl.commands.cli"} & _imports(p)]
     assert offenders == []
+
+
+def _model_folder(where: Path, **files: str) -> Path:
+    """A folder that passes the model-path check (nothing loads it): config, weights, tokenizer, and ``files``."""
+    where.mkdir()
+    for name, text in {"config.json": "{}", "model.safetensors": "", "tokenizer.json": "{}", **files}.items():
+        (where / name).write_text(text)
+    return where
+
+
+@pytest.mark.parametrize("files,recipe_template,ok", [
+    ({"tokenizer_config.json": "{}"}, None, False),
+    ({}, None, False),
+    ({"tokenizer_config.json": '{"chat_template": "{{ messages }}"}'}, None, True),
+    ({"tokenizer_config.json": "{}", "chat_template.jinja": "{{ messages }}"}, None, True),
+    ({"tokenizer_config.json": "{}"}, "'{{ messages }}'", True),
+])
+def test_conversation_rows_need_a_chat_template_found_in_the_model_files(tmp_path, registry, files,
+                                                                            recipe_template, ok):
+    model = _model_folder(tmp_path / "m", **files)
+    (tmp_path / "c.jsonl").write_text('{"prompt": "plain", "completion": "x"}\n'
+                                      '{"prompt": [{"role": "user", "content": "hi"}], "completion": "x"}\n')
+    template = f"\n          chat_template: {recipe_template}" if recipe_template else ""
+    rec = recipes.load(write(tmp_path, f"""\
+        name: p
+        model:
+          path: {model}{template}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {{train: c.jsonl}}
+        """), [], registry)
+    if ok:
+        preflight.check(rec, registry)
+        return
+    with pytest.raises(UserError, match=r"c.jsonl:2: field 'prompt' is a conversation, but the tokenizer of .* has "
+                                        r"no chat template: set model.chat_template"):
+        preflight.check(rec, registry)
+
+
+@pytest.mark.parametrize("jinja,ok", [("absent", False), ("never asked", True), ("cached", True)])
+def test_a_cached_hub_model_is_refused_conversations_only_when_the_cache_knows_it_has_no_template(
+        tmp_path, registry, monkeypatch, jinja, ok):
+    # the cache's layout: refs/main names a snapshot; .no_exist/<commit>/NAME records a file the hub lacks
+    from huggingface_hub import constants
+    repo = tmp_path / "hub" / "models--org--plain"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    for name, text in {"config.json": "{}", "tokenizer.json": "{}", "tokenizer_config.json": "{}"}.items():
+        (snapshot / name).write_text(text)
+    if jinja == "absent":
+        (repo / ".no_exist" / "abc123").mkdir(parents=True)
+        (repo / ".no_exist" / "abc123" / "chat_template.jinja").write_text("")
+    elif jinja == "cached":
+        (snapshot / "chat_template.jinja").write_text("{{ messages }}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "c.jsonl").write_text('{"prompt": [{"role": "user", "content": "hi"}], "completion": "x"}\n')
+    rec = recipes.load(write(tmp_path, """\
+        name: p
+        model: {path: org/plain}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {train: c.jsonl}
+        """), [], registry)
+    if ok:
+        preflight.check(rec, registry)
+        return
+    with pytest.raises(UserError, match=r"c.jsonl:1: field 'prompt' is a conversation, but the tokenizer of "
+                                        r"'org/plain' has no chat template"):
+        preflight.check(rec, registry)

@@ -90,6 +90,14 @@ def test_missing_answer_key_is_error_naming_it(check, extra):
     assert score.status == "error" and "'solution'" in score.reason
 
 
+@pytest.mark.parametrize("check,gold", [("exact", ""), ("exact", "  \n"), ("final_answer", "All done.\n#### "),
+                                        ("numeric", "")])
+def test_a_blank_gold_is_an_error_and_an_empty_reply_never_matches_it(check, gold):
+    src = make(check=check)
+    scores = src.score([rollout(reply, prompt="1+1=", answer=gold) for reply in ("", "#### ", "2")])
+    assert all(s.status == "error" and "blank" in s.reason for s in scores), scores
+
+
 def test_regex_fullmatch_vs_search():
     full = make(check="regex", pattern=r"\d+")
     search = make(check="regex", pattern=r"\d+", mode="search")
