@@ -87,8 +87,11 @@ def test_an_eval_entirely_inside_train_is_a_user_error(tmp_path, registry):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("stages.0.data.eval={squares: 20}", "r.yaml:7: stages[0].data.eval: the same rows as data.train"),
-    ("stages.0.data.train={squars: 3}", "r.yaml:6: stages[0].data.train: no data source named by the keys squars "
+    # a mistake a --set made is named by the --set, not by the recipe line it replaced
+    ("stages.0.data.eval={squares: 20}", "--set stages.0.data.eval={squares: 20}: stages[0].data.eval: the same "
+                                         "rows as data.train"),
+    ("stages.0.data.train={squars: 3}", "--set stages.0.data.train={squars: 3}: stages[0].data.train: no data "
+                                        "source named by the keys squars "
                                         "(did you mean 'squares'?)"),
     ("stages.0.data.train={generater: addition}", "(did you mean 'generator'?)"),
     ("stages.0.data.train={squares: 3, ofset: 1}", "stages[0].data.train.ofset: unknown key for squares "
