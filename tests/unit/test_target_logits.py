@@ -89,3 +89,36 @@ def test_under_bf16_autocast_the_log_probs_are_float32_and_close():
     assert got.dtype == torch.float32
     assert not torch.equal(got * mask, want * mask)          # the autocast ran in bf16
     assert torch.allclose(got * mask, want * mask, atol=0.05)
+
+
+class FailsOnRealBatches(torch.nn.Module):
+    """Takes logits_to_keep, and fails on any batch larger than the probe's, as a CUDA out-of-memory (or a
+    tensor on the wrong device) would: the error must reach the user as it is."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.real_calls = inner, 0
+
+    def forward(self, input_ids, **kwargs):
+        if input_ids.numel() > 2:
+            self.real_calls += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_an_error_on_a_real_batch_is_never_taken_for_a_missing_logits_to_keep():
+    """It used to be caught as "this model lacks logits_to_keep": the class was switched to the full head for
+    good and the batch retried, so an out-of-memory became a larger one and a device error a confusing second."""
+    from feedback_rl.modeling import batching
+    model = FailsOnRealBatches(gpt2())
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        sequence_logprobs(model, batch())
+    assert model.real_calls == 1   # not retried with the full head
+    assert batching._KEEPS[FailsOnRealBatches] is True   # the probe (two tokens) found the keyword works
+
+
+def test_a_forward_without_logits_to_keep_is_found_by_the_probe_once():
+    from feedback_rl.modeling import batching
+    model = NoKeepArgument(gpt2())
+    sequence_logprobs(model, batch())
+    assert batching._KEEPS[NoKeepArgument] is False
