@@ -8,6 +8,9 @@ position, the stage and step, every plugin's ``state_dict()``, and the sizes of 
 
 It is written under a temporary name and renamed into place only when complete; ``latest`` is
 replaced atomically after the rename. A crash mid-save leaves the previous checkpoint as latest.
+``COMPLETE``, written last, records every file's size and sha256 (and those of the stage output it
+names): :func:`damage` checks them before a resume trusts the checkpoint, so flipped or lost bytes are
+found before they are trained on (a size check alone misses a flipped byte).
 
 The end of every stage is a checkpoint too, whatever ``checkpoint.every`` says: it is tagged as the
 start of the next stage (``01-grpo-step0000000``; after the last stage ``02-done``) and says
@@ -17,6 +20,8 @@ names ``stages/<name>`` instead.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -75,7 +80,9 @@ def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, role
     for role, module in roles.items():
         torch.save(module.state_dict(), tmp / f"{role}.pt")
     torch.save({**state, "rng": rng_state(), "logs": log_sizes(run_dir)}, tmp / "trainer_state.pt")
-    (tmp / COMPLETE).write_text(name)
+    manifest = {"name": name, "files": _digests(tmp),
+                "weights": _digests(run_dir / state["weights"], run_dir) if "weights" in state else {}}
+    (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1))
     _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
@@ -102,6 +109,42 @@ def complete(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / COMPLETE).exists())
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a complete checkpoint's files (None: each has the size and sha256 it was saved
+    with). A checkpoint from before COMPLETE held these records cannot be checked, and passes."""
+    try:
+        manifest = json.loads((path / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    run_dir = path.parent.parent
+    for base, files in ((path, manifest.get("files", {})), (run_dir, manifest.get("weights", {}))):
+        for rel, (size, sha) in files.items():
+            f = base / rel
+            if not f.is_file():
+                return f"{f} is missing"
+            if f.stat().st_size != size:
+                return f"{f} has {f.stat().st_size} bytes, {size} when saved"
+            if _sha256(f) != sha:
+                return f"{f} changed since it was saved (its sha256 differs, same size)"
+    return None
+
+
+def intact(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint whose files are as saved, and a line for each newer damaged one
+    passed over (``latest`` first: it is the newest by definition, then by tag)."""
+    first = latest(run_dir)
+    order = ([first] if first else []) + [p for p in reversed(complete(folder(run_dir))) if p != first]
+    damaged = []
+    for cand in order:
+        problem = damage(cand)
+        if problem is None:
+            return cand, damaged
+        damaged.append(f"checkpoint {cand.name} is damaged: {problem}")
+    return None, damaged
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -157,6 +200,21 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _digests(path: Path, relative_to: Path | None = None) -> dict[str, list]:
+    """``{file: [size, sha256]}`` of every file under ``path``, named relative to ``relative_to`` (or ``path``)."""
+    base = relative_to or path
+    return {str(p.relative_to(base)): [p.stat().st_size, _sha256(p)]
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != COMPLETE}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -94,8 +94,11 @@ def open_run(rec: Recipe, resume: bool | str | Path, say: Callable[[str], None],
                 if r.checkpoint is None:  # killed before its first checkpoint: it starts over, here
                     ckpt.truncate_logs(r.run.dir, {})
                 r.run.write_lock(rec, plugin_versions(pm))  # the same so far; later stages may have changed
-                say(f"run: {r.run.dir} (resuming " + (f"from checkpoint {r.checkpoint.name})" if r.checkpoint else
-                                                      "from the beginning: it had no checkpoint yet)"))
+                for line in r.damaged:
+                    say(f"warning: {line}")
+                newest = ", the newest intact one" if r.damaged else ""
+                say(f"run: {r.run.dir} (resuming " + (f"from checkpoint {r.checkpoint.name}{newest})" if r.checkpoint
+                                                      else "from the beginning: it had no checkpoint yet)"))
                 if r.others:
                     say(f"note: {', '.join(map(str, r.others))} unfinished too; --resume RUN_DIR continues one")
             else:

@@ -1,0 +1,142 @@
+"""The fault matrix: what a run folder or a run meets besides a clean kill (the crash matrix's subject),
+each through the real ``frl``: a checkpoint with flipped bytes or a truncated file, exploding weights,
+a full disk while writing a checkpoint, the status or the metrics, a torn last line of metrics.jsonl.
+Each ends in one line that says what happened, a status that is not "finished" unless the run truly
+finished, and nothing lost that a later ``--resume`` needs.
+
+One SFT stage of 6 steps on a tiny model, a checkpoint every 2 steps; the damaged runs are copies of
+one run killed after step 5 (checkpoints at steps 2 and 4).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from crash_at import crashed, frl, tree_hash
+from safetensors.torch import load_file
+
+from feedback_rl.run import checkpoint as ckpt
+
+
+def recipe(folder: Path, lr: str = "1.0e-2", health: str = "{}") -> Path:
+    path = folder / "fault.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: fault
+        seed: 3
+        output_dir: {folder / 'runs'}
+        model: {{path: builtin:tiny-gpt2, tiny: {{n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}}}}
+        stages:
+          - name: sft
+            optimizer: sft
+            data: {{train: {{generator: addition, size: 24}}}}
+            train: {{steps: 6, batch_size: 4, lr: {lr}}}
+            eval: {{num_prompts: 4}}
+            checkpoint: {{every: 2, keep: 2}}
+            health: {health}
+        """))
+    return path
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def one_line(out: subprocess.CompletedProcess, code: int) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == code and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    return lines[0]
+
+
+def status(run_dir: Path) -> dict:
+    return json.loads((run_dir / "status.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("straight")
+    out = frl("train", recipe(tmp), "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return tmp / "runs" / "fault"
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("killed")
+    out = crashed("step:sft:5", "train", recipe(tmp), "--no-progress")
+    assert out.returncode == -9, out.stderr[-2000:]
+    run = tmp / "runs" / "fault"
+    assert [p.name for p in ckpt.complete(ckpt.folder(run))] == ["00-sft-step0000002", "00-sft-step0000004"]
+    return run
+
+
+def copy_of(run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The run copied into ``tmp_path/runs``, and a recipe that writes there."""
+    shutil.copytree(run, tmp_path / "runs" / run.name)
+    return tmp_path / "runs" / run.name, recipe(tmp_path)
+
+
+def flip(path: Path, count: int = 400) -> None:
+    """``count`` bytes in the middle of ``path`` inverted: the size stays the same."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + count] = bytes(b ^ 0xFF for b in data[mid:mid + count])
+    path.write_bytes(bytes(data))
+
+
+# ---------------------------------------------------------------- verified checkpoints
+
+def test_flipped_bytes_in_the_latest_checkpoint_are_named_and_the_run_resumes_exactly_from_the_one_before(
+        straight, killed, tmp_path):
+    run, path = copy_of(killed, tmp_path)
+    weights = run / "checkpoints" / "00-sft-step0000004" / "policy" / "model.safetensors"
+    flip(weights)
+    out = frl("train", path, "--resume", "--no-progress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (f"warning: checkpoint 00-sft-step0000004 is damaged: {weights} changed since it was saved "
+            "(its sha256 differs, same size)\n") in out.stdout
+    assert f"run: {run} (resuming from checkpoint 00-sft-step0000002, the newest intact one)\n" in out.stdout
+    want, got = load_file(straight / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert [k for k in want if not torch.equal(want[k], got[k])] == []
+    assert metrics(run) == metrics(straight)
+    assert status(run)["status"] == "finished"
+
+
+def test_each_truncated_file_of_a_checkpoint_or_of_the_stage_output_it_names_is_found(killed, straight, tmp_path):
+    run, _ = copy_of(killed, tmp_path / "killed")
+    newest = run / "checkpoints" / "00-sft-step0000004"
+    files = sorted(p for p in newest.rglob("*") if p.is_file() and p.name != ckpt.COMPLETE)
+    assert {"trainer_state.pt", "model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in files}
+    done, _ = copy_of(straight, tmp_path / "done")  # its last checkpoint names the stage output, stages/sft
+    assert ckpt.latest(done).name == "01-done"
+    outputs = sorted(p for p in (done / "stages" / "sft").rglob("*") if p.is_file())
+    for folder, f, fallback in [(run, f, "00-sft-step0000002") for f in files] + \
+                               [(done, f, "00-sft-step0000006") for f in outputs]:
+        good = f.read_bytes()
+        f.write_bytes(good[: len(good) // 2])
+        found, damaged = ckpt.intact(folder)
+        assert found is not None and found.name == fallback, f
+        assert damaged == [f"checkpoint {ckpt.latest(folder).name} is damaged: {f} has {len(good) // 2} bytes, "
+                           f"{len(good)} when saved"]
+        f.write_bytes(good)
+        assert ckpt.intact(folder) == (ckpt.latest(folder), [])
+
+
+def test_with_no_intact_checkpoint_resume_stops_in_one_line_and_touches_nothing(killed, tmp_path):
+    run, path = copy_of(killed, tmp_path)
+    state = run / "checkpoints" / "00-sft-step0000004" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    flip(run / "checkpoints" / "00-sft-step0000002" / "policy" / "model.safetensors")
+    before = tree_hash(run)
+    line = one_line(frl("train", path, "--resume", "--no-progress"), 2)
+    assert line.startswith(f"error: cannot resume {run}: checkpoint 00-sft-step0000004 is damaged: {state} has "
+                           "1000 bytes, ")
+    assert "(and 1 older: checkpoint 00-sft-step0000002 is damaged: " in line
+    assert line.endswith(f"no intact checkpoint is left to resume from; start a new run with `frl train {path} --no-progress` "
+                         "(without --resume)")
+    assert tree_hash(run) == before  # never "finished" over damaged weights
