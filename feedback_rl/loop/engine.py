@@ -155,7 +155,8 @@ class Engine:
         self.dist.check_models(models, f"{self.recipe.path}: stages[{i}].optimizer.critic")
         sampler = datasets.Sampler(len(train_rows), recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
-        health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None)
+        health = Health(stage.health, stage.name, ctx.warn if self.main else lambda msg: None, stage.train.steps,
+                        self.run.dir / "bad_batches")
         trained = [m for m in optimizer.trainable(models) if any(p.requires_grad for p in m.parameters())]
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
         self.precision = Precision(stage.train.precision, self.dist.device, f"stages[{i}].train.precision")
@@ -186,7 +187,7 @@ class Engine:
                 out.update(optimizer.evaluate(local_eval, models))
             return self.dist.reduce_metrics(out, weight=len(local_eval))
         state = {"version": 0, "eval_before": None}
-        plugins = {"optimizer": optimizer, "backend": backend,
+        plugins = {"optimizer": optimizer, "backend": backend, "health": health,
                    **{f"source:{slot.spec.name}": slot.source for slot in mixer.slots}}
         if resumed is None:
             state["eval_before"] = do_eval()
@@ -389,7 +390,6 @@ class Engine:
                 msg = f"stage '{stage.name}' step {step}: non-finite loss or gradient; batch saved to {where}"
                 if stage.health.nonfinite == "stop":
                     raise RunStopped(msg)
-                tqdm.write(f"warning: {msg}; step skipped")
                 totals.setdefault("health/nonfinite_skips", []).append(1.0)
                 continue
             self.precision.step(opt)

@@ -140,3 +140,37 @@ def test_with_no_intact_checkpoint_resume_stops_in_one_line_and_touches_nothing(
     assert line.endswith(f"no intact checkpoint is left to resume from; start a new run with `frl train {path} --no-progress` "
                          "(without --resume)")
     assert tree_hash(run) == before  # never "finished" over damaged weights
+
+
+# ---------------------------------------------------------------- exploding weights
+
+def test_exploding_weights_stop_the_stage_within_a_few_steps_instead_of_finishing_over_garbage(tmp_path):
+    """lr 1e8: step 1 blows the weights up and every later step is non-finite. The default limit (3 steps
+    in a row) stops the run at step 4, not "finished" with a garbage final/ after 29 skipped steps."""
+    path = recipe(tmp_path, lr="1.0e8")
+    path.write_text(path.read_text().replace("steps: 6,", "steps: 30,"))
+    out = frl("train", path, "--no-progress")
+    run = tmp_path / "runs" / "fault"
+    line = one_line(out, 1)
+    assert line == (f"stopped: stage 'sft' step 4: 3 steps in a row had a non-finite loss or gradient and were "
+                    f"skipped (health.skip_limit.consecutive: 3): the weights have likely diverged (is train.lr "
+                    f"too high?); the batches are saved in {run / 'bad_batches'}")
+    assert status(run)["status"] == "stopped" and status(run)["reason"] == line.removeprefix("stopped: ")
+    assert not (run / "final").exists()
+    # one warning: the next skips fall within health.warn_every (50)
+    assert [w for w in out.stdout.splitlines() if w.startswith("warning:")] == [
+        f"warning: stage 'sft' step 2: non-finite loss or gradient; step skipped (1 so far this stage); "
+        f"the batches are saved in {run / 'bad_batches'}"]
+    assert sorted(p.name for p in (run / "bad_batches").iterdir()) == [f"sft-step{s}-mb0.pt" for s in (2, 3, 4)]
+
+
+def test_a_share_of_skipped_steps_stops_the_stage_and_the_warning_repeats_every_warn_every_steps(tmp_path):
+    path = recipe(tmp_path, lr="1.0e8", health="{warn_every: 3, skip_limit: {consecutive: 100, share: 0.5}}")
+    path.write_text(path.read_text().replace("steps: 6,", "steps: 12,"))
+    out = frl("train", path, "--no-progress")
+    run = tmp_path / "runs" / "fault"
+    assert one_line(out, 1).startswith("stopped: stage 'sft' step 8: 7 of the stage's 12 steps had a non-finite "
+                                       "loss or gradient and were skipped (health.skip_limit.share: 0.5 allows 6)")
+    warned = [w.split(":")[1] for w in out.stdout.splitlines() if w.startswith("warning:")]
+    assert warned == [" stage 'sft' step 2", " stage 'sft' step 5"]
+    assert status(run)["status"] == "stopped"
