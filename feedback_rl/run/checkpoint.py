@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``runs/<run>/checkpoints/<tag>/`` holding the policy in HF safetensors
 format (``policy/``, loadable by ``from_pretrained``), other trainable roles (``<role>.pt``), and
-``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states, the sampler
+``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states (and every CUDA
+device's, where there is CUDA), the sampler
 position, the stage and step, every plugin's ``state_dict()``, and the sizes of the run's JSONL logs
 (resume cuts them back, so no step is logged twice).
 
@@ -48,13 +49,22 @@ def start_tag(stage_index: int, stages: list[str]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # sampling and dropout on a GPU draw from its own generator, not the CPU's
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Every generator as saved. The CUDA ones only onto as many devices as they were saved from: on
+    another count the saved states would land on other devices, so the devices keep the stage's seeding
+    (and such a resume is not bit-identical)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def log_sizes(run_dir: Path) -> dict[str, int]:
