@@ -174,3 +174,22 @@ def test_a_share_of_skipped_steps_stops_the_stage_and_the_warning_repeats_every_
     warned = [w.split(":")[1] for w in out.stdout.splitlines() if w.startswith("warning:")]
     assert warned == [" stage 'sft' step 2", " stage 'sft' step 5"]
     assert status(run)["status"] == "stopped"
+
+
+# ---------------------------------------------------------------- a torn last line (what kill -9 leaves)
+
+def test_frl_plot_and_frl_runs_read_past_a_torn_last_line_of_metrics(killed, tmp_path):
+    run, _ = copy_of(killed, tmp_path)
+    log = run / "metrics.jsonl"
+    whole = log.read_text()
+    log.write_text(whole + '{"global_step": 7, "feedback/size": 4.0, "loss": 0.81')  # cut mid-write
+    out = frl("plot", run)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{run / 'plots' / 'loss.png'}\n" in out.stdout
+    listed = frl("runs", "--dir", tmp_path / "runs")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[:4] == ["fault", "killed", "sft", "5"]
+    # a broken line with whole lines after it is no torn write: it is still named
+    lines = whole.splitlines(keepends=True)
+    log.write_text("".join(lines[:2]) + "{broken\n" + "".join(lines[2:]))
+    assert one_line(frl("plot", run), 2) == f"error: {log}:3: not valid JSON"
