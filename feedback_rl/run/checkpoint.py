@@ -32,6 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from feedback_rl.errors import RunFailed
+from feedback_rl.run.writes import writing
+
 COMPLETE = "COMPLETE"
 
 
@@ -80,24 +83,41 @@ def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, role
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     final = root / name
+    what = f"checkpoint {name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    if weights is None:
-        policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
-        tokenizer.save_pretrained(tmp / "policy")
-    else:
-        state = {**state, "weights": str(weights.relative_to(run_dir))}
-    for role, module in roles.items():
-        torch.save(module.state_dict(), tmp / f"{role}.pt")
-    torch.save({**state, "rng": rng_state(), "logs": log_sizes(run_dir)}, tmp / "trainer_state.pt")
-    manifest = {"name": name, "files": _digests(tmp),
-                "weights": _digests(run_dir / state["weights"], run_dir) if "weights" in state else {}}
-    (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1))
-    _fsync_dir(tmp)
+    try:
+        with writing(tmp, what):
+            tmp.mkdir()
+        if weights is None:
+            with writing(tmp / "policy", what):
+                policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
+                tokenizer.save_pretrained(tmp / "policy")
+        else:
+            state = {**state, "weights": str(weights.relative_to(run_dir))}
+        for role, module in roles.items():
+            with writing(tmp / f"{role}.pt", what):
+                torch.save(module.state_dict(), tmp / f"{role}.pt")
+        with writing(tmp / "trainer_state.pt", what):
+            torch.save({**state, "rng": rng_state(), "logs": log_sizes(run_dir)}, tmp / "trainer_state.pt")
+        manifest = {"name": name, "files": _digests(tmp),
+                    "weights": _digests(run_dir / state["weights"], run_dir) if "weights" in state else {}}
+        with writing(tmp / COMPLETE, what):
+            (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1))
+            _fsync_dir(tmp)
+    except (Exception, KeyboardInterrupt) as e:
+        # a checkpoint that cannot complete is never resumed from: its half is removed (the space it
+        # took is what a full disk needs back). A kill leaves it; the next save or prune removes it.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, RunFailed):
+            raise RunFailed(f"{e}; the unfinished checkpoint was removed") from None
+        if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C while saving
+            raise KeyboardInterrupt(f"{what} was abandoned unfinished and removed") from None
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     pointer = root / "latest.tmp"
-    pointer.write_text(name)
+    with writing(pointer, what):
+        pointer.write_text(name)
     os.replace(pointer, root / "latest")
     _prune(root, keep)
     return final

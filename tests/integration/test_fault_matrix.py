@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from crash_at import crashed, frl, tree_hash
+from crash_at import ENV, crashed, frl, tree_hash
 from safetensors.torch import load_file
 
 from feedback_rl.run import checkpoint as ckpt
@@ -193,3 +194,55 @@ def test_frl_plot_and_frl_runs_read_past_a_torn_last_line_of_metrics(killed, tmp
     lines = whole.splitlines(keepends=True)
     log.write_text("".join(lines[:2]) + "{broken\n" + "".join(lines[2:]))
     assert one_line(frl("plot", run), 2) == f"error: {log}:3: not valid JSON"
+
+
+# ---------------------------------------------------------------- a full disk, a second Ctrl-C
+
+def faulty(fault: str, *args) -> subprocess.CompletedProcess:
+    """``frl ARGS`` meeting ``fault`` (see fault_at.py)."""
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("fault_at.py")), fault, *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+
+
+CKPT = "{run}/checkpoints/.tmp-00-sft-step0000004"
+FAULTS = [  # the fault, the exit code, the line it ends in (before "; make room..."), the status, where --resume continues
+    ("enospc:.tmp-00-sft-step0000004/policy/model.safetensors@1", 1,
+     f"error: cannot write {CKPT}/policy (checkpoint 00-sft-step0000004): Error while serializing: I/O error: "
+     "No space left on device (os error 28); the unfinished checkpoint was removed", "failed", "00-sft-step0000002"),
+    ("enospc:.tmp-00-sft-step0000004/trainer_state.pt@1", 1,  # torch's words; on a full disk: No space left...
+     f"error: cannot write {CKPT}/trainer_state.pt (checkpoint 00-sft-step0000004): [enforce fail at "
+     "inline_container.cc:672] . unexpected pos 576 vs 534; the unfinished checkpoint was removed", "failed",
+     "00-sft-step0000002"),
+    # the disk fills at step 4's metrics line and stays full: the status is rewritten in place
+    ("enospc:metrics.jsonl@5,status.json.tmp@2", 1,
+     "error: cannot write {run}/metrics.jsonl (the step's metrics): No space left on device", "failed",
+     "00-sft-step0000002"),
+    # trained to the end, final/ written, and no room for the status at all: not "finished"
+    ("enospc:status.json.tmp@2,status.json@1", 1,
+     "error: cannot write {run}/status.json (the run's status, 'finished'): No space left on device", "running",
+     "01-done"),
+    ("sigint2:sft:3", 130,
+     "aborted: a second signal stopped the run at once: checkpoint 00-sft-step0000003 was abandoned unfinished and "
+     "removed; --resume continues from checkpoint 00-sft-step0000002", "interrupted", "00-sft-step0000002"),
+]
+
+
+@pytest.mark.parametrize("fault,code,said,state,resumes_from", FAULTS, ids=[f[0].split("@")[0] for f in FAULTS])
+def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line_and_resume_still_reaches_the_uninterrupted_result(
+        straight, tmp_path, fault, code, said, state, resumes_from):
+    path, run = recipe(tmp_path), tmp_path / "runs" / "fault"
+    line = one_line(faulty(fault, "train", path, "--no-progress"), code)
+    go_on = f"frl train {path} --no-progress --resume {run}"
+    assert line == said.format(run=run) + (f"; make room, then continue with: {go_on}" if code == 1 else f": {go_on}")
+    assert status(run)["status"] == state
+    if state != "running":  # the status says why, naming the file or the checkpoint
+        named = {"failed": said.format(run=run).split(" ")[3], "interrupted": "checkpoint 00-sft-step0000003"}[state]
+        assert named in status(run)["reason"]
+    assert [p.name for p in ckpt.folder(run).iterdir() if p.name.startswith(".tmp-")] == []
+    out = frl("train", path, "--resume", "--no-progress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"run: {run} (resuming from checkpoint {resumes_from})\n" in out.stdout
+    want, got = load_file(straight / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert [k for k in want if not torch.equal(want[k], got[k])] == []
+    assert metrics(run) == metrics(straight)
+    assert status(run)["status"] == "finished"
