@@ -71,6 +71,9 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
         removed = opened.created and not watch.seen and opened.run.dir.exists()
         if removed:
             shutil.rmtree(opened.run.dir)  # a failed start: nothing in it to resume or keep
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"stopped before its first step; {opened.run.dir} was removed (nothing in "
+                                        "it to resume)") from None
         if (failed := writes.failure(e, opened.run.dir)) is not None:  # a full disk: one line, not tracebacks
             raise RunFailed(f"{failed}" + ("" if removed else f"; make room, then continue with: {again}")) from None
         raise
