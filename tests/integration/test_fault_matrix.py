@@ -21,7 +21,10 @@ import torch
 from crash_at import ENV, crashed, frl, tree_hash
 from safetensors.torch import load_file
 
+import feedback_rl
+from feedback_rl.plugins import get_plugin_manager
 from feedback_rl.run import checkpoint as ckpt
+from feedback_rl.run.train import train_recipe
 
 
 def recipe(folder: Path, lr: str = "1.0e-2", health: str = "{}") -> Path:
@@ -246,3 +249,19 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line_and_resume_still_reache
     assert [k for k in want if not torch.equal(want[k], got[k])] == []
     assert metrics(run) == metrics(straight)
     assert status(run)["status"] == "finished"
+
+
+class CtrlCAtStart:
+    @feedback_rl.hookimpl
+    def frl_run_start(self, run, recipe):
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_before_the_first_step_says_the_fresh_folder_was_removed_and_proposes_no_resume(tmp_path):
+    pm = get_plugin_manager()
+    pm.register(CtrlCAtStart())
+    run = tmp_path / "runs" / "fault"
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train_recipe(recipe(tmp_path), pm=pm)
+    assert str(stopped.value) == f"stopped before its first step; {run} was removed (nothing in it to resume)"
+    assert not run.exists()
