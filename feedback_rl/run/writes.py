@@ -18,9 +18,10 @@ from typing import Iterator
 from feedback_rl.errors import RunFailed
 
 DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # not EIO: a read fails with it too
-# how the C++ and Rust writers say that a write failed (they raise no OSError)
-WRITE_FAILED = ("No space left", "os error 28", "unexpected pos", "iostream error", "file write failed",
-                "Disk quota", "I/O error")
+# how the C++ and Rust writers say that the disk is full (they raise no OSError) ...
+DISK_FULL = ("No space left", "os error 28", "Disk quota")
+# ... and that a write failed, which only a known write may be read as (a read says "I/O error" too)
+WRITE_FAILED = DISK_FULL + ("unexpected pos", "iostream error", "file write failed", "I/O error")
 WHAT = {"metrics.jsonl": "the step's metrics", "rollouts.jsonl": "the step's rollouts",
         "status.json": "the run's status", "recipe.lock.yaml": "the run's lock"}
 
@@ -33,21 +34,21 @@ def writing(path: Path, what: str) -> Iterator[None]:
     except RunFailed:
         raise
     except Exception as e:  # noqa: BLE001 (only write failures are turned; the rest passes through)
-        found = failure(e, path, what)
+        found = failure(e, path, what, writes=True)
         if found is None:
             raise
         raise found from None
 
 
-def failure(e: BaseException, path: Path, what: str | None = None) -> RunFailed | None:
+def failure(e: BaseException, path: Path, what: str | None = None, writes: bool = False) -> RunFailed | None:
     """``e`` as one line if it is a failure to write (``path``: the file, or the run folder when the error
-    names no file), else None."""
+    names no file), else None. ``writes``: ``e`` was raised by a write."""
     if isinstance(e, RunFailed):
         return e
     if isinstance(e, OSError) and e.errno in DISK:
         target = Path(e.filename) if e.filename else path
         reason = e.strerror or str(e)
-    elif isinstance(e, Exception) and any(w in str(e) for w in WRITE_FAILED):
+    elif isinstance(e, Exception) and any(w in str(e) for w in (WRITE_FAILED if writes else DISK_FULL)):
         target, reason = path, _reason(e, path)
     else:
         return None
