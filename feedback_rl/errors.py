@@ -21,6 +21,12 @@ class RunStopped(Exception):
     exit_code = 1
 
 
+class RunFailed(Exception):
+    """The run could not go on for a cause outside its input (a full disk): one line, exit code 1."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a choice is close to ``word``, else an empty string."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

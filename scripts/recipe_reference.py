@@ -67,7 +67,8 @@ SECTIONS = [
     ("sources[].gate", r.GateSpec, "gate."), ("stages[].feedback", r.FeedbackSpec, "feedback."),
     ("stages[].rollout", r.RolloutSpec, "rollout."), ("stages[].train", r.TrainSpec, "train."),
     ("stages[].eval", r.EvalSpec, "eval."), ("stages[].checkpoint", r.CheckpointSpec, "checkpoint."),
-    ("stages[].health", r.HealthSpec, "health."), ("a health limit", r.Limit, ""),
+    ("stages[].health", r.HealthSpec, "health."), ("stages[].health.skip_limit", r.SkipLimit, "health.skip_limit."),
+    ("a health limit", r.Limit, ""),
 ]
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from feedback_rl.errors import RunStopped, UserError
+from feedback_rl.errors import RunFailed, RunStopped, UserError
 
 NEWEST = "\0newest"  # --resume without a value
 
@@ -126,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         click.echo(f"stopped: {e}", err=True)
         return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except RunFailed as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort as e:  # Ctrl-C; a second one during training says what it abandoned
+        said = str(e.__cause__ or "")
+        click.echo(f"aborted: {said}" if said else "aborted", err=True)
         return 130
     except click.ClickException as e:
         e.show()

@@ -29,10 +29,14 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise UserError(f"{run_dir}: no metrics.jsonl (is this a run folder?)")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_text()
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
+            if n == len(lines) and not text.endswith("\n"):
+                break  # torn: the run was killed while writing it (kill -9); every line before is whole
             raise UserError(f"{path}:{n}: not valid JSON") from None
     return rows
 

@@ -17,8 +17,9 @@ from feedback_rl.hookspecs import hookimpl
 from feedback_rl.run.distributed import Dist
 from feedback_rl.loop.engine import Engine
 from feedback_rl.run.preflight import StageData, check as preflight, probe
-from feedback_rl.errors import RunStopped, UserError
+from feedback_rl.errors import RunFailed, RunStopped, UserError
 from feedback_rl.config.recipe import Recipe
+from feedback_rl.run import writes
 from feedback_rl.run.folder import Held, Run, RunBusy
 
 
@@ -47,20 +48,35 @@ def train_recipe(recipe: Recipe | str | Path, overrides: list[str] = (), pm: Any
     opened = open_run(rec, resume, say or (lambda msg: None), dist, pm, command)
     watch = _FirstStep()
     pm.register(watch, name="_frl_first_step")  # the core's own observer: no plugin of the lock
+    from feedback_rl.run.resume import continue_command
+    again = continue_command(command, opened.run.dir)
     try:
         engine = Engine(rec, pm, reg, opened.run, progress=progress, resume=opened.checkpoint, dist=dist, data=data)
         try:
             return opened.run, engine.train()
         except RunStopped as e:
             if engine.signal:  # stopped by SIGINT/SIGTERM after a checkpoint: say how to go on, exactly
-                from feedback_rl.run.resume import continue_command
-                raise RunStopped(f"{e}; continue with: {continue_command(command, opened.run.dir)}") from None
+                raise RunStopped(f"{e}; continue with: {again}") from None
+            raise
+        except KeyboardInterrupt as e:
+            if engine.signal:  # a second signal stops at once: say what was lost and what is kept
+                latest = ckpt.latest(opened.run.dir)
+                raise KeyboardInterrupt(
+                    f"a second signal stopped the run at once{f': {e}' if str(e) else ''}; --resume continues "
+                    f"from {f'checkpoint {latest.name}' if latest else 'the beginning (no checkpoint yet)'}: "
+                    f"{again}") from None
             raise
     except RunStopped:
         raise  # stopped by its own verdict (a health limit, a source's errors): the folder shows why
-    except BaseException:
-        if opened.created and not watch.seen and opened.run.dir.exists():
+    except BaseException as e:
+        removed = opened.created and not watch.seen and opened.run.dir.exists()
+        if removed:
             shutil.rmtree(opened.run.dir)  # a failed start: nothing in it to resume or keep
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"stopped before its first step; {opened.run.dir} was removed (nothing in "
+                                        "it to resume)") from None
+        if (failed := writes.failure(e, opened.run.dir)) is not None:  # a full disk: one line, not tracebacks
+            raise RunFailed(f"{failed}" + ("" if removed else f"; make room, then continue with: {again}")) from None
         raise
     finally:
         pm.unregister(watch)
@@ -95,8 +111,11 @@ def open_run(rec: Recipe, resume: bool | str | Path, say: Callable[[str], None],
                 if r.checkpoint is None:  # killed before its first checkpoint: it starts over, here
                     ckpt.truncate_logs(r.run.dir, {})
                 r.run.write_lock(rec, plugin_versions(pm))  # the same so far; later stages may have changed
-                say(f"run: {r.run.dir} (resuming " + (f"from checkpoint {r.checkpoint.name})" if r.checkpoint else
-                                                      "from the beginning: it had no checkpoint yet)"))
+                for line in r.damaged:
+                    say(f"warning: {line}")
+                newest = ", the newest intact one" if r.damaged else ""
+                say(f"run: {r.run.dir} (resuming " + (f"from checkpoint {r.checkpoint.name}{newest})" if r.checkpoint
+                                                      else "from the beginning: it had no checkpoint yet)"))
                 if r.others:
                     say(f"note: {', '.join(map(str, r.others))} unfinished too; --resume RUN_DIR continues one")
             else:
@@ -106,15 +125,15 @@ def open_run(rec: Recipe, resume: bool | str | Path, say: Callable[[str], None],
                 say(f"run: {run.dir}")
             opened.run.write_status({"status": "running"})
             found = (opened.run.dir, opened.checkpoint, None)
-        except (UserError, RunBusy) as e:
+        except (UserError, RunBusy, RunFailed) as e:  # RunFailed: no room for the lock or the status
             if opened is not None:
                 opened.release()
             if run is not None:
                 shutil.rmtree(run.dir, ignore_errors=True)
-            found = (None, None, str(e))
+            found = (None, None, (isinstance(e, RunFailed), str(e)))
     run_dir, checkpoint, error = dist.broadcast(found)
     if error:
-        raise UserError(error)
+        raise (RunFailed if error[0] else UserError)(error[1])
     return opened or Opened(Run(run_dir.name, run_dir), checkpoint, False)
 
 

@@ -125,9 +125,19 @@ class Limit(Strict):
     action: Literal["warn", "stop"] = "warn"
 
 
+class SkipLimit(Strict):
+    """How many non-finite steps ``nonfinite: skip`` skips before the run stops: weights that blew up make
+    every later step non-finite, and skipping them all would end "finished" over garbage."""
+
+    consecutive: int = Field(3, ge=1, description="stop when this many steps in a row were skipped")
+    share: float = Field(0.1, gt=0.0, le=1.0, description="stop when more than this share of the stage's steps "
+                                                          "were skipped (one skipped step is always allowed)")
+
+
 class HealthSpec(Strict):
     nonfinite: Literal["skip", "stop"] = Field("skip", description="a non-finite loss or gradient: skip the step "
-                                              "and save the batch, or stop")
+                                              "and save the batch (within skip_limit), or stop")
+    skip_limit: SkipLimit = Field(SkipLimit(), description="when skipped non-finite steps stop the run")
     max_kl: Limit | None = Field(None, description="KL to the reference per completion (metric kl/sequence, nats) above the limit")
     min_entropy: Limit | None = Field(None, description="policy entropy below the limit (collapse)")
     max_truncated_rate: Limit | None = Field(Limit(limit=0.5), description="fraction of completions cut by max_new_tokens")

@@ -76,8 +76,9 @@ class Stage:
         self.dist.check_models(self.models, f"{e.recipe.path}: stages[{i}].optimizer.critic")
         self.sampler = datasets.Sampler(len(self.train_rows), e.recipe.seed + i)
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
-        self.health = Health(spec.health, spec.name, ctx.warn if self.main else lambda msg: None)
-        self.plugins = {"optimizer": self.optimizer, "backend": self.backend,
+        self.health = Health(spec.health, spec.name, ctx.warn if self.main else lambda msg: None, spec.train.steps,
+                             e.run.dir / "bad_batches")
+        self.plugins = {"optimizer": self.optimizer, "backend": self.backend, "health": self.health,
                         **{f"source:{slot.spec.name}": slot.source for slot in self.mixer.slots}}
 
     def _build_training(self) -> None:
@@ -350,8 +351,7 @@ class Stage:
             msg = f"stage '{spec.name}' step {step}: non-finite loss or gradient; batch saved to {where}"
             if spec.health.nonfinite == "stop":
                 raise RunStopped(msg)
-            tqdm.write(f"warning: {msg}; step skipped")
-            return {"health/nonfinite_skips": 1.0}
+            return {"health/nonfinite_skips": 1.0}   # run/health.py warns, and stops past its budget
         self.precision.step(opt)
         if mb is None:
             return {}

@@ -2,12 +2,16 @@
 
 A checkpoint is a folder ``runs/<run>/checkpoints/<tag>/`` holding the policy in HF safetensors
 format (``policy/``, loadable by ``from_pretrained``), other trainable roles (``<role>.pt``), and
-``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states, the sampler
+``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states (and every CUDA
+device's, where there is CUDA), the sampler
 position, the stage and step, every plugin's ``state_dict()``, and the sizes of the run's JSONL logs
 (resume cuts them back, so no step is logged twice).
 
 It is written under a temporary name and renamed into place only when complete; ``latest`` is
 replaced atomically after the rename. A crash mid-save leaves the previous checkpoint as latest.
+``COMPLETE``, written last, records every file's size and sha256 (and those of the stage output it
+names): :func:`damage` checks them before a resume trusts the checkpoint, so flipped or lost bytes are
+found before they are trained on (a size check alone misses a flipped byte).
 
 The end of every stage is a checkpoint too, whatever ``checkpoint.every`` says: it is tagged as the
 start of the next stage (``01-grpo-step0000000``; after the last stage ``02-done``) and says
@@ -17,6 +21,8 @@ names ``stages/<name>`` instead.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -25,6 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from feedback_rl.errors import RunFailed
+from feedback_rl.run.writes import writing
 
 COMPLETE = "COMPLETE"
 
@@ -43,13 +52,22 @@ def start_tag(stage_index: int, stages: list[str]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # sampling and dropout on a GPU draw from its own generator, not the CPU's
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Every generator as saved. The CUDA ones only onto as many devices as they were saved from: on
+    another count the saved states would land on other devices, so the devices keep the stage's seeding
+    (and such a resume is not bit-identical)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def log_sizes(run_dir: Path) -> dict[str, int]:
@@ -65,22 +83,41 @@ def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, role
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}"
     final = root / name
+    what = f"checkpoint {name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    if weights is None:
-        policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
-        tokenizer.save_pretrained(tmp / "policy")
-    else:
-        state = {**state, "weights": str(weights.relative_to(run_dir))}
-    for role, module in roles.items():
-        torch.save(module.state_dict(), tmp / f"{role}.pt")
-    torch.save({**state, "rng": rng_state(), "logs": log_sizes(run_dir)}, tmp / "trainer_state.pt")
-    (tmp / COMPLETE).write_text(name)
-    _fsync_dir(tmp)
+    try:
+        with writing(tmp, what):
+            tmp.mkdir()
+        if weights is None:
+            with writing(tmp / "policy", what):
+                policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
+                tokenizer.save_pretrained(tmp / "policy")
+        else:
+            state = {**state, "weights": str(weights.relative_to(run_dir))}
+        for role, module in roles.items():
+            with writing(tmp / f"{role}.pt", what):
+                torch.save(module.state_dict(), tmp / f"{role}.pt")
+        with writing(tmp / "trainer_state.pt", what):
+            torch.save({**state, "rng": rng_state(), "logs": log_sizes(run_dir)}, tmp / "trainer_state.pt")
+        manifest = {"name": name, "files": _digests(tmp),
+                    "weights": _digests(run_dir / state["weights"], run_dir) if "weights" in state else {}}
+        with writing(tmp / COMPLETE, what):
+            (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1))
+            _fsync_dir(tmp)
+    except (Exception, KeyboardInterrupt) as e:
+        # a checkpoint that cannot complete is never resumed from: its half is removed (the space it
+        # took is what a full disk needs back). A kill leaves it; the next save or prune removes it.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, RunFailed):
+            raise RunFailed(f"{e}; the unfinished checkpoint was removed") from None
+        if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C while saving
+            raise KeyboardInterrupt(f"{what} was abandoned unfinished and removed") from None
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     pointer = root / "latest.tmp"
-    pointer.write_text(name)
+    with writing(pointer, what):
+        pointer.write_text(name)
     os.replace(pointer, root / "latest")
     _prune(root, keep)
     return final
@@ -102,6 +139,42 @@ def complete(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / COMPLETE).exists())
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a complete checkpoint's files (None: each has the size and sha256 it was saved
+    with). A checkpoint from before COMPLETE held these records cannot be checked, and passes."""
+    try:
+        manifest = json.loads((path / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    run_dir = path.parent.parent
+    for base, files in ((path, manifest.get("files", {})), (run_dir, manifest.get("weights", {}))):
+        for rel, (size, sha) in files.items():
+            f = base / rel
+            if not f.is_file():
+                return f"{f} is missing"
+            if f.stat().st_size != size:
+                return f"{f} has {f.stat().st_size} bytes, {size} when saved"
+            if _sha256(f) != sha:
+                return f"{f} changed since it was saved (its sha256 differs, same size)"
+    return None
+
+
+def intact(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint whose files are as saved, and a line for each newer damaged one
+    passed over (``latest`` first: it is the newest by definition, then by tag)."""
+    first = latest(run_dir)
+    order = ([first] if first else []) + [p for p in reversed(complete(folder(run_dir))) if p != first]
+    damaged = []
+    for cand in order:
+        problem = damage(cand)
+        if problem is None:
+            return cand, damaged
+        damaged.append(f"checkpoint {cand.name} is damaged: {problem}")
+    return None, damaged
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -157,6 +230,21 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _digests(path: Path, relative_to: Path | None = None) -> dict[str, list]:
+    """``{file: [size, sha256]}`` of every file under ``path``, named relative to ``relative_to`` (or ``path``)."""
+    base = relative_to or path
+    return {str(p.relative_to(base)): [p.stat().st_size, _sha256(p)]
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != COMPLETE}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

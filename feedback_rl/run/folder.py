@@ -14,6 +14,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from feedback_rl.errors import RunFailed
+from feedback_rl.run.writes import writing
 
 PACKAGES = ("feedback_rl", "torch", "transformers", "accelerate", "pluggy", "openai", "pydantic", "peft")
 LOCK = "recipe.lock.yaml"
@@ -69,22 +73,41 @@ class Run:
             "plugins": plugins,
             "sources": old.get("sources", {}),  # what describe_sources recorded survives a rewrite
         }
-        _write_atomic(path, yaml.safe_dump(lock, sort_keys=False))
+        with writing(path, "the run's lock"):
+            _write_atomic(path, yaml.safe_dump(lock, sort_keys=False))
         return path
 
     def describe_sources(self, stage: str, described: dict[str, Any]) -> None:
         """Record what each source says about itself (e.g. a judge template's hash) in the lock."""
         lock = read_lock(self.dir) or {}
         lock.setdefault("sources", {})[stage] = described
-        _write_atomic(self.dir / LOCK, yaml.safe_dump(lock, sort_keys=False))
+        with writing(self.dir / LOCK, "the run's lock"):
+            _write_atomic(self.dir / LOCK, yaml.safe_dump(lock, sort_keys=False))
 
     def append_rollouts(self, records: list[dict]) -> None:
-        with open(self.rollouts_path, "a") as f:
+        with writing(self.rollouts_path, "the step's rollouts"), open(self.rollouts_path, "a") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
 
     def write_status(self, status: dict) -> None:
-        _write_atomic(self.dir / "status.json", json.dumps(status, indent=1))
+        """``status.json``, replaced atomically; on a full disk rewritten in place (its blocks are already
+        allocated), so that a failed run still says so. A status that cannot be written at all is an
+        error of its own, unless the run is already failing for another reason: that error is the one to
+        read (and ``frl runs`` shows the run as killed)."""
+        failing = sys.exc_info()[1]  # called from a ``finally`` while the run fails
+        path, text = self.dir / "status.json", json.dumps(status, indent=1)
+        try:
+            _write_atomic(path, text)
+        except OSError as e:
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            try:
+                with open(path, "r+") as f:
+                    f.write(text)
+                    f.truncate()
+            except OSError:
+                if failing is None:
+                    raise RunFailed(f"cannot write {path} (the run's status, {status.get('status')!r}): "
+                                    f"{e.strerror or e}") from None
 
     def hold(self) -> "Held":
         """Mark this folder as in use by this process until :meth:`Held.release` (or its death)."""

@@ -3,6 +3,9 @@
 A finished run is never resumed: its folder is never written into again. An unfinished run resumes
 from its latest complete checkpoint, or, killed before its first checkpoint, starts again from the
 beginning in its own folder (nothing of it was kept, and its folder is not burned).
+A checkpoint whose files are not as they were saved is passed over, by name, for the newest intact
+one; when every checkpoint is damaged, nothing resumes (training on damaged weights would end
+"finished" over garbage).
 
 The recipe must compute what the run computed so far: every key that changes a result (model, seed,
 data and its content, each begun stage's optimizer, sources, rollout, training, eval and health
@@ -37,6 +40,7 @@ class Resumable:
     run: Run
     checkpoint: Path | None  # None: no checkpoint yet; the run starts over in its folder
     others: list[Path]       # other unfinished runs of the recipe, newest first
+    damaged: list[str]       # a line for each newer checkpoint passed over as damaged
 
 
 def find(recipe: Recipe, run_dir: str | Path | None = None, command: str = "") -> Resumable:
@@ -72,9 +76,13 @@ def find(recipe: Recipe, run_dir: str | Path | None = None, command: str = "") -
     if state == "running":
         raise UserError(f"--resume {chosen}: that run is still running ({runs.holder(chosen)}); "
                         f"stop it first (Ctrl-C or SIGTERM saves a checkpoint)")
-    latest = ckpt.latest(chosen)
+    latest, damaged = ckpt.intact(chosen)
+    if damaged and latest is None:
+        more = f" (and {len(damaged) - 1} older: {'; '.join(damaged[1:])})" if len(damaged) > 1 else ""
+        raise UserError(f"cannot resume {chosen}: {damaged[0]}{more}; no intact checkpoint is left to resume "
+                        f"from; {fresh}")
     check_compatible(runs.read_lock(chosen) or {}, recipe, chosen, ckpt.stages_begun(latest))
-    return Resumable(Run(chosen.name, chosen), latest, others)
+    return Resumable(Run(chosen.name, chosen), latest, others, damaged)
 
 
 def check_compatible(lock: dict[str, Any], recipe: Recipe, run_dir: Path, begun: int) -> None:

@@ -15,14 +15,24 @@ class JsonlLogger(Logger):
 
     def __init__(self, options, context):
         super().__init__(options, context)
-        self._file = open(context.run_dir / options.filename, "a", buffering=1)
+        self._path = context.run_dir / options.filename
+        self._file = open(self._path, "a", buffering=1)
+        self._failed = False
 
     def log(self, metrics, step):
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-        self._file.write(json.dumps({"global_step": step, **clean}) + "\n")
+        try:
+            self._file.write(json.dumps({"global_step": step, **clean}) + "\n")
+        except OSError as e:  # a full disk: the error names the file (a write error alone names none)
+            self._failed = True
+            raise OSError(e.errno, e.strerror, str(self._path)) from None
 
     def close(self):
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            if not self._failed:  # after a failed write, closing retries the same lost line: said once already
+                raise
 
 
 @hookimpl
