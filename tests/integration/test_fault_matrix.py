@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 import feedback_rl
 from feedback_rl.plugins import get_plugin_manager
 from feedback_rl.run import checkpoint as ckpt
-from feedback_rl.run.train import train_recipe
+from feedback_rl.commands.train import train_recipe
 
 
 def recipe(folder: Path, lr: str = "1.0e-2", health: str = "{}") -> Path:
