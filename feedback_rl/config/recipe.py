@@ -113,6 +113,10 @@ class EvalSpec(Strict):
     batch_size: int = Field(100, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
     sources: list[SourceSpec] | None = Field(None, description="eval scorers; default: the stage's reward sources")
+    keep_best: str | None = Field(None, description="an eval metric (eval/exact_match, eval/reward, ...): the model of "
+                                  "the best eval (before, every eval.every steps, after) becomes the stage's output "
+                                  "and what the next stage starts from (TRL's load_best_model_at_end)")
+    keep_best_mode: Literal["max", "min"] = Field("max", description="whether a higher or a lower keep_best is better")
 
 
 class CheckpointSpec(Strict):
@@ -145,6 +149,9 @@ class HealthSpec(Strict):
                                                    "completions all got one reward")
     max_reward_error_rate: Limit | None = Field(None, description="any source's error rate in a step")
     min_grad_norm: Limit | None = Field(Limit(limit=0.0), description="a gradient norm at or below the limit")
+    overfit: Literal["off", "warn", "stop"] = Field("warn", description="the held-out eval (eval.keep_best, else "
+                                                    "eval/reward) falls more than 5% below its best while the training "
+                                                    "reward does not fall: warn once, or stop the run")
     warn_every: int = Field(50, ge=1, description="repeat a warning at most every N steps")
 
 

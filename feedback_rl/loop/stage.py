@@ -33,6 +33,7 @@ from feedback_rl.modeling.precision import Precision, adamw
 from feedback_rl.modeling.roles import build_models
 from feedback_rl.rows import dataset as datasets
 from feedback_rl.run import checkpoint as ckpt
+from feedback_rl.run.best import KeepBest
 from feedback_rl.run.distributed import idle_loss
 from feedback_rl.run.health import Health
 
@@ -78,7 +79,12 @@ class Stage:
         # every rank reaches the same verdicts from the same gathered metrics; rank 0 says them
         self.health = Health(spec.health, spec.name, ctx.warn if self.main else lambda msg: None, spec.train.steps,
                              e.run.dir / "bad_batches")
+        self.best = KeepBest(spec.eval.keep_best or "eval/reward", spec.eval.keep_best_mode,
+                             e.run.dir / "best" / f"{spec.name}.pt", spec.name, spec.health.overfit,
+                             ctx.warn if self.main else lambda msg: None)
+        self.last_reward: float | None = None   # the training reward of the latest step, for the over-fit alarm
         self.plugins = {"optimizer": self.optimizer, "backend": self.backend, "health": self.health,
+                        "keep_best": self.best,
                         **{f"source:{slot.spec.name}": slot.source for slot in self.mixer.slots}}
 
     def _build_training(self) -> None:
@@ -128,6 +134,7 @@ class Stage:
         if resumed is None:
             self.eval_before = self.evaluate()
             e._log({**self.eval_before, "stage": self.spec.name, "step": 0})
+            self._offer_best(0, self.eval_before)
             return 1
         self.opt.load_state_dict(resumed["optimizer"])
         self.precision.load_state_dict(resumed.get("precision", {}))
@@ -175,8 +182,12 @@ class Stage:
         self.optimizer.after_step(metrics)
         metrics.update({"stage": spec.name, "step": step, "lr": self.sched.get_last_lr()[0],
                         "time/generate_s": t_gen, "time/step_s": time.perf_counter() - t0})
+        if isinstance(metrics.get("reward/mean"), float):
+            self.last_reward = metrics["reward/mean"]
         if spec.eval.every and step % spec.eval.every == 0 and step < spec.train.steps:
-            metrics.update(self.evaluate())
+            evals = self.evaluate()
+            metrics.update(evals)
+            self._offer_best(step, evals)
         metrics.update(self.health.check(step, metrics))
         e._log(metrics)
         if self.main:
@@ -202,8 +213,15 @@ class Stage:
         e, spec, i = self.engine, self.spec, self.index
         after = self.evaluate()
         e._log({**after, "stage": spec.name, "step": spec.train.steps})
+        self._offer_best(spec.train.steps, after)
         e.summary["stages"][spec.name] = {"eval_before": self.eval_before, "eval_after": after}
         produced = self.optimizer.stage_output(self.models)
+        if spec.eval.keep_best:
+            self.dist.barrier()   # rank 0 wrote the best weights
+            kept = self.best.restore_into(produced, spec.train.steps)
+            if kept is not None:   # the stage's output is the best eval's model, and its eval the "after"
+                e.summary["stages"][spec.name].update(eval_after=kept["eval"], last_eval=after, kept_best={
+                    "metric": spec.eval.keep_best, "value": kept["value"], "step": kept["step"]})
         if (sums := self.dist.same_weights(produced, spec.name)) is not None:
             e.summary["stages"][spec.name]["rank_checksums"] = sums
         out = e.run.dir / "stages" / spec.name
@@ -235,6 +253,15 @@ class Stage:
         with torch.no_grad():
             out.update(self.optimizer.evaluate(self.local_eval, self.models))
         return self.dist.reduce_metrics(out, weight=len(self.local_eval))
+
+    def _offer_best(self, step: int, evals: dict[str, float]) -> None:
+        """The eval of ``step`` to the keep-best record (and the over-fit alarm); its weights saved when best."""
+        def weights() -> dict[str, torch.Tensor] | None:
+            produced = self.optimizer.stage_output(self.models)
+            whole = self.dist.full_state_dict(self.swap.get(id(produced)))
+            return (whole if whole is not None else produced.state_dict()) if self.main else None
+        keep = self.spec.eval.keep_best is not None
+        self.best.offer(step, evals, self.last_reward, weights if keep else lambda: None)
 
     def save_checkpoint(self, step: int) -> Path:
         e, spec = self.engine, self.spec
@@ -352,6 +379,10 @@ class Stage:
             if spec.health.nonfinite == "stop":
                 raise RunStopped(msg)
             return {"health/nonfinite_skips": 1.0}   # run/health.py warns, and stops past its budget
+        if float(gnorm) == 0.0 and not self.precision.scales:   # the same verdict on every rank
+            # feedback without signal (every advantage 0): AdamW would still move the weights on its momentum
+            opt.zero_grad(set_to_none=True)
+            return {} if mb is None else {"loss": loss.item(), "grad_norm": 0.0, "health/zero_gradient_steps": 1.0, **m}
         self.precision.step(opt)
         if mb is None:
             return {}
