@@ -111,7 +111,7 @@ Judgment = Score | Preference | Rating
 
 @dataclass
 class ScalarFeedback:
-    """For GRPO/PPO/RLOO: rollouts with one reward each (rows nothing scored are left out)."""
+    """For GRPO, PPO: rollouts with one reward each (rows nothing scored are left out)."""
 
     rollouts: list[Rollout]
     rewards: torch.Tensor

@@ -78,8 +78,9 @@ class RolloutSpec(Strict):
                                                         "take none")
     overlap: int = Field(0, ge=0, le=1, description="1: generate the next step's rollouts while this step trains "
                          "(one-step-off: each batch trains one update after the weights that sampled it; "
-                         "rollout/staleness logs it and the importance weights, is_cap, correct it); 0: generate, "
-                         "then train")
+                         "rollout/staleness logs it, and GRPO and PPO weight each token by min(exp(trainer - "
+                         "behaviour), is_cap), cap 3.0 unless is_cap is set; opt-in because the update is "
+                         "then one step stale); 0: generate, then train")
     is_cap: float | None = Field(None, gt=0.0, description="truncated importance sampling: the policy-gradient loss "
                                  "of each sampled token weighted by min(exp(trainer - behaviour log-prob), is_cap) "
                                  "(TRL's vllm_importance_sampling_correction, token_truncate); default off, 3.0 "
@@ -104,7 +105,8 @@ class TrainSpec(Strict):
     padding_free: bool = Field(
         False, description="the optimizer's forward passes on packed rows (sequences end to end, position ids "
                            "restarting, no padding) where the model keeps them apart (probed once; else padded); "
-                           "the same log-probs; off by default until measured faster (docs/benchmarks.md)")
+                           "the same log-probs within float rounding; off by default until a quiet, repeated run "
+                           "confirms the speed-up measured on a shared machine (docs/benchmarks.md)")
 
 
 class EvalSpec(Strict):
