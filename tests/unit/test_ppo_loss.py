@@ -66,6 +66,21 @@ def test_gae_with_gamma_and_lam_one_sums_the_rewards_of_later_steps_across_a_hol
     assert adv.tolist() == [[2.5 - 1.0, 0.0, 2.0 - 3.0, 0.0], [0.0, 0.0, 4.0 - 0.25, 3.0 - 2.0]]
 
 
+def test_gae_over_any_mask_equals_gae_over_the_masked_in_tokens_alone():
+    # the definition behind the hand-computed case: drop every masked position, run GAE on what is left
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(6, 12, generator=g), torch.randn(6, 12, generator=g)
+    mask = (torch.rand(6, 12, generator=g) < 0.6).float()
+    adv, ret = gae(rewards, values, mask, 0.99, 0.95)
+    for row in range(6):
+        keep = mask[row].bool()
+        n = int(keep.sum())
+        alone_adv, alone_ret = gae(rewards[row, keep][None], values[row, keep][None], torch.ones(1, n), 0.99, 0.95)
+        assert adv[row, keep].tolist() == pytest.approx(alone_adv[0].tolist(), abs=1e-6)
+        assert ret[row, keep].tolist() == pytest.approx(alone_ret[0].tolist(), abs=1e-6)
+        assert torch.all(adv[row, ~keep] == 0)
+
+
 def test_kl_penalty_per_token_and_score_at_the_last_completion_token():
     logps = torch.tensor([[-1.0, -0.5, -2.0, -0.1], [-1.0, -1.0, -1.0, -1.0]])
     ref = torch.tensor([[-1.5, -0.5, -1.0, -0.1], [-2.0, -1.0, -1.0, -1.0]])
