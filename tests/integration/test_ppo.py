@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,18 @@ def test_rlhf_ppo_raises_the_reward_model_score_within_the_kl_limit(tmp_path):
     print(f"mean RM score of fresh rollouts: first 4 steps {first:.3f}, last 4 steps {last:.3f}; "
           f"KL per completion: mean {sum(kls) / len(kls):.3f}, per step {[round(k, 2) for k in kls]}")
     assert last > first + 0.5
-    # the recipe's target_kl is 1.0 and the adaptive controller steers towards it, not under it: the mean
-    # sits near it (1.003 at 2 threads, under 1.0 at 1 thread, after the decode loop changed the sampled
-    # stream); an unchecked policy runs away far past it
-    limit = 1.25
-    assert sum(kls) / len(kls) < limit, kls
-    assert steps[-1]["kl_coef"] != 0.2  # the adaptive controller moved the coefficient
+    # the KL per completion stays under the recipe's target_kl (1.0) on a typical step. Not the mean over the
+    # steps: each step's figure is a 32-rollout estimate with a heavy tail, and target_kl is the controller's set
+    # point, not a ceiling. Measured at a1e60e6: 1 thread mean 0.728, median 0.485; 2 threads (the same to step
+    # 9, then rounding parts them) mean 1.003 because one step read 4.25, median 0.63
+    limit = 1.0
+    assert statistics.median(kls) < limit, kls
+    # the adaptive controller moves the coefficient toward its target after each step: down when the step's
+    # KL was below target_kl, up when above (by at most 0.2 * 32 rollouts / horizon 500 = 1.3% a step)
+    coefs = [s["kl_coef"] for s in steps]
+    assert coefs[0] == pytest.approx(0.2)   # logged as the mean over minibatches: a rounding off
+    for kl, before, after in zip(kls, coefs, coefs[1:]):
+        assert (after < before) if kl < limit else (after > before), (kl, before, after)
     for key in ("entropy", "value_loss", "clipfrac", "vf_clipfrac", "explained_variance", "returns_mean"):
         assert key in steps[-1], key
 
