@@ -45,8 +45,11 @@ def kl_penalised_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: t
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
         lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimates and returns. Past the last masked token the value is 0 (the
-    episode ended); a truncated completion is treated the same way."""
+    """Generalised advantage estimates and returns over the masked-in tokens only. A masked position
+    (an environment's tokens between two sampled turns, padding) is not a step: the next value is the
+    next masked-in token's, and no ``gamma * lam`` accrues across the hole. Past the last masked-in
+    token the value is 0 (the episode ended); a truncated completion is treated the same way."""
+    steps = mask.bool()
     values = values * mask
     rewards = rewards * mask
     adv = torch.zeros_like(rewards)
@@ -54,9 +57,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     next_value = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * running
+        # a masked position carries the running estimate and the next value through unchanged
+        running = torch.where(steps[:, t], delta + gamma * lam * running, running)
+        next_value = torch.where(steps[:, t], values[:, t], next_value)
         adv[:, t] = running
-        next_value = values[:, t]
     adv = adv * mask
     return adv, adv + values
 

@@ -43,6 +43,45 @@ def test_gae_ignores_padding_after_the_last_token():
     assert ret[0, :2].tolist() == pytest.approx([2.5, 2.0])
 
 
+def test_gae_treats_a_masked_hole_as_no_step_at_all():
+    # the three steps above with an environment's tokens (mask 0) between the first and the second, and
+    # padding after the last: the hole's reward and value must not count, nor may gamma * lam accrue over it
+    rewards = torch.tensor([[0.0, 5.0, 5.0, 0.0, 1.0, 4.0]])
+    values = torch.tensor([[0.5, 9.0, 8.0, 0.6, 0.7, 3.0]])
+    mask = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
+    # by hand, gamma 0.9, lam 0.8, backwards over the masked-in tokens 4, 3, 0:
+    #   t=4: delta = 1 + 0.9 * 0 - 0.7 = 0.3 (the last masked-in token bootstraps 0), A = 0.3
+    #   t=3: delta = 0 + 0.9 * 0.7 - 0.6 = 0.03, A = 0.03 + 0.72 * 0.3 = 0.246
+    #   t=0: delta = 0 + 0.9 * 0.6 - 0.5 = 0.04 (the next value is token 3's), A = 0.04 + 0.72 * 0.246 = 0.21712
+    adv, ret = gae(rewards, values, mask, 0.9, 0.8)
+    assert adv[0].tolist() == pytest.approx([0.21712, 0.0, 0.0, 0.246, 0.3, 0.0], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.71712, 0.0, 0.0, 0.846, 1.0, 0.0], abs=1e-6)
+
+
+def test_gae_with_gamma_and_lam_one_sums_the_rewards_of_later_steps_across_a_hole():
+    # A_t = sum of later masked-in rewards - V_t: row 2 has a hole at the start of its completion
+    rewards = torch.tensor([[0.5, 7.0, 2.0, 0.0], [0.0, 0.0, 1.0, 3.0]])
+    values = torch.tensor([[1.0, 7.0, 3.0, 0.0], [0.0, 5.0, 0.25, 2.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    adv, _ = gae(rewards, values, mask, 1.0, 1.0)
+    assert adv.tolist() == [[2.5 - 1.0, 0.0, 2.0 - 3.0, 0.0], [0.0, 0.0, 4.0 - 0.25, 3.0 - 2.0]]
+
+
+def test_gae_over_any_mask_equals_gae_over_the_masked_in_tokens_alone():
+    # the definition behind the hand-computed case: drop every masked position, run GAE on what is left
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(6, 12, generator=g), torch.randn(6, 12, generator=g)
+    mask = (torch.rand(6, 12, generator=g) < 0.6).float()
+    adv, ret = gae(rewards, values, mask, 0.99, 0.95)
+    for row in range(6):
+        keep = mask[row].bool()
+        n = int(keep.sum())
+        alone_adv, alone_ret = gae(rewards[row, keep][None], values[row, keep][None], torch.ones(1, n), 0.99, 0.95)
+        assert adv[row, keep].tolist() == pytest.approx(alone_adv[0].tolist(), abs=1e-6)
+        assert ret[row, keep].tolist() == pytest.approx(alone_ret[0].tolist(), abs=1e-6)
+        assert torch.all(adv[row, ~keep] == 0)
+
+
 def test_kl_penalty_per_token_and_score_at_the_last_completion_token():
     logps = torch.tensor([[-1.0, -0.5, -2.0, -0.1], [-1.0, -1.0, -1.0, -1.0]])
     ref = torch.tensor([[-1.5, -0.5, -1.0, -0.1], [-2.0, -1.0, -1.0, -1.0]])
@@ -50,6 +89,17 @@ def test_kl_penalty_per_token_and_score_at_the_last_completion_token():
     rewards, kl = kl_penalised_rewards(torch.tensor([3.0, -1.0]), logps, ref, mask, kl_coef=0.1)
     assert kl.flatten().tolist() == pytest.approx([0.0, 0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     assert rewards.flatten().tolist() == pytest.approx([0.0, 0.0, 0.1 + 3.0, 0.0, -0.1 - 1.0, 0.0, 0.0, 0.0])
+
+
+def test_kl_penalty_puts_the_score_on_the_last_masked_in_token_after_a_hole():
+    # sampled, environment, environment, sampled, padding: the score belongs to token 3, not to the hole
+    # or to the padding, and the hole pays no KL
+    logps = torch.tensor([[-1.0, -2.0, -2.0, -1.0, -3.0]])
+    ref = torch.tensor([[-2.0, -1.0, -1.0, -1.5, -1.0]])
+    mask = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0]])
+    rewards, kl = kl_penalised_rewards(torch.tensor([2.0]), logps, ref, mask, kl_coef=0.1)
+    assert kl[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.5, 0.0])
+    assert rewards[0].tolist() == pytest.approx([-0.1, 0.0, 0.0, -0.05 + 2.0, 0.0])
 
 
 def test_policy_loss_clips_the_ratio():
