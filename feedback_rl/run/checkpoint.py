@@ -2,9 +2,9 @@
 
 A checkpoint is a folder ``runs/<run>/checkpoints/<tag>/`` holding the policy in HF safetensors
 format (``policy/``, loadable by ``from_pretrained``), other trainable roles (``<role>.pt``), and
-``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states, the sampler
-position, the stage and step, every plugin's ``state_dict()``, and the sizes of the run's JSONL logs
-(resume cuts them back, so no step is logged twice).
+``trainer_state.pt``: optimizer and scheduler states, Python/NumPy/torch RNG states (and each CUDA
+device's where there is one), the sampler position, the stage and step, every plugin's ``state_dict()``,
+and the sizes of the run's JSONL logs (resume cuts them back, so no step is logged twice).
 
 It is written under a temporary name and renamed into place only when complete; ``latest`` is
 replaced atomically after the rename. A crash mid-save leaves the previous checkpoint as latest.
@@ -43,13 +43,20 @@ def start_tag(stage_index: int, stages: list[str]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # sampling and dropout on a GPU draw from each device's own generator
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    # a checkpoint from a CPU run has none; one from more devices than here restores those that exist
+    if torch.cuda.is_available():
+        for device, cuda in enumerate(state.get("cuda", [])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda, device)
 
 
 def log_sizes(run_dir: Path) -> dict[str, int]:
