@@ -40,6 +40,7 @@ class DeviceProbe:
         import torch
         from transformers import PreTrainedModel
         devices = set()
+        gc.collect()   # a model dropped earlier (an earlier stage's) is not counted as one of this step's
         for obj in gc.get_objects():
             if isinstance(obj, PreTrainedModel):
                 devices |= {str(p.device) for p in obj.parameters()}

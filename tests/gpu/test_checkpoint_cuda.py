@@ -23,16 +23,20 @@ def completions(run: Path, step: int) -> list[str]:
     return [r["completion"] for r in rows if r.get("step") == step and r.get("stage") == "grpo"]
 
 
-def test_the_checkpoint_holds_the_cuda_rng(tmp_path):
-    trained = train_on_gpu("grpo.yaml", tmp_path, *EVERY_STEP, label="grpo, checkpoint every step")
-    state = torch.load(trained.run / "checkpoints" / "00-grpo-step0000001" / "trainer_state.pt", weights_only=False)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """The run that never stopped, with a checkpoint at every step."""
+    return train_on_gpu("grpo.yaml", tmp_path_factory.mktemp("whole"), *EVERY_STEP,
+                        label="grpo, checkpoint every step").run
+
+
+def test_the_checkpoint_holds_the_cuda_rng(whole):
+    state = torch.load(whole / "checkpoints" / "00-grpo-step0000001" / "trainer_state.pt", weights_only=False)
     assert len(state["rng"]["cuda"]) == torch.cuda.device_count()
 
 
-def test_a_run_stopped_after_step_1_resumes_sampling_what_the_unstopped_run_sampled(tmp_path):
-    whole = train_on_gpu("grpo.yaml", tmp_path / "whole", *EVERY_STEP, label="grpo, checkpoint every step").run
-    (tmp_path / "stopped").mkdir()
-    args = ["train", str(RECIPES / "grpo.yaml"), "--no-progress", "--set", f"output_dir={tmp_path / 'stopped' / 'runs'}",
+def test_a_run_stopped_after_step_1_resumes_sampling_what_the_unstopped_run_sampled(whole, tmp_path):
+    args = ["train", str(RECIPES / "grpo.yaml"), "--no-progress", "--set", f"output_dir={tmp_path / 'runs'}",
             *EVERY_STEP]
     stopped = subprocess.run([sys.executable, str(CRASH_AT), "term:grpo:1", *args], capture_output=True, text=True,
                              timeout=600)
@@ -40,7 +44,7 @@ def test_a_run_stopped_after_step_1_resumes_sampling_what_the_unstopped_run_samp
     resumed = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", *args, "--resume"],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    run = tmp_path / "stopped" / "runs" / whole.name
+    run = tmp_path / "runs" / whole.name
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert completions(run, 1) == completions(whole, 1)
     assert completions(run, 2) == completions(whole, 2) and completions(whole, 2)
