@@ -1,6 +1,6 @@
 """One recipe of tests/gpu/recipes trained through the real ``frl train`` (with the device probe), and what every
-test of the tier checks of it: the run finished, every logged loss is finite, and at the end of every step
-every model of the run was on the GPU.
+test of the tier checks of it: the run finished, every logged loss is finite and no step was skipped for a
+non-finite one, and at the end of every step every model of the run was on the GPU.
 
 ``FRL_GPU_FIGURES`` (scripts/gpu-check.sh sets it) names a JSONL file that gets one line per run: the
 recipe, wall time, median step time and peak CUDA memory, for docs/benchmarks.md.
@@ -54,6 +54,8 @@ def train_on_gpu(recipe: str, tmp: Path, *args: str, label: str | None = None, l
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert losses and all(math.isfinite(x) for x in losses), losses
+    skipped = [m for m in metrics if m.get("health/nonfinite_skips")]   # a step dropped for a NaN logs no loss
+    assert not skipped, skipped
     probes = [json.loads(line) for line in probe.read_text().splitlines()] if probe.exists() else []
     assert probes, "the device probe saw no step end"
     off = [p for p in probes if p["devices"] != expect]
