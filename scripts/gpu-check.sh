@@ -5,8 +5,11 @@
 #
 # setup: .venv-gpu with CUDA torch 2.13.0 and vllm 0.32.0 (which pins that torch) from PyPI, then feedback_rl
 #        (editable) with its test extras. A Python whose torch already sees CUDA is used instead of a download
-#        (GPU_CHECK_PYTHON, else python3): the venv then sits over its site-packages. GPU_CHECK_VLLM=0 leaves
-#        vLLM out (its tests skip); a vLLM that fails to install or import is left out the same way, and said.
+#        (GPU_CHECK_PYTHON, else python3): the venv then sits over its site-packages. Without a registry,
+#        GPU_CHECK_WHEELS=DIR installs from a folder of wheels; failing that, feedback_rl alone goes over what
+#        that Python has, and setup names any dependency still missing. GPU_CHECK_VLLM=0 leaves vLLM out
+#        (its tests skip), as does a failed install (said); one that installs but does not import fails its
+#        tests, and env.txt says why.
 # test:  pytest tests/gpu -m gpu (every optimizer and built-in reward kind two steps in bf16, the vLLM
 #        backend, --num-processes 1 and accelerate launch, the checkpoint's CUDA RNG, vLLM sleep mode).
 # bench: benchmarks/bench_gpu_steps.py: step times in fp32 and bf16.
@@ -14,7 +17,8 @@
 # Everything it measures goes to $OUT (default ./gpu-check-out): nvidia-smi.txt, env.txt, setup.log,
 # pytest.log, junit.xml, figures.jsonl (one line per tier run: wall time, step time, peak CUDA memory),
 # bench.md and bench.json, summary.md. Exit code: the first phase that failed (pytest's own code for test).
-# GPU_CHECK_VENV names another environment (default .venv-gpu). Under a 10-minute limit per call, run `setup` in one call and `test bench` in the next on the same machine.
+# GPU_CHECK_VENV names another environment (default .venv-gpu). Under a 10-minute limit per call, run
+# `setup` in one call and `test bench` in the next on the same machine (.venv-gpu is kept while it is warm).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,8 +58,14 @@ setup() {
       quiet "setup: torch 2.13.0 (CUDA) and vllm 0.32.0 installed" \
         "$V/bin/python" -m pip install -q "torch==2.13.0" "vllm==0.32.0" || say "setup: vLLM left out (its tests skip)"
     fi
-    quiet "setup: feedback_rl (editable) with the test extras installed" \
-      env PYTHONWARNINGS="ignore:Editable installation" "$V/bin/python" -m pip install -q -e ".[test]" || return 1
+    local src=()
+    [ -n "${GPU_CHECK_WHEELS:-}" ] && src=(--no-index --find-links "$GPU_CHECK_WHEELS")
+    if ! quiet "setup: feedback_rl (editable) with the test extras installed" env PYTHONWARNINGS="ignore:Editable installation" \
+        "$V/bin/python" -m pip install -q ${src[@]+"${src[@]}"} -e ".[test]"; then
+      # no registry reachable: what the base Python already has may be enough
+      quiet "setup: feedback_rl (editable) installed alone, over what $V already has" env PYTHONWARNINGS="ignore:Editable installation" \
+        "$V/bin/python" -m pip install -q --no-deps --no-build-isolation -e . || return 1
+    fi
   fi
   if "$V/bin/python" -c "import vllm" 2>/dev/null && ! "$V/bin/python" -c "from vllm import LLM" >>"$OUT/setup.log" 2>&1; then
     # scripts/setup-vllm.sh saw media libraries built for another torch break this import; text needs none
@@ -80,6 +90,11 @@ else:
 PY
   sed 's/^/gpu-check: env: /' "$OUT/env.txt" | tee -a "$OUT/summary.md"
   has_cuda_torch "$V/bin/python" || { say "setup: torch in $V does not see a CUDA device"; return 1; }
+  local missing
+  missing=$("$V/bin/python" -c 'import importlib.util as u; print(" ".join(m for m in ("transformers", "accelerate",
+    "pluggy", "openai", "yaml", "pydantic", "click", "tqdm", "safetensors", "numpy", "matplotlib", "starlette",
+    "uvicorn", "peft", "datasets", "pytest") if u.find_spec(m) is None))')
+  [ -z "$missing" ] || { say "setup: $V lacks: $missing (no registry reachable? GPU_CHECK_WHEELS=DIR installs from wheels)"; return 1; }
 }
 
 tests() {
