@@ -242,8 +242,9 @@ class Stage:
                                 out if shared else None, whole)
             e.pm.hook.frl_checkpoint_saved(stage=spec.name, step=spec.train.steps, path=out)
         self.dist.barrier()
-        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend):
-            closable.close()
+        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend, self.environment):
+            if closable is not None:
+                closable.close()
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self) -> dict[str, float]:

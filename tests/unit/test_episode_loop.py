@@ -3,12 +3,14 @@ ids trained verbatim (mask 1, behaviour log-probs kept), the environment's turns
 ways an episode ends (done, max_turns, context overflow, an environment that raises)."""
 from __future__ import annotations
 
+import pytest
 import torch
 from chatml_bpe import chatml_tokenizer
 
 from feedback_rl.base import Environment, EnvironmentOptions, Episode, Generation, Reply, SamplingParams
+from feedback_rl.errors import UserError
 from feedback_rl.loop.episodes import play_episodes
-from plugins.rewards.environment import EnvironmentSource
+from frl_plugins.rewards.environment import EnvironmentSource
 
 SAID = ["Let me think.", "Still thinking.", "It is 7."]
 TAIL = [11, 12, 13]  # sampled after the stop token: the loop cuts them off
@@ -40,13 +42,13 @@ class Countdown(Episode):
 
     def __init__(self, row):
         super().__init__([{"role": "user", "content": "Say something."}])
-        self.row, self.turns = row, 0
+        self.row, self.turns, self.last = row, 0, row["turns"]
 
     def step(self, message):
         self.turns += 1
         if self.row.get("fail_at") == self.turns:
             raise RuntimeError("the environment broke")
-        if self.turns >= self.row["turns"]:
+        if self.turns >= self.last:
             return Reply(reward=1.0, done=True, info={"said": message["content"]})
         return Reply([{"role": "user", "content": "Again."}], reward=0.25, info={"said": message["content"]})
 
@@ -120,3 +122,9 @@ def test_the_environment_source_sums_step_rewards_and_abstains_on_a_plain_comple
     assert [s.value for s in source.score(rollouts)] == [1.5, 1.5]
     plain = rollouts[0].__class__(prompt="p", completion="c", row={}, group=0, prompt_ids=[1], completion_ids=[2])
     assert source.score([plain])[0].status == "abstain"
+
+
+def test_a_row_the_environment_cannot_open_is_one_line_naming_the_environment_and_row():
+    with pytest.raises(UserError) as e:
+        play([{"turns": 1}, {}])  # the second row lacks 'turns'
+    assert str(e.value) == "environment 'countdown' could not open an episode of row 1 (KeyError: 'turns')"
