@@ -10,8 +10,7 @@ import re
 
 import torch
 
-from feedback_rl import Backend, hookimpl
-from feedback_rl.base import Generation
+from feedback_rl import Backend, Generation, hookimpl
 
 
 def _record(kind, **fields):
