@@ -19,7 +19,8 @@ class Rollout:
     ``logprobs`` are the behaviour log-probabilities of the completion tokens, taken
     at generation time (after temperature), one per completion token. ``completion_mask`` marks
     the completion tokens that train (None: all of them); a conversation's user turns, or an
-    environment's answers inside an episode, are 0.
+    environment's answers inside an episode, are 0. ``episode`` is set on an episode's rollout
+    (``loop/episodes.py``): its turns, step rewards, the environment's ``info`` per turn, how it ended.
     """
 
     prompt: str
@@ -33,6 +34,7 @@ class Rollout:
     policy_version: int = 0
     uid: str = ""
     completion_mask: list[int] | None = None
+    episode: dict[str, Any] | None = None
 
     @property
     def task(self) -> str | None:

@@ -164,4 +164,5 @@ class Engine:
             "completion": s.rollout.completion, "truncated": s.rollout.truncated, "reward": s.reward,
             "scores": {k: {"status": v.status, "value": v.value, **({"reason": v.reason} if v.reason else {})}
                        for k, v in s.scores.items()},
+            **({"episode": s.rollout.episode} if s.rollout.episode is not None else {}),
         } for s in scored])

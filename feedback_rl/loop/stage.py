@@ -25,9 +25,11 @@ from feedback_rl.base import Models
 from feedback_rl.config.recipe import StageSpec
 from feedback_rl.errors import RunStopped
 from feedback_rl.loop import batch as batching, feedback as shapes
+from feedback_rl.loop.episodes import play_episodes
 from feedback_rl.loop.evaluation import evaluate
 from feedback_rl.loop.overlap import RolloutWorker
 from feedback_rl.loop.rollout import generate_rollouts, sampling_params, to_rollouts
+from feedback_rl.modeling.loading import context_length
 from feedback_rl.modeling.packing import padding_free
 from feedback_rl.modeling.precision import Precision, adamw
 from feedback_rl.modeling.roles import build_models
@@ -64,6 +66,8 @@ class Stage:
             e._restart_adapter(spec)
         self.models = build_models(self.optimizer.roles(), e.policy, e.tokenizer)
         self.backend = e.reg.get("backends", spec.rollout.backend)(e.recipe.options("backend", i), ctx)
+        self.environment = None if spec.environment is None else e.reg.get("environments", spec.environment.type)(
+            e.recipe.options("environment", i), e._context(spec.environment.type, spec.name))
         self.mixer = e._mixer(i, spec.rewards.sources, "source", spec.rewards.normalize, spec.rewards.max_error_rate)
         self.eval_mixer = e._mixer(i, spec.eval_sources, "eval_source" if spec.eval.sources is not None else "source",
                                    "none", 1.0, role="eval")
@@ -205,7 +209,7 @@ class Stage:
             rows = self.dist.shard([self.train_rows[k] for k in self.sampler.take(spec.train.batch_size)])
             if offline:
                 return shapes.from_rows(self.optimizer.feedback, rows, e.tokenizer, spec.rollout.system_prompt)
-            rollouts = self._generate(rows)
+            rollouts = self._generate(rows) if self.environment is None else self._play(rows, step, metrics)
         return self._feedback(step, rollouts, metrics)
 
     def _finish(self) -> None:
@@ -238,8 +242,9 @@ class Stage:
                                 out if shared else None, whole)
             e.pm.hook.frl_checkpoint_saved(stage=spec.name, step=spec.train.steps, path=out)
         self.dist.barrier()
-        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend):
-            closable.close()
+        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend, self.environment):
+            if closable is not None:
+                closable.close()
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self) -> dict[str, float]:
@@ -288,6 +293,18 @@ class Stage:
         rollouts = generate_rollouts(self.backend, e.policy, e.tokenizer, rows, sampling_params(ro),
                                      ro.num_generations, policy_version=self.version, system_prompt=ro.system_prompt)
         self.dist.tag_rollouts(rollouts, len(rows))
+        return rollouts
+
+    def _play(self, rows: list[dict], step: int, metrics: dict[str, Any]) -> list:
+        """This rank's rollouts of ``rows`` as episodes against the stage's environment (loop/episodes.py)."""
+        e, ro = self.engine, self.spec.rollout
+        seed = ((e.recipe.seed + 1000 * self.index) * 100_003 + step) * 1009 + self.dist.rank
+        rollouts, env_metrics = play_episodes(
+            self.backend, e.policy, e.tokenizer, self.environment, rows, sampling_params(ro), ro.num_generations,
+            self.environment.options.max_turns, context_length(e.policy.config) or 2048,
+            policy_version=self.version, seed=seed, system_prompt=ro.system_prompt)
+        self.dist.tag_rollouts(rollouts, len(rows))
+        metrics.update(env_metrics)
         return rollouts
 
     def _overlapped(self, step: int, metrics: dict[str, Any]) -> list:

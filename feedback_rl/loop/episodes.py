@@ -1,0 +1,149 @@
+"""Episodes in the one generation path: many episodes played at once against an environment.
+
+Each rollout of a step opens an episode; while any is live, the next assistant turn of every live episode is
+generated in ONE backend call (``run_backend`` with each episode's current ids as its prompt), cut at its stop
+token and appended verbatim (``EpisodeTokens``: mask 1, behaviour log-probs kept); the turn's text, decoded,
+steps the environment, whose answer is rendered alone and appended (mask 0). An episode ends when the
+environment says done or truncated, after ``max_turns`` turns, when the context has no room for another turn
+(truncated), or when the environment raises (the episode's ``error``: its score is an error, never a zero).
+
+Each finished episode is one :class:`~feedback_rl.types.Rollout`: ``prompt_ids`` the opening turns, the rest its
+``completion_ids`` with ``completion_mask`` 0 on the environment's tokens. Where the chat template could not be
+extended turn by turn (``env/bridge_fallbacks``), the episode is played to its end but only its first segment
+trains for now: the turns after the split are in ``Rollout.episode`` and the transcript, not in the ids.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import torch
+
+from feedback_rl.base import Backend, Environment, SamplingParams
+from feedback_rl.episodes.tokens import EpisodeTokens
+from feedback_rl.episodes.tools import offer
+from feedback_rl.errors import UserError
+from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
+from feedback_rl.types import Rollout
+
+
+class _Live:
+    """One episode being played: the environment's episode, its tokens, and what it did."""
+
+    def __init__(self, k: int, group: int, row: dict, episode: Any, tokens: EpisodeTokens, offered: str):
+        self.k, self.group, self.row, self.episode, self.tokens = k, group, row, episode, tokens
+        self.opening = len(tokens.messages)
+        self.offered = offered
+        self.infos: list[dict] = []
+        self.done = self.truncated = False
+        self.error: str | None = None
+
+
+def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, environment: Environment,
+                  rows: list[dict], sampling: SamplingParams, num_generations: int, max_turns: int, context: int,
+                  policy_version: int = 0, seed: int = 0, system_prompt: str | None = None
+                  ) -> tuple[list[Rollout], dict[str, float]]:
+    """``num_generations`` episodes of each row, played together; their rollouts (in row order, rollouts of
+    one row sharing a ``group``) and the ``env/`` metrics of the step."""
+    sampling = with_stops(sampling, tokenizer, model)
+    stops = sampling.stop_token_ids
+    episodes = [_open(environment, tokenizer, rows[g], g, k, stops, policy_version, seed, system_prompt)
+                for k, g in enumerate(g for g in range(len(rows)) for _ in range(num_generations))]
+    try:
+        live = list(episodes)
+        while live:
+            # a turn needs room for max_new_tokens: past the context the model has no positions to generate at
+            for ep in live:
+                if ep.tokens.room(context) < sampling.max_new_tokens:
+                    ep.truncated = True
+            live = [ep for ep in live if not ep.truncated]
+            if not live:
+                break
+            gens = run_backend(backend, model, tokenizer, [ep.tokens.prompt_ids() for ep in live], sampling)
+            for ep, gen in zip(live, gens):
+                gen = cut_at_stop(gen, stops)
+                ep.tokens.add_sampled(gen.completion_ids, gen.logprobs)
+            replies = _step_all(live)
+            for ep, reply in zip(live, replies):
+                _answer(ep, reply, max_turns)
+            live = [ep for ep in live if not (ep.done or ep.truncated or ep.error)]
+    finally:
+        for ep in episodes:
+            ep.episode.close()
+    rollouts = [_rollout(ep, tokenizer, policy_version) for ep in episodes]
+    return rollouts, _metrics(episodes)
+
+
+def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, stops: list[int],
+          version: int, seed: int, system_prompt: str | None) -> _Live:
+    try:
+        episode = environment.reset(row, seed=seed + k, episode_id=f"v{version}-{k}")
+    except Exception as e:  # noqa: BLE001 - a row the environment cannot open is the user's data or plugin
+        raise UserError(f"environment '{environment.name}' could not open an episode of row {group} "
+                        f"({type(e).__name__}: {e})") from None
+    messages = list(episode.messages)
+    if system_prompt and (not messages or messages[0].get("role") != "system"):
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    messages, schemas, offered = offer(tokenizer, messages, episode.tools)
+    tokens = EpisodeTokens(tokenizer, messages, tools=schemas, stop_ids=set(stops))
+    return _Live(k, group, row, episode, tokens, offered)
+
+
+def _step_all(live: list[_Live]) -> list[Any]:
+    """Every live episode's environment answers its last turn; awaited together (an exception is returned)."""
+    async def all_steps():
+        return await asyncio.gather(*(ep.episode.step_async(dict(ep.tokens.messages[-1])) for ep in live),
+                                    return_exceptions=True)
+    return asyncio.run(all_steps())
+
+
+def _answer(ep: _Live, reply: Any, max_turns: int) -> None:
+    """The environment's reply to the episode's last turn: its reward, and the episode's end or next turns."""
+    if isinstance(reply, BaseException):
+        ep.error = f"step {ep.tokens.turns}: {type(reply).__name__}: {reply}"
+        ep.infos.append({})
+        return
+    ep.tokens.set_reward(reply.reward)
+    ep.infos.append(dict(reply.info))
+    if reply.done or reply.truncated or ep.tokens.turns >= max_turns:
+        ep.done, ep.truncated = reply.done, not reply.done
+        ep.tokens.messages += list(reply.messages)   # shown in the transcript; nothing follows to train on
+        return
+    ep.tokens.add_environment(list(reply.messages))  # False: split (bridge_fallback), counted in the metrics
+
+
+def _rollout(ep: _Live, tokenizer: Any, version: int) -> Rollout:
+    seg = ep.tokens.segments[0]
+    p = seg.prompt_length
+    lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
+    completion_ids = seg.ids[p:]
+    turns = ep.tokens.messages[ep.opening:]
+    return Rollout(prompt=tokenizer.decode(seg.ids[:p], skip_special_tokens=True),
+                   completion=_transcript(turns), row=ep.row, group=ep.group, prompt_ids=seg.ids[:p],
+                   completion_ids=completion_ids, logprobs=lp, truncated=ep.truncated, policy_version=version,
+                   uid=f"v{version}-{ep.k}", completion_mask=seg.mask[p:], episode={
+                       "turns": turns, "rewards": list(ep.tokens.rewards), "infos": ep.infos, "done": ep.done,
+                       "truncated": ep.truncated, "error": ep.error, "tools_offered": ep.offered,
+                       "bridge_fallback": ep.tokens.bridge_fallback,
+                       "spans": [[s.start - p, s.end - p, s.role, s.turn] for s in seg.spans[1:]]})
+
+
+def _transcript(turns: list[dict]) -> str:
+    """The turns after the opening, one block each, for logs and judges (training reads the ids)."""
+    return "\n\n".join(f"[{t['role']}] {t.get('content', '')}" for t in turns)
+
+
+def _metrics(episodes: list[_Live]) -> dict[str, float]:
+    n = max(1, len(episodes))
+    outcomes: Counter = Counter()
+    for ep in episodes:
+        for info in ep.infos:
+            outcomes.update(call.get("outcome", "?") for call in info.get("tool_calls", ()))
+    out = {"env/turns_mean": sum(ep.tokens.turns for ep in episodes) / n,
+           "env/bridge_fallbacks": float(sum(ep.tokens.bridge_fallback for ep in episodes)),
+           "env/done_rate": sum(ep.done for ep in episodes) / n,
+           "env/errors": float(sum(ep.error is not None for ep in episodes)),
+           "env/tool_calls_per_episode": sum(outcomes.values()) / n}
+    out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})
+    return out
