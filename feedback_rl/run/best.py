@@ -34,7 +34,7 @@ class KeepBest:
             return False
         if self.best is not None:
             self._watch(step, value, reward)
-            if self.sign * value <= self.sign * self.best["value"]:
+            if self.sign * value < self.sign * self.best["value"]:   # a tie keeps the later, more trained model
                 return False
         state = weights()
         if state is not None:  # rank 0 writes; the others only follow the verdict
