@@ -17,6 +17,7 @@ taken after the checkpoint: those are lost with the weights that trained on them
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -156,6 +157,11 @@ def resume_variant(tmp_path: Path, out: Path, vdb: Path, source_state) -> list[d
     state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
     state["plugins"]["source:people"] = source_state(state["plugins"]["source:people"])
     torch.save(state, ckpt / "trainer_state.pt")
+    # re-record the file this test changed on purpose, or resume takes the checkpoint for a damaged one
+    manifest = json.loads((ckpt / "COMPLETE").read_text())
+    changed = ckpt / "trainer_state.pt"
+    manifest["files"]["trainer_state.pt"] = [changed.stat().st_size, hashlib.sha256(changed.read_bytes()).hexdigest()]
+    (ckpt / "COMPLETE").write_text(json.dumps(manifest))
     store, stop = LabelStore(vdb), threading.Event()
 
     def annotate() -> None:
