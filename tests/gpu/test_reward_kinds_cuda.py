@@ -1,7 +1,8 @@
 """The reward kinds that answer from outside the trainer drive two bf16 steps on CUDA through the real
 ``frl train``: an LLM judge (a loopback fake OpenAI server) and people (a SQLite queue that a thread answers
 while the run blocks on each step's labels). The rule checker, offline data and
-a trained reward model are covered with the optimizers they feed (test_optimizers_cuda.py)."""
+a trained reward model are covered with the optimizers they feed (test_optimizers_cuda.py); an environment's own
+rewards on episodes (guess_number) here too."""
 import json
 import sqlite3
 import threading
@@ -70,3 +71,9 @@ def test_labels_from_a_human_queue_drive_dpo_on_cuda(tmp_path):
     assert len(fed) == 2, trained.metrics
     labels = sqlite3.connect(db).execute("SELECT COUNT(*) FROM labels").fetchone()[0]
     assert labels >= 2 * 4   # per_step items each step, each answered
+
+
+def test_an_environments_own_rewards_drive_grpo_on_episodes_on_cuda(tmp_path):
+    trained = train_on_gpu("episodes.yaml", tmp_path)
+    scored = [m for m in trained.metrics if "env/turns_mean" in m]
+    assert len(scored) == 2 and len(trained.losses("grpo")) == 2
