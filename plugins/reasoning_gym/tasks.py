@@ -38,7 +38,8 @@ def check_config(task: str, config: dict[str, Any]) -> None:
         if key in ("size", "seed"):
             raise ValueError(f"set '{key}' beside config, not inside it")
         if key not in fields:
-            raise ValueError(f"unknown key '{key}' for task '{task}'{did_you_mean(key, fields)}; "
+            # repr: a key holding a newline (YAML allows it) must not break the error's one line
+            raise ValueError(f"unknown key {key!r} for task '{task}'{did_you_mean(key, fields)}; "
                              f"expected one of: {', '.join(f for f in fields if f not in ('size', 'seed'))}")
     try:
         made = tasks[task][1](**config)

@@ -129,3 +129,11 @@ def test_the_plugin_registers_its_data_source_and_reward_source():
     frl_register_reward_sources(register=got.append)
     assert got == [ReasoningGymData, ReasoningGymScore]
     assert ReasoningGymData.name == ReasoningGymScore.name == "reasoning_gym"
+
+
+def test_an_unknown_config_key_holding_a_newline_is_still_one_line():
+    """Found by the recipe fuzzer: a key renamed to 'min_terms\\n' broke the error over two lines."""
+    from frl_plugins.reasoning_gym.tasks import check_config
+    with pytest.raises(ValueError) as info:
+        check_config("basic_arithmetic", {"min_terms\n": 2})
+    assert "\n" not in str(info.value) and "'min_terms\\n'" in str(info.value)
