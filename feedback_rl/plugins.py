@@ -60,7 +60,7 @@ class Registry:
         if name not in table:
             known = ", ".join(sorted(table)) or "none installed"
             prefix = f"{where}: " if where else ""
-            raise UserError(f"{prefix}unknown {_KIND_WORD[kind]} '{name}'{did_you_mean(name, table)}; "
+            raise UserError(f"{prefix}unknown {_KIND_WORD[kind]} {name!r}{did_you_mean(name, table)}; "
                             f"installed: {known}")
         return table[name]
 
