@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 
 from feedback_rl.config import recipe as r
 from feedback_rl.modeling import spec as m
+from feedback_rl.rows import refs
 from feedback_rl.plugins import build_registry, get_plugin_manager
 
 DOC = Path(__file__).parents[1] / "docs" / "recipes.md"
@@ -60,9 +61,9 @@ def table(model: type[BaseModel], prefix: str) -> list[str]:
 SECTIONS = [
     ("Top level", r.Recipe, ""), ("model", m.ModelSpec, "model."), ("model.tiny", m.TinySpec, "model.tiny."), ("model.lora", m.LoraSpec, "model.lora."),
     ("stages[]", r.StageSpec, ""), ("stages[].optimizer", r.OptimizerSpec, "optimizer."),
-    ("stages[].data", r.DataSpec, "data."), ("data.train / data.eval as a generator", r.GeneratedData, ""),
-    ("data.train / data.eval as a file (docs/data.md)", r.FileData, ""),
-    ("data.train / data.eval through `datasets` (docs/data.md)", r.HubData, ""),
+    ("stages[].data", r.DataSpec, "data."), ("data.train / data.eval as a generator", refs.GeneratedData, ""),
+    ("data.train / data.eval as a file (docs/data.md)", refs.FileData, ""),
+    ("data.train / data.eval through `datasets` (docs/data.md)", refs.HubData, ""),
     ("stages[].rewards", r.RewardsSpec, "rewards."), ("stages[].rewards.sources[]", r.SourceSpec, ""),
     ("sources[].gate", r.GateSpec, "gate."), ("stages[].feedback", r.FeedbackSpec, "feedback."),
     ("stages[].rollout", r.RolloutSpec, "rollout."), ("stages[].train", r.TrainSpec, "train."),

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from feedback_rl import PluginContext, Rollout
 from feedback_rl.rows.dataset import load
 from feedback_rl.commands.train import train_recipe
-from feedback_rl.config.recipe import GeneratedData
+from feedback_rl.rows.refs import GeneratedData
 from frl_plugins.rewards.reward_model import RewardModelSource
 
 

@@ -7,7 +7,7 @@ import pytest
 from feedback_rl.commands.cli import main
 from feedback_rl.rows.dataset import TEXT_OR_TURNS, Turns, load
 from feedback_rl.errors import UserError
-from feedback_rl.config.recipe import FileData, HubData
+from feedback_rl.rows.refs import FileData, HubData
 
 DOC = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
 SFT = {"prompt": TEXT_OR_TURNS, "completion": str}

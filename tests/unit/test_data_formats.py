@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from feedback_rl.rows.dataset import TEXT_OR_TURNS, Turns, load
-from feedback_rl.config.recipe import DataSpec, FileData, HubData
+from feedback_rl.config.recipe import DataSpec
+from feedback_rl.rows.refs import FileData, HubData
 
 DATA = Path(__file__).parents[1] / "data"
 ROWS = [{"prompt": "2+3=", "completion": "5"}, {"prompt": "4+4=", "completion": "8"},
