@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedback_rl.errors import UserError
+from feedback_rl.modeling import chat
 
 Turn = dict[str, Any]
 
@@ -70,24 +71,12 @@ class Segment:
 
 def render(tokenizer: Any, conversation: list[Turn], generation: bool = False,
            tools: list[dict] | None = None) -> str:
-    """The conversation through the chat template (``tools`` passed on when given); a template's error is a
-    one-line :class:`UserError`."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"the tokenizer of '{getattr(tokenizer, 'name_or_path', 'the model')}' has no chat template: "
-                        "episodes are conversations; set model.chat_template")
-    kwargs: dict[str, Any] = {"add_generation_prompt": generation}
-    if tools:
-        kwargs["tools"] = tools
-    try:
-        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
-    except Exception as e:  # noqa: BLE001 - a template's raise_exception() or a Jinja error
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"the chat template rejected the episode's conversation: {msg}") from None
+    """The core's rendering (``modeling/chat.py``), with an assistant turn never left open: an episode's
+    next assistant turn always starts after its header."""
+    return chat.render(tokenizer, conversation, generation, continue_final=False, tools=tools)
 
 
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Rendered text to ids, no special tokens added (the template wrote its own)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+encode = chat.ids   # rendered text to ids, no special tokens added (the template wrote its own)
 
 
 class EpisodeTokens:

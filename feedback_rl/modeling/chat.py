@@ -115,13 +115,15 @@ def no_template_message(tokenizer: Any) -> str:
             "(a Jinja template, or a file holding one) or write the rows as plain strings")
 
 
-def render(tokenizer: Any, conversation: list[Turn], generation: bool = False, continue_final: bool = True) -> str:
+def render(tokenizer: Any, conversation: list[Turn], generation: bool = False, continue_final: bool = True,
+           tools: list[dict] | None = None) -> str:
     """The conversation through the chat template. With ``generation``, ready for the model to answer:
     the assistant's header follows (``add_generation_prompt``), or, when the last turn is the
-    assistant's, that turn is left open for the model to continue (TRL does the same)."""
+    assistant's, that turn is left open for the model to continue (TRL does the same). ``tools``: the
+    JSON schemas passed to a template that renders them (an episode's tools)."""
     if not has_template(tokenizer):
         raise UserError(no_template_message(tokenizer))
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"tools": tools} if tools else {}
     if generation:
         if continue_final and conversation and conversation[-1]["role"] == "assistant":
             kwargs["continue_final_message"] = True
