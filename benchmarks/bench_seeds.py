@@ -51,6 +51,10 @@ def main() -> None:
             stage = args.stage or list(r["stages"])[-1]
             r["before"] = r["stages"][stage]["eval_before"][args.metric]
             r["after"] = r["stages"][stage]["eval_after"][args.metric]
+            # with eval.keep_best the "after" is the kept model's eval; the last step's eval is beside it
+            kept = r["stages"][stage].get("kept_best")
+            r["kept_step"] = kept["step"] if kept else None
+            r["last"] = r["stages"][stage].get("last_eval", r["stages"][stage]["eval_after"])[args.metric]
             rows.append(r)
             print(f"seed {seed}: {r['before']:.3f} -> {r['after']:.3f} in {r['minutes']:.1f} min", file=sys.stderr,
                   flush=True)
@@ -61,9 +65,11 @@ def main() -> None:
                "spread_after": max(afters) - min(afters),
                "spread_before": max(r["before"] for r in rows) - min(r["before"] for r in rows)}
     print(f"`{args.recipe}`, held-out `{args.metric}`, OMP_NUM_THREADS={threads}\n")
-    print("| seed | before | after | gain | minutes |\n|---|---|---|---|---|")
+    print("| seed | before | after (kept step) | last step | gain | minutes |\n|---|---|---|---|---|---|")
     for r, g in zip(rows, gains):
-        print(f"| {r['seed']} | {r['before']:.1%} | {r['after']:.1%} | {g:+.1%} | {r['minutes']:.1f} |")
+        kept = "" if r["kept_step"] is None else f" (step {r['kept_step']})"
+        print(f"| {r['seed']} | {r['before']:.1%} | {r['after']:.1%}{kept} | {r['last']:.1%} | {g:+.1%} "
+              f"| {r['minutes']:.1f} |")
     print(f"\nmean gain {summary['mean_gain']:+.1%}, smallest {summary['min_gain']:+.1%}; "
           f"seed-to-seed spread after training {summary['spread_after']:.1%}")
     if args.json:
