@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the default test tiers (slow and GPU tiers are skipped; --runslow adds them).
 # --vllm (first argument): builds .venv-vllm (scripts/setup-vllm.sh) and runs the vLLM tier there instead.
+# --openenv (first argument): builds .venv-openenv (scripts/setup-openenv.sh) and runs the OpenEnv tier there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vllm" ]; then
@@ -9,6 +10,11 @@ if [ "${1:-}" = "--vllm" ]; then
   # vllm, torch.jit and trio warn about their own internals on every run; the tier's output stays a line a phase
   exec .venv-vllm/bin/python -m pytest -p no:warnings tests/vllm_tier tests/unit/test_vllm_backend.py \
     tests/gpu/test_vllm.py "$@"
+fi
+if [ "${1:-}" = "--openenv" ]; then
+  shift
+  bash scripts/setup-openenv.sh
+  exec .venv-openenv/bin/python -m pytest tests/openenv_tier "$@"
 fi
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).

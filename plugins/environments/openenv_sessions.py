@@ -103,6 +103,9 @@ class InProcess:
 
     async def step(self, action: Any) -> Observed:
         if isinstance(action, dict):
+            if self.action_cls is None:
+                raise TypeError("the action function returned a dict, and nothing names the environment's Action "
+                                "class to build from it: return the Action itself")
             action = self.action_cls.model_validate(action)
         return _observed(await self.env.step_async(action))
 

@@ -23,9 +23,11 @@ def bridge(tmp_path: Path, **options: Any) -> OpenEnvBridge:
 
 
 @contextmanager
-def word_game_server(max_concurrent_envs: int = 8) -> Iterator[str]:
-    """WordGame behind OpenEnv's own ``create_app``, served by uvicorn on a free port of 127.0.0.1: its ws:// url."""
-    app = create_app(WordGame, WordAction, WordObservation, max_concurrent_envs=max_concurrent_envs)
+def word_game_server(max_concurrent_envs: int = 8, classes: tuple = (WordGame, WordAction, WordObservation)
+                     ) -> Iterator[str]:
+    """WordGame (or another environment's classes) behind OpenEnv's own ``create_app``, served by uvicorn on a
+    free port of 127.0.0.1: its ws:// url."""
+    app = create_app(*classes, max_concurrent_envs=max_concurrent_envs)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

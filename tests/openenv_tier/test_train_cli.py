@@ -68,3 +68,19 @@ def test_grpo_trains_two_steps_on_an_in_process_openenv_environment(tmp_path):
 def test_grpo_trains_two_steps_against_an_openenv_server(tmp_path):
     with word_game_server(max_concurrent_envs=4) as url:
         check_episodes(*train(tmp_path, {"url": url}))
+
+
+def test_an_environment_that_does_not_import_stops_the_run_in_one_line(tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "openenv-typo", "model": {"path": "builtin:tiny-gpt2"}, "output_dir": str(tmp_path / "runs"),
+        "stages": [{"name": "grpo", "optimizer": "grpo", "data": {"train": {"guess_number": 10, "size": 20}},
+                    "environment": {"type": "openenv", "env": "word_gam:WordGame"},
+                    "rewards": {"sources": [{"name": "env", "type": "environment"}]},
+                    "train": {"steps": 1, "batch_size": 2}}]}, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", "r.yaml", "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: environment 'openenv': cannot import env 'word_gam:WordGame' (looked in "
+                           f"{tmp_path.resolve()} and sys.path): ModuleNotFoundError: No module named 'word_gam'")
