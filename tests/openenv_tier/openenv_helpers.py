@@ -11,7 +11,7 @@ import uvicorn
 from openenv.core.env_server.http_server import create_app
 
 from feedback_rl import PluginContext
-from frl_plugins.environments.openenv import OpenEnvBridge
+from frl_plugins.environments.openenv.plugin import OpenEnvBridge
 from word_game import WordAction, WordGame, WordObservation
 
 HERE = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ pytest.importorskip("openenv", reason="the openenv tier: bash scripts/test.sh --
 
 from feedback_rl import PluginContext  # noqa: E402
 from feedback_rl.environments import play  # noqa: E402
-from frl_plugins.environments.openenv import OpenEnvBridge  # noqa: E402
+from frl_plugins.environments.openenv.plugin import OpenEnvBridge  # noqa: E402
 
 from openenv_helpers import word_game_server  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from frl_plugins.environments.openenv import OpenEnvBridge
+from frl_plugins.environments.openenv.plugin import OpenEnvBridge
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "episodes.md"
 

@@ -35,6 +35,8 @@ from pydantic import Field, model_validator
 from feedback_rl import Environment, PluginContext, UserError, hookimpl
 from feedback_rl.environments import EnvironmentOptions, Episode, Reply
 
+from . import sessions
+
 INSTALL = ("needs OpenEnv: run `bash scripts/setup-openenv.sh` (it makes .venv-openenv) or "
            "`pip install 'feedback_rl[openenv]'`")
 NAME = r"^[\w.]+:[\w.]+$"
@@ -105,8 +107,6 @@ class OpenEnvBridge(Environment):
 
     def __init__(self, options: OpenEnvOptions, context: PluginContext):
         super().__init__(options, context)
-        from frl_plugins.environments import openenv_sessions as sessions
-        self.sessions = sessions
         o = options
         where = f"environment 'openenv' ({o.env or o.url})"
         self.factory = _load(o.env, "env", context) if o.env else None
@@ -125,11 +125,11 @@ class OpenEnvBridge(Environment):
             if self.action_cls is None:
                 raise UserError(f"{where}: cannot tell which Action class it steps with (neither step()'s "
                                 "annotation nor its Environment[...] base names one): give action: module:name")
-            text, required = self.sessions.text_fields_of(self.action_cls)
+            text, required = sessions.text_fields_of(self.action_cls)
             what = f"action {self.action_cls.__name__}"
         else:
             try:
-                text, required = self.sessions.server_action_fields(o.url, o.timeout)
+                text, required = sessions.server_action_fields(o.url, o.timeout)
             except Exception as e:  # noqa: BLE001 - a server that does not answer is the user's to start
                 raise UserError(f"{where}: cannot read the server's action schema at /schema "
                                 f"({type(e).__name__}: {e}); is the server running?") from None
@@ -160,9 +160,9 @@ class OpenEnvBridge(Environment):
         if missing:
             raise KeyError(f"reset_columns: the row has no column {missing[0]!r}")
         if self.factory is not None:
-            session = self.sessions.InProcess(self.factory, o.kwargs, self.action_cls)
+            session = sessions.InProcess(self.factory, o.kwargs, self.action_cls)
         else:
-            session = self.sessions.Remote(o.url, o.timeout)
+            session = sessions.Remote(o.url, o.timeout)
         try:
             observed = await session.reset(seed=seed, episode_id=episode_id, **{c: row[c] for c in o.reset_columns})
         except BaseException:
