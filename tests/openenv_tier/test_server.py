@@ -4,6 +4,7 @@ reward arrives with its step, several episodes at once stay apart."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from feedback_rl import UserError  # noqa: E402
 from feedback_rl.environments import play  # noqa: E402
 
 from openenv_helpers import bridge, word_game_server  # noqa: E402
+from word_game import SLOW  # noqa: E402
 
 ROW = {"prompt": "Play the word game.", "multiplier": 3}
 
@@ -60,6 +62,25 @@ def test_several_served_episodes_step_together_and_stay_apart(tmp_path, url):
     assert [r.reward for r in first] == [1.0, 20.0, 300.0, 4000.0]
     assert [r.reward for r in second] == [3.0, 10.0, 0.0, 2000.0]
     assert [r.info for r in second] == [{"turn": 2, "letters": n} for n in (4, 3, 3, 6)]
+
+
+def test_the_steps_of_a_turn_wait_on_the_server_together(tmp_path, url):
+    env = bridge(tmp_path, url=url)
+    episodes = [env.reset({"prompt": "go"}, seed=k, episode_id=f"e{k}") for k in range(4)]
+
+    async def turn():
+        return await asyncio.gather(*(ep.step_async({"role": "assistant", "content": "zzz"}) for ep in episodes))
+    try:
+        start = time.monotonic()
+        replies = asyncio.run(turn())
+        took = time.monotonic() - start
+    finally:
+        for ep in episodes:
+            ep.close()
+        env.close()
+    assert [r.reward for r in replies] == [3.0] * 4
+    # one after the other would take 4 x SLOW; together about SLOW (the rest is slack for a loaded machine)
+    assert took < 3 * SLOW, took
 
 
 def test_a_server_error_is_the_episodes_error(tmp_path, url):

@@ -3,14 +3,18 @@
 The model says a word each turn. A turn's reward is the word's length times the episode's multiplier (a reset
 argument), so every step has a reward of its own; the observation reports the turn and the letters so far, which
 only an environment that kept its episode's state can know. The episode is done after ``rounds`` turns. The word
-"boom" raises, as a broken environment would.
+"boom" raises, as a broken environment would; "zzz" takes half a second, as a slow one would.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import Action, Observation, State
+
+
+SLOW = 0.5   # seconds the word "zzz" takes
 
 
 class WordAction(Action):
@@ -42,6 +46,8 @@ class WordGame(Environment[WordAction, WordObservation, State]):
         word = action.word.strip()
         if word == "boom":
             raise ValueError("the word 'boom' breaks the game")
+        if word == "zzz":
+            time.sleep(SLOW)
         self._state.step_count += 1
         turn = self._state.step_count
         self.letters += len(word)
