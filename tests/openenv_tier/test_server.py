@@ -30,8 +30,10 @@ def scripted(*words):
     return lambda messages: next(said)
 
 
-def test_a_served_episode_keeps_its_state_and_each_steps_reward(tmp_path, url):
-    env = bridge(tmp_path, url=url, reset_columns=["multiplier"])   # the action's one str field, from /schema
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+def test_a_served_episode_keeps_its_state_and_each_steps_reward(tmp_path, url, scheme):
+    # the action's one str field comes from the server's /schema; an http:// url is the same server
+    env = bridge(tmp_path, url=url.replace("ws://", f"{scheme}://"), reset_columns=["multiplier"])
     try:
         out = play(env, ROW, scripted("a", "bb", "ccc"), seed=5, episode_id="s1")
     finally:
