@@ -74,3 +74,17 @@ def test_an_episode_past_its_time_before_a_turn_is_not_given_one(monkeypatch):
 def test_without_a_limit_or_within_it_episodes_end_as_the_environment_says(max_seconds):
     rollouts, metrics, _ = play([{}, {}], max_seconds=max_seconds)
     assert [r.episode["end"] for r in rollouts] == ["done", "done"] and metrics["env/end/done"] == 1.0
+
+
+def test_the_recipe_takes_max_seconds_and_frl_validate_names_a_bad_one(tmp_path):
+    import subprocess
+    import sys
+
+    from test_recipe_environment import RECIPE, check
+    assert check(tmp_path, RECIPE.replace("max_turns: 3", "max_turns: 3, max_seconds: 2.5")).options(
+        "environment", 0).max_seconds == 2.5
+    (tmp_path / "r.yaml").write_text(RECIPE.replace("max_turns: 3", "max_turns: 3, max_seconds: 0"))
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "validate", "r.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "r.yaml:8: stages[0].environment.max_seconds: " in out.stderr, out.stderr

@@ -54,3 +54,14 @@ def test_a_single_completion_is_one_assistant_turn_and_its_own_final_answer(fake
     finally:
         judge.close()
     assert sent == 'T=[{"role": "assistant", "content": "42"}]|F=42'
+
+
+def test_frl_validates_a_template_that_names_the_turns_and_the_final_answer(tmp_path):
+    from feedback_rl import PluginContext
+    from feedback_rl.rows.dataset import Dataset
+    from frl_plugins.rewards.judge import JudgeSource
+    rows = Dataset([{"prompt": "What is 6*7?", "answer": "42"}], "rows.jsonl")
+    ctx = PluginContext(name="judge", run_dir=tmp_path, recipe_dir=tmp_path)
+    for mode, template in (("pointwise", "{turns} {final_answer} {answer}"), ("pairwise", "{turns_a} {turns_b}")):
+        options = JudgeSource.Options(base_url="http://127.0.0.1:9/v1", model="m", mode=mode, template=template)
+        JudgeSource.preflight(options, ctx, rows)   # raises a UserError naming a variable it does not know
