@@ -31,6 +31,11 @@ from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
 from feedback_rl.types import Rollout
 
 
+ENDS = ("done", "truncated", "max_turns", "context", "max_seconds", "error")
+"""Why an episode ended: the environment said done or truncated, its ``max_turns``-th turn, no room left in the
+context, past its ``max_seconds``, or the environment raised."""
+
+
 class _Live:
     """One episode being played: the environment's episode, its tokens, and what it did."""
 
@@ -41,7 +46,7 @@ class _Live:
         self.infos: list[dict] = []
         self.done = self.truncated = False
         self.error: str | None = None
-        self.end: str | None = None   # why it ended: done, truncated (the environment's word), max_turns, context, ...
+        self.end: str | None = None   # one of ENDS, once it ended
         self.started = time.monotonic()
 
     def stop(self, end: str) -> None:
@@ -185,5 +190,6 @@ def _metrics(episodes: list[_Live]) -> dict[str, float]:
            "env/errors": float(sum(ep.error is not None for ep in episodes)),
            "env/tool_calls_per_episode": sum(outcomes.values()) / n}
     out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})
-    out.update({f"env/end/{k}": v / n for k, v in sorted(Counter(ep.end for ep in episodes).items())})
+    ends = Counter(ep.end for ep in episodes)   # every reason, zeros too: ranks average the same keys
+    out.update({f"env/end/{k}": ends[k] / n for k in ENDS})
     return out

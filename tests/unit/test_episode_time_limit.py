@@ -88,3 +88,10 @@ def test_the_recipe_takes_max_seconds_and_frl_validate_names_a_bad_one(tmp_path)
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "r.yaml:8: stages[0].environment.max_seconds: " in out.stderr, out.stderr
+
+
+def test_every_end_reason_is_a_metric_of_every_step_so_ranks_average_the_same_keys():
+    from feedback_rl.loop.episodes import ENDS
+    _, metrics, _ = play([{}], max_seconds=None)
+    assert {k: v for k, v in metrics.items() if k.startswith("env/end/")} == \
+        {f"env/end/{k}": float(k == "done") for k in ENDS}
