@@ -3,7 +3,6 @@ roles), the HTTP API returns them beside the transcripts, the terminal shows the
 ids the policy sampled, mask included."""
 from __future__ import annotations
 
-
 import pytest
 
 from feedback_rl import PluginContext, Rollout
