@@ -25,6 +25,7 @@ import torch
 
 from feedback_rl.base import Backend, Environment, SamplingParams
 from feedback_rl.episodes.tokens import EpisodeTokens
+from feedback_rl.episodes.tool_calls import OUTCOMES
 from feedback_rl.episodes.tools import offer
 from feedback_rl.errors import UserError
 from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
@@ -189,6 +190,8 @@ def _metrics(episodes: list[_Live]) -> dict[str, float]:
            "env/done_rate": sum(ep.done for ep in episodes) / n,
            "env/errors": float(sum(ep.error is not None for ep in episodes)),
            "env/tool_calls_per_episode": sum(outcomes.values()) / n}
+    if any(ep.offered != "none" for ep in episodes):   # every outcome, zeros too: ranks average the same keys
+        outcomes.update(dict.fromkeys(OUTCOMES, 0))
     out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})
     ends = Counter(ep.end for ep in episodes)   # every reason, zeros too: ranks average the same keys
     out.update({f"env/end/{k}": ends[k] / n for k in ENDS})
