@@ -153,7 +153,13 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         want = job.ask.top_logprobs is not None
         choices = [choice(is_chat, i, texts[i], toks[i] if want else None, finish[i], delta=False,
                           token_ids=ids[i], tool_calls=calls[i]) for i in range(n)]
-        extra = {"prompt_token_ids": job.prompt_ids[0]} if any(i is not None for i in ids) else {}
+        extra = {}
+        if any(i is not None for i in ids):   # vLLM's places: the chat response's, each completion choice's
+            if is_chat:
+                extra["prompt_token_ids"] = job.prompt_ids[0]
+            else:
+                for i, c in enumerate(choices):
+                    c["prompt_token_ids"] = job.prompt_ids[i // job.ask.n]
         return JSONResponse(envelope(is_chat, rid, created, name, choices, chunk=False,
                                      usage=usage(job.prompt_tokens, used), **extra))
 

@@ -45,6 +45,7 @@ class Ask:
     echo: bool = False
     stream: bool = False
     include_usage: bool = False
+    return_token_ids: bool = False   # vLLM's: the choices' token ids and the prompt's come back
 
     @property
     def greedy(self) -> bool:
@@ -124,7 +125,8 @@ def parse_ask(body: dict, chat: bool, tools: bool = False) -> Ask:
     include_usage = bool(options and _bool(options, "include_usage"))
     return Ask(max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
                top_p=_float(body, "top_p", 1.0, 0.0, 1.0, lo_open=True), n=n, stop=stops, seed=seed,
-               top_logprobs=top_logprobs, echo=echo, stream=stream, include_usage=include_usage)
+               top_logprobs=top_logprobs, echo=echo, stream=stream, include_usage=include_usage,
+               return_token_ids=_bool(body, "return_token_ids"))
 
 
 def parse_messages(body: dict) -> list[dict]:

@@ -86,7 +86,8 @@ class Row:
         if self.ask.top_logprobs is not None:
             toks = [t for t in self.pending if t.offset - self.base < upto]
             self.pending = [] if finish else self.pending[len(toks):]
-        self.job.emit(Piece(self.index, self.text[self.sent: upto], toks, finish, len(self.ids) if finish else 0))
+        ids = list(self.ids) if finish and self.ask.return_token_ids else None   # with the stop token, as vLLM
+        self.job.emit(Piece(self.index, self.text[self.sent: upto], toks, finish, len(self.ids) if finish else 0, ids))
         self.sent = upto
 
     def _tok(self, token: int, logprob: float | None, top: list[tuple[int, float]] | None, offset: int) -> Tok:
