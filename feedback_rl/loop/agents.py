@@ -166,10 +166,9 @@ class RolloutEndpoint:
             raise bad("prompt", "one prompt per call while training")
         job = Job(prompts, ask)
         ids = prompts[0][1]
-        room = self.context - len(ids)
-        if room < self.sampling.max_new_tokens:
-            ep.truncated = True   # the context has no room for a whole turn: the episode is cut short
-        limit = min(ask.max_tokens or self.sampling.max_new_tokens, self.sampling.max_new_tokens, max(room, 0))
+        # the reply may take max_tokens, at most the stage's max_new_tokens, and no more than the context has left
+        limit = min(ask.max_tokens or self.sampling.max_new_tokens, self.sampling.max_new_tokens,
+                    self.context - len(ids))
         if limit < 1:
             raise bad("messages", f"the conversation is {len(ids)} tokens, the policy's whole context of {self.context}")
         self.stats["requests"] += 1
