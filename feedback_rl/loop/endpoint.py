@@ -101,7 +101,8 @@ class RolloutEndpoint:
         limit = min(ask.max_tokens or self.sampling.max_new_tokens, self.sampling.max_new_tokens,
                     self.context - len(ids))
         if limit < 1:
-            raise bad("messages", f"the conversation is {len(ids)} tokens, the policy's whole context of {self.context}")
+            raise bad("messages", f"the conversation is {len(ids)} tokens, the policy's whole context of "
+                                  f"{self.context}")
         self.stats["requests"] += 1
         self.calls.put(_Call(job, ep, ids, limit))
         return job

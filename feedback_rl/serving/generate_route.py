@@ -51,7 +51,8 @@ def generate_route(engine: Any, read: Callable[[Request], Awaitable[dict]]) -> C
         if not isinstance(sp, dict):
             raise bad("sampling_params", "expected an object")
         max_tokens = sp.get("max_tokens")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < 1):
             raise bad("sampling_params.max_tokens", f"expected an integer >= 1, got {max_tokens!r}")
         session = request.headers.get(SESSION_HEADER)
         prompt = await asyncio.to_thread(engine.token_prompt, ids, session)

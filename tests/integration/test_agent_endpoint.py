@@ -132,7 +132,8 @@ def test_a_plain_openai_agent_trains_and_its_recorded_ids_are_what_the_policy_sa
         # with, and their behaviour log-probs the log-probs the agent read; the agent's own turn sits between,
         # untrained, and the second call's prompt extends the first call's prompt and reply verbatim
         assert r["prompt_ids"] == first["prompt_ids"]
-        assert second["prompt_ids"][: len(first["prompt_ids"]) + len(first["ids"])] == first["prompt_ids"] + first["ids"]
+        opened = first["prompt_ids"] + first["ids"]
+        assert second["prompt_ids"][: len(opened)] == opened
         seq = r["prompt_ids"] + r["completion_ids"]
         assert seq == second["prompt_ids"] + second["ids"]
         trained = [t for t, m in zip(r["completion_ids"], r["mask"]) if m]
@@ -189,3 +190,16 @@ def test_async_agents_failures_and_the_token_in_route_in_vllms_shape(tmp_path):
         r = next(r for r in rollouts if r["uid"].endswith(f"-{a['k']}"))
         first = a["answers"][0]
         assert r["prompt_ids"] + r["completion_ids"] == first["sent"] + first["got"]["choices"][0]["token_ids"]
+
+
+def test_the_shipped_agent_recipe_runs(tmp_path):
+    recipe = str(ROOT / "recipes" / "agent-grpo.yaml")
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", recipe,
+                          "--set", "stages.grpo.train.steps=1", "--set", f"output_dir={tmp_path / 'runs'}"],
+                         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "agent-grpo"
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    (step,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "env/agent_calls_mean" in x]
+    assert step["env/agent_calls_mean"] == 2.0 and step["env/errors"] == 0.0 and step["env/agent_splits"] == 0.0

@@ -37,7 +37,8 @@ def agent(row, client):
 def runner(tmp_path_factory):
     # the Hermes tools prompt is long in a one-token-per-character tokenizer
     model, tokenizer = load_model(str(build_tiny_gpt2(tmp_path_factory.mktemp("tiny"), n_positions=1024)))
-    backend = ScriptedToolBackend(ScriptedToolBackend.Options(), PluginContext("scripted", tmp_path_factory.mktemp("r")))
+    context = PluginContext("scripted", tmp_path_factory.mktemp("r"))
+    backend = ScriptedToolBackend(ScriptedToolBackend.Options(), context)
     r = AgentRunner(agent, backend, model, tokenizer, SamplingParams(max_new_tokens=96),
                     context=context_length(model.config), timeout_s=60, wait_s=0.05)
     yield r

@@ -35,8 +35,9 @@ def test_three_calls_train_on_the_sampled_ids_plus_the_appended_ids_never_a_rere
     (seq,) = s.tokens.segments
     assert s.splits == 0 and s.calls == 3 and not s.tokens.bridge_fallback
     # each call is prompted by exactly the sequence so far: the previous prompt, the sampled ids, the new turn
-    assert prompts[1] == prompts[0] + ids[0] + encode(tok, "\n<|im_start|>user\nGo on.<|im_end|>\n<|im_start|>assistant\n")
-    assert prompts[2] == prompts[1] + ids[1] + encode(tok, "\n<|im_start|>tool\n56088<|im_end|>\n<|im_start|>assistant\n")
+    header = "<|im_start|>assistant\n"
+    assert prompts[1] == prompts[0] + ids[0] + encode(tok, "\n<|im_start|>user\nGo on.<|im_end|>\n" + header)
+    assert prompts[2] == prompts[1] + ids[1] + encode(tok, "\n<|im_start|>tool\n56088<|im_end|>\n" + header)
     assert seq.ids == prompts[2] + ids[2]
     assert [t for t, m in zip(seq.ids, seq.mask) if m] == ids[0] + ids[1] + ids[2]
     assert [lp for lp, m in zip(seq.logprobs, seq.mask) if m] == \
