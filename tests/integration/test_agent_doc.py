@@ -33,7 +33,7 @@ def runner(tmp_path_factory):
                                                  PluginContext("hf", tmp_path_factory.mktemp("run")))
     r = AgentRunner(namespace["solve"], backend, model, tokenizer, SamplingParams(max_new_tokens=4),
                     context=context_length(model.config),
-                    timeout_s=60, wait_s=0.05)
+                    timeout_s=60, wait_s=10.0)   # a batch closes when every episode has asked
     yield r, tokenizer
     r.close()
 
@@ -44,7 +44,7 @@ def test_the_documented_agent_trains_on_exactly_the_replies_it_was_given(runner)
     rollouts, metrics = r.play(rows, num_generations=2, version=0)
     assert [x.group for x in rollouts] == [0, 0, 1, 1]
     assert metrics["env/agent_calls_mean"] == 2.0 and metrics["env/errors"] == 0.0
-    assert metrics["env/agent_backend_calls"] <= 4   # 8 calls: the four episodes' first calls went together
+    assert metrics["env/agent_backend_calls"] == 2   # 8 calls: the first four together, then the second four
     for x in rollouts:
         ep = x.episode
         assert ep["error"] is None and ep["done"] and ep["rewards"][-1] in (0.0, 1.0)
