@@ -86,13 +86,18 @@ class RolloutEndpoint:
         with ep.session.lock:
             return "", ep.session.token_in(list(ids))
 
-    async def submit(self, prompts: list[tuple[str, list[int]]], ask: Ask, session: str | None = None) -> Job:
-        ep = self.episode(session)
+    def admit(self, ask: Ask, session: str | None) -> None:
+        """A call the session can record: one sample, as the stage samples (checked before its prompt is
+        recorded, so a refused call leaves the session as it was)."""
+        self.episode(session)
         for key, off in (("n", ask.n == 1), ("stop", not ask.stop), ("echo", not ask.echo),
                          ("top_logprobs", not ask.top_logprobs)):
             if not off:
                 raise bad(key, "not supported while training (each call is one sample of the policy, with the "
                                "stage's rollout settings; the sampled token's log-prob is reported)")
+
+    async def submit(self, prompts: list[tuple[str, list[int]]], ask: Ask, session: str | None = None) -> Job:
+        ep = self.episode(session)
         if len(prompts) != 1:
             raise bad("prompt", "one prompt per call while training")
         job = Job(prompts, ask)

@@ -115,6 +115,7 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         body = await read(request)
         ask = parse_ask(body, chat=True, tools=batcher.tools)
         turns, tools, session = parse_messages(body), parse_tools(body), request.headers.get(SESSION_HEADER)
+        batcher.admit(ask, session)
         prompts = [await asyncio.to_thread(batcher.chat_prompt, turns, tools, session, encode)]
         return await answer(await batcher.submit(prompts, fit(ask, prompts), session), True, body["model"])
 
@@ -122,6 +123,7 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         body = await read(request)
         ask = parse_ask(body, chat=False)
         session = request.headers.get(SESSION_HEADER)
+        batcher.admit(ask, session)
         prompts = await asyncio.to_thread(completion_prompts, body, session)
         return await answer(await batcher.submit(prompts, fit(ask, prompts), session), False, body["model"])
 
@@ -129,6 +131,8 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         prompts = [(p, encode(p, "prompt")) if isinstance(p, str) else (batcher.text.decode(p, False), p)
                    for p in parse_prompts(body, vocab)]
         if batcher.token_in:   # the rollout endpoint: the ids extend the session's sequence (or split it)
+            if len(prompts) != 1:
+                raise bad("prompt", "one prompt per call: each call extends its session's one sequence")
             prompts = [batcher.token_prompt(ids, session) for _, ids in prompts]
         return prompts
 

@@ -54,9 +54,10 @@ def generate_route(engine: Any, read: Callable[[Request], Awaitable[dict]]) -> C
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                        or max_tokens < 1):
             raise bad("sampling_params.max_tokens", f"expected an integer >= 1, got {max_tokens!r}")
-        session = request.headers.get(SESSION_HEADER)
+        session, ask = request.headers.get(SESSION_HEADER), Ask(max_tokens=max_tokens, top_logprobs=0)
+        engine.admit(ask, session)
         prompt = await asyncio.to_thread(engine.token_prompt, ids, session)
-        job = await engine.submit([prompt], Ask(max_tokens=max_tokens, top_logprobs=0), session)
+        job = await engine.submit([prompt], ask, session)
         ids_out: list[int] = []
         logprobs: list[float] = []
         finish, used = None, 0

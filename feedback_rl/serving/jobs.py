@@ -87,6 +87,10 @@ class Engine(Protocol):
     async def stop(self) -> None:
         """Called on the server's event loop as it stops."""
 
+    def admit(self, ask: Ask, session: str | None) -> None:
+        """Refuse (an ``ApiError``) what this engine cannot honour, before the request's prompt is built (the
+        rollout endpoint records prompts into the session)."""
+
     def chat_prompt(self, turns: list[dict], tools: list[dict], session: str | None,
                     encode: Any) -> tuple[str, list[int]]:
         """A chat request's prompt (text, ids), in a worker thread; ``encode(text, param)`` tokenizes within

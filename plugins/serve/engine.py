@@ -181,6 +181,9 @@ class Batcher:
         if self._task:
             self._task.cancel()
 
+    def admit(self, ask: Ask, session: str | None) -> None:
+        pass   # parse_ask refused what HF generate cannot do
+
     def chat_prompt(self, turns: list[dict], tools: list[dict], session: str | None, encode: Any
                     ) -> tuple[str, list[int]]:
         try:
