@@ -19,6 +19,12 @@ renders the chat with its own renderer and calls ``renderers.client.generate``, 
 - Before the first call ``GET /v1/models`` is read for ``max_model_len`` (vLLM's model card field), the prompt
   length check.
 
+Checked once by hand (not in the test suite: renderers needs httpx, openai-harmony and prime-pydantic-config,
+which this project does not install): renderers 0.1.12's own ``generate()``, in a virtualenv of its own, against
+this route serving the tiny model, two turns, the second extending the first's ids: both answers parsed (its
+``token_id:`` and finite log-prob checks included), and the session held one segment whose trained ids and
+log-probs were the two completions'. tests/integration/test_agent_endpoint.py checks the same fields on every run.
+
 Sampling on the rollout endpoint is the stage's (so behaviour log-probs are what training expects);
 ``max_tokens`` is honoured up to the stage's ``max_new_tokens``; stop ids are the model's own.
 """
