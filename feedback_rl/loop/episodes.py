@@ -93,8 +93,8 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     finally:
         for ep in episodes:
             ep.episode.close()
-    rollouts = [_rollout(ep, tokenizer, policy_version) for ep in episodes]
-    return rollouts, _metrics(episodes)
+    rollouts = [episode_rollout(ep, tokenizer, policy_version) for ep in episodes]
+    return rollouts, episode_metrics(episodes)
 
 
 def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, stops: list[int],
@@ -158,7 +158,9 @@ def _answer(ep: _Live, reply: Any, max_turns: int) -> None:
     ep.tokens.add_environment(list(reply.messages))  # False: split (bridge_fallback), counted in the metrics
 
 
-def _rollout(ep: _Live, tokenizer: Any, version: int) -> Rollout:
+def episode_rollout(ep: Any, tokenizer: Any, version: int) -> Rollout:
+    """An episode's Rollout: an environment's (:class:`_Live`) or an agent's (loop/agents.py), which hold the same
+    fields (k, group, row, tokens, opening, offered, infos, done, truncated, error)."""
     seg = ep.tokens.segments[0]
     p = seg.prompt_length
     lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
@@ -179,7 +181,8 @@ def _transcript(turns: list[dict]) -> str:
     return "\n\n".join(f"[{t['role']}] {t.get('content', '')}" for t in turns)
 
 
-def _metrics(episodes: list[_Live]) -> dict[str, float]:
+def episode_metrics(episodes: list[Any]) -> dict[str, float]:
+    """The step's ``env/`` metrics of its episodes (an environment's or an agent's)."""
     n = max(1, len(episodes))
     outcomes: Counter = Counter()
     for ep in episodes:
