@@ -42,6 +42,7 @@ class AgentEpisode:
         self.infos: list[dict] = []
         self.done = self.truncated = self.finished = False
         self.error: str | None = None
+        self.end: str | None = None   # why it ended, one of loop/episodes.py's ENDS (episode["end"], env/end/*)
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self._empty: EpisodeTokens | None = None
@@ -66,25 +67,26 @@ class AgentEpisode:
     def offered(self) -> str:
         return self.session.offered
 
-    def end(self, value: Any) -> None:
+    def returned(self, value: Any) -> None:
         """The agent returned ``value``: the episode's reward, given to its last turn."""
         with self.lock:
             if self.finished:
                 return
             self.finished = True
             if self.session.tokens is None or not self.session.tokens.turns:
-                self.error = "the agent never called the model"
+                self.error, self.end = "the agent never called the model", "error"
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                self.error = f"the agent returned {value!r}, not a finite number"
+                self.error, self.end = f"the agent returned {value!r}, not a finite number", "error"
             else:
                 self.session.tokens.set_reward(float(value))
-                self.done = True
+                self.done, self.end = True, "done"
 
     def fail(self, message: str, truncated: bool = False) -> None:
         """The agent raised, or ran out of time (``truncated``)."""
         with self.lock:
             if not self.finished:
                 self.finished, self.error, self.truncated = True, message, truncated
+                self.end = "max_seconds" if truncated else "error"
 
 
 class AgentRunner:
@@ -147,7 +149,7 @@ def _start(agent: Callable[..., Any], episodes: list[AgentEpisode], url: str, ti
         async def one(ep: AgentEpisode) -> None:
             client = openai.AsyncOpenAI(**headers(ep))
             try:
-                ep.end(await asyncio.wait_for(agent(dict(ep.row), client), timeout_s))
+                ep.returned(await asyncio.wait_for(agent(dict(ep.row), client), timeout_s))
             except asyncio.TimeoutError:
                 ep.fail(f"the agent ran past agent.timeout_s ({timeout_s:g} s)", truncated=True)
             except BaseException as e:  # noqa: BLE001 - the agent's failure is its episode's error
@@ -164,7 +166,7 @@ def _start(agent: Callable[..., Any], episodes: list[AgentEpisode], url: str, ti
     def run(ep: AgentEpisode) -> None:
         client = openai.OpenAI(**headers(ep))
         try:
-            ep.end(agent(dict(ep.row), client))
+            ep.returned(agent(dict(ep.row), client))
         except BaseException as e:  # noqa: BLE001 - the agent's failure is its episode's error
             ep.fail(f"the agent raised {type(e).__name__}: {e}")
         finally:

@@ -144,6 +144,8 @@ def test_a_plain_openai_agent_trains_and_its_recorded_ids_are_what_the_policy_sa
         assert [lp for lp, m in zip(r["logprobs"], r["mask"]) if m] == pytest.approx(
             first["logprobs"] + second["logprobs"], abs=1e-6)
         assert r["episode"]["rewards"][-1] == float(len(set(second["content"])))
+        assert r["episode"]["end"] == "done"   # why an agent episode ended is kept like an environment's
+    assert all(m["env/end/done"] == 1.0 for m in steps)
 
 
 def test_the_log_probs_recorded_at_the_first_step_are_the_policys_own_for_the_sampled_ids(sync_run):
@@ -169,10 +171,12 @@ def test_async_agents_failures_and_the_token_in_route_in_vllms_shape(tmp_path):
     for k, ep in by_k.items():   # an agent that raises or hangs is an error, never a zero
         if k % 3 == 0:
             assert ep["error"] == "the agent raised RuntimeError: the agent broke" and not ep["truncated"]
+            assert ep["end"] == "error"
         elif k % 3 == 1:
             assert ep["error"].startswith("the agent ran past agent.timeout_s") and ep["truncated"]
+            assert ep["end"] == "max_seconds"
         else:
-            assert ep["error"] is None and ep["rewards"][-1] == 1.0
+            assert ep["error"] is None and ep["rewards"][-1] == 1.0 and ep["end"] == "done"
     assert m["reward/agent/error_rate"] == pytest.approx(4 / 6)
     assert m["env/agent_splits"] == 2.0   # each token-in agent's second call did not extend its sequence
     assert len(agents) == 2

@@ -132,7 +132,7 @@ def test_a_row_the_environment_cannot_open_is_one_line_naming_the_environment_an
 
 def test_an_episode_with_tools_logs_every_tool_call_outcome_zeros_too_so_ranks_average_the_same_keys():
     from feedback_rl.episodes.tool_calls import OUTCOMES
-    from feedback_rl.loop.episodes import _metrics
+    from feedback_rl.loop.episodes import episode_metrics as _metrics
 
     class Ep:
         offered, infos, done, error, end = "system_prompt", [{"tool_calls": [{"outcome": "ok"}]}], True, None, "done"
