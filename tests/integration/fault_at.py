@@ -3,8 +3,9 @@
 FAULT is one of
     enospc:<path>@<n>[,<path>@<n>...]  from the n-th write on, every write to a file whose path ends with
                        <path> fails as on a full disk (a disk stays full), in the words of the writer
-                       that meets it: Python's ``OSError(ENOSPC)`` for text files, safetensors' and torch's
-                       own messages for ``*.safetensors`` and ``torch.save`` (as measured on a full tmpfs)
+                       that meets it: Python's ``OSError(ENOSPC)`` without a file name for text files,
+                       safetensors' and torch's own messages for ``*.safetensors`` and ``torch.save``
+                       (as measured on a full tmpfs)
     sigint2:<stage>:<n> SIGINT when step n ends (the run checkpoints and stops), and a second SIGINT
                        inside that checkpoint's write
 
