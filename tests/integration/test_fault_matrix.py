@@ -1,7 +1,7 @@
 """The fault matrix: what a run folder or a run meets besides a clean kill (the crash matrix's subject),
 each through the real ``frl``: a checkpoint with flipped bytes or a truncated file, exploding weights,
 a full disk while writing a checkpoint, the stage output, final/, the status, the metrics, a non-finite
-batch, a torn last line of metrics.jsonl.
+batch, a plot or an export, a torn last line of metrics.jsonl.
 Each ends in one line that says what happened, a status that is not "finished" unless the run truly
 finished, and nothing lost that a later ``--resume`` needs.
 
@@ -284,6 +284,20 @@ def test_no_room_for_a_non_finite_batch_is_one_line_and_resume_reaches_the_same_
     assert one_line(out, 1).startswith("stopped: stage 'sft' step 4: 3 steps in a row had a non-finite loss ")
     assert sorted(p.name for p in (run / "bad_batches").iterdir()) == [f"sft-step{s}-mb0.pt" for s in (2, 3, 4)]
     assert status(run)["status"] == "stopped"
+
+
+def test_no_room_for_a_plot_or_an_export_is_one_line_naming_the_file_and_leaves_no_half_written_one(
+        straight, tmp_path):
+    run, _ = copy_of(straight, tmp_path)
+    line = one_line(faulty("enospc:plots/loss.png.tmp@1", "plot", run), 1)
+    assert line == f"error: cannot write {run / 'plots' / 'loss.png'} (the loss plot): No space left on device"
+    assert [p.name for p in (run / "plots").iterdir()] == []
+    out = tmp_path / "copied"
+    line = one_line(faulty("enospc:.tmp-copied/model.safetensors@1", "export", run, out), 1)
+    assert line == (f"error: cannot write {tmp_path / '.tmp-copied' / 'model.safetensors'} (the export of "
+                    f"{run / 'final'}): No space left on device; the unfinished folder was removed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fault.yaml", "runs"]  # neither the export nor its .tmp-
+    assert frl("export", run, out).returncode == 0 and (out / "model.safetensors").is_file()
 
 
 class CtrlCAtStart:
