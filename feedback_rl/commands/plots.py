@@ -76,7 +76,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         axes[-1, 0].set_xlabel("step (all stages)")
         fig.suptitle(f"{title} — {run_dir.name}", fontsize=11)
         fig.tight_layout()
-        path = save_file(out_dir / f"{name}.png", f"the {name} plot", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        path = save_file(out_dir / f"{name}.png", f"the {name} plot",
+                         lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # format: tmp ends in .tmp
         plt.close(fig)
         written.append(path)
     if not written:

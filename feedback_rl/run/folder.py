@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from feedback_rl.errors import RunFailed
-from feedback_rl.run.writes import line, save_file, writing
+from feedback_rl.run.writes import line as write_failed, save_file, writing
 
 PACKAGES = ("feedback_rl", "torch", "transformers", "accelerate", "pluggy", "openai", "pydantic", "peft")
 LOCK = "recipe.lock.yaml"
@@ -105,7 +105,7 @@ class Run:
                     f.truncate()
             except OSError:
                 if failing is None:
-                    raise (e if isinstance(e, RunFailed) else line(path, what, e.strerror or str(e))) from None
+                    raise (e if isinstance(e, RunFailed) else write_failed(path, what, e.strerror or str(e))) from None
 
     def hold(self) -> "Held":
         """Mark this folder as in use by this process until :meth:`Held.release` (or its death)."""

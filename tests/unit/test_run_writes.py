@@ -90,5 +90,6 @@ def test_a_second_ctrl_c_while_a_folder_is_written_says_what_was_abandoned(tmp_p
 
 def test_a_copy_that_fills_the_disk_names_the_file_it_was_writing_not_the_one_it_read(tmp_path):
     e = OSError(errno.ENOSPC, "No space left on device")
-    e.filename, e.filename2 = "final/model.safetensors", str(tmp_path / "out" / "model.safetensors")  # as shutil sets them
+    # as shutil sets them
+    e.filename, e.filename2 = "final/model.safetensors", str(tmp_path / "out" / "model.safetensors")
     assert str(failure(e, tmp_path / "out", "the export")).startswith(f"cannot write {e.filename2} (the export): ")
