@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import signal
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ class Engine:
             update={"path": str(ckpt.policy_folder(self.resume_path, self.resumed)), "gguf_file": None})
         if not self.main:  # rank 0 builds a built-in model's folder first; the others then read it
             self.dist.barrier()
-        self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
+        built = self.run.dir / "base_model"  # where a built-in model is written (modeling/ sits below run/writes.py)
+        with writing(built, f"the built-in model {spec.path}") if spec.path.startswith("builtin:") else nullcontext():
+            self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, built, recipe.seed)
         if self.main:
             self.dist.barrier()
         self.policy.to(self.dist.device)

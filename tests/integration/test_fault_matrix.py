@@ -300,6 +300,16 @@ def test_no_room_for_a_plot_or_an_export_is_one_line_naming_the_file_and_leaves_
     assert frl("export", run, out).returncode == 0 and (out / "model.safetensors").is_file()
 
 
+def test_no_room_for_the_built_in_model_names_it_and_removes_the_fresh_folder(tmp_path):
+    """The first write of a fresh run: the line names the model folder, not the run folder, and proposes no
+    resume (the folder held nothing to resume, and is gone)."""
+    path, run = recipe(tmp_path), tmp_path / "runs" / "fault"
+    line = one_line(faulty("enospc:base_model.tmp/model.safetensors@1", "train", path, "--no-progress"), 1)
+    assert line == (f"error: cannot write {run / 'base_model'} (the built-in model builtin:tiny-gpt2): "
+                    f"{SAFETENSORS_FULL}")
+    assert not run.exists()
+
+
 class CtrlCAtStart:
     @feedback_rl.hookimpl
     def frl_run_start(self, run, recipe):
