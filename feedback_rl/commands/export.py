@@ -14,6 +14,7 @@ import click
 
 from feedback_rl.modeling import lora
 from feedback_rl.errors import UserError
+from feedback_rl.run.writes import save_folder, save_model
 
 
 def model_folder(source: Path) -> Path:
@@ -28,11 +29,12 @@ def model_folder(source: Path) -> Path:
 def export(source: Path, out: Path, merge: bool) -> str:
     """Write the export; returns what was done, in words."""
     folder = model_folder(Path(source))
-    out = Path(out)
+    out = Path(out).absolute()  # "." has no name to put a .tmp- beside
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty")
+    what = f"the export of {folder}"  # whole or absent: a half-copied model would load, or fail, later
     if not (merge and lora.is_adapter_folder(folder)):
-        shutil.copytree(folder, out, dirs_exist_ok=True)
+        save_folder(out, what, lambda tmp: _copy(folder, tmp))
         kind = "LoRA adapter (pass --merge for a plain model)" if lora.is_adapter_folder(folder) else "model"
         return f"copied the {kind} {folder} to {out}"
     from feedback_rl.modeling.loading import load_policy
@@ -40,9 +42,20 @@ def export(source: Path, out: Path, merge: bool) -> str:
     model, tokenizer = load_policy(ModelSpec(path=str(folder), dtype=_dtype(lora.base_path(folder))),
                                    Path.cwd(), folder, seed=0)
     merged = model.merge_and_unload()
-    merged.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_model(out, what, merged, tokenizer)
     return f"merged the adapter {folder} into its base {lora.base_path(folder)}: {out}"
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """File by file: ``copytree`` goes on copying after a full disk and then raises every error at once
+    in a ``shutil.Error`` that names no one file."""
+    for f in sorted(src.rglob("*")):
+        target = dst / f.relative_to(src)
+        if f.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
 
 
 def _dtype(base: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from feedback_rl.errors import UserError
+from feedback_rl.run.writes import save_file
 
 CHARTS = {
     "rewards": ("Reward per source", lambda k: k.startswith("reward/") and k.endswith("/mean")),
@@ -50,7 +51,6 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     if not rows:
         raise UserError(f"{run_dir}: no metrics yet (metrics.jsonl is empty: the run logged no step)")
     out_dir = out_dir or run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
     x_of, boundaries = _global_x(rows)
     written = []
     for name, (title, wanted) in CHARTS.items():
@@ -76,8 +76,8 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         axes[-1, 0].set_xlabel("step (all stages)")
         fig.suptitle(f"{title} — {run_dir.name}", fontsize=11)
         fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        path = save_file(out_dir / f"{name}.png", f"the {name} plot",
+                         lambda tmp: fig.savefig(tmp, dpi=110, format="png"))  # format: tmp ends in .tmp
         plt.close(fig)
         written.append(path)
     if not written:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import signal
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from feedback_rl.run import checkpoint as ckpt
 from feedback_rl.run.distributed import Dist, check_batches
 from feedback_rl.run.folder import Run
 from feedback_rl.run.preflight import StageData, check as preflight
+from feedback_rl.run.writes import save_model, writing
 
 
 def seed_everything(seed: int) -> None:
@@ -70,7 +72,9 @@ class Engine:
             update={"path": str(ckpt.policy_folder(self.resume_path, self.resumed)), "gguf_file": None})
         if not self.main:  # rank 0 builds a built-in model's folder first; the others then read it
             self.dist.barrier()
-        self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, self.run.dir / "base_model", recipe.seed)
+        built = self.run.dir / "base_model"  # where a built-in model is written (modeling/ sits below run/writes.py)
+        with writing(built, f"the built-in model {spec.path}") if spec.path.startswith("builtin:") else nullcontext():
+            self.policy, self.tokenizer = load_policy(spec, recipe.base_dir, built, recipe.seed)
         if self.main:
             self.dist.barrier()
         self.policy.to(self.dist.device)
@@ -102,15 +106,14 @@ class Engine:
                 self.run.write_status({**self.summary, "global_step": self.global_step})
                 self.pm.hook.frl_run_end(run=self.run, summary=self.summary)
             for lg in self.loggers:
-                lg.close()
+                with writing(self.run.dir, f"the metrics of logger '{lg.name}'"):
+                    lg.close()
         return self.summary
 
     def _save_final(self) -> None:
         whole = self.dist.full_state_dict(self.wrapped_policy)
         if self.main:
-            final = self.run.dir / "final"
-            self.policy.save_pretrained(final, state_dict=whole)
-            self.tokenizer.save_pretrained(final)
+            save_model(self.run.dir / "final", "the run's final model", self.policy, self.tokenizer, whole)
         self.dist.barrier()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -131,9 +134,10 @@ class Engine:
     def _restart_adapter(self, stage: StageSpec) -> None:
         """A LoRA policy whose adapter an earlier stage trained: fold it in, start a fresh one."""
         folder = self.run.dir / "bases" / stage.name
-        base, config = lora.restart(self.policy, folder if self.main else None)
+        base, config = lora.restart(self.policy)
         if self.main:
-            self.tokenizer.save_pretrained(folder)
+            save_model(folder, f"the base of stage '{stage.name}' (the previous stages' adapter folded in)", base,
+                       self.tokenizer)
         self.dist.barrier()  # the folded base is on disk before any rank names it
         self.policy = lora.rewrap(base, config, folder)
 
@@ -156,7 +160,8 @@ class Engine:
     def _log(self, metrics: dict[str, Any]) -> None:
         self.global_step += 1
         for lg in self.loggers:
-            lg.log(metrics, self.global_step)
+            with writing(self.run.dir, "the step's metrics"):  # a full disk names the logger's file, when it says it
+                lg.log(metrics, self.global_step)
 
     def _log_rollouts(self, stage: str, step: int, scored: list) -> None:
         self.run.append_rollouts([{

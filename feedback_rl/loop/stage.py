@@ -39,6 +39,7 @@ from feedback_rl.run import checkpoint as ckpt
 from feedback_rl.run.best import KeepBest
 from feedback_rl.run.distributed import idle_loss
 from feedback_rl.run.health import Health
+from feedback_rl.run.writes import save_file, save_model
 
 
 class Stage:
@@ -241,8 +242,7 @@ class Stage:
         out = e.run.dir / "stages" / spec.name
         whole = self.dist.full_state_dict(self.swap.get(id(produced)))
         if self.main:
-            produced.save_pretrained(out, state_dict=whole)
-            e.tokenizer.save_pretrained(out)
+            save_model(out, f"the output of stage '{spec.name}'", produced, e.tokenizer, whole)
         # the stage's end is a checkpoint: a run stopped later resumes at the next stage, from `out`
         shared = produced is e.policy
         whole = None if shared else self.dist.full_state_dict(e.wrapped_policy)
@@ -423,10 +423,12 @@ class Stage:
         return {"loss": loss.item(), "grad_norm": float(gnorm), **m}
 
     def _save_bad_batch(self, step: int, k: int, feedback: Any, minibatch: Any) -> Path:
-        where = self.engine.run.dir / "bad_batches" / f"{self.spec.name}-step{step}-mb{k}.pt"
-        where.parent.mkdir(exist_ok=True)
-        torch.save({"feedback": feedback, "minibatch": minibatch}, where)
-        return where
+        rank = f"-rank{self.dist.rank}" if self.dist.world > 1 else ""  # every rank skips the step: one file each
+        where = self.engine.run.dir / "bad_batches" / f"{self.spec.name}-step{step}-mb{k}{rank}.pt"
+        # no room for it is a failure, not a warning: a disk without room for a batch has none for the next
+        # checkpoint, so the steps until then would be lost anyway (run/writes.py)
+        return save_file(where, f"the non-finite batch of stage '{self.spec.name}' step {step}, kept for inspection",
+                         lambda tmp: torch.save({"feedback": feedback, "minibatch": minibatch}, tmp))
 
 
 def _load_agent(function: str, recipe: Any) -> Any:

@@ -152,20 +152,18 @@ class AdapterOff(torch.nn.Module):
             policy.train(was_training)
 
 
-def restart(model: torch.nn.Module, save_to: Path | None) -> tuple[torch.nn.Module, Any]:
+def restart(model: torch.nn.Module) -> tuple[torch.nn.Module, Any]:
     """Fold a trained adapter into the base weights (in place: no second copy) and put a fresh adapter
     of the same shape on top. A stage that starts this way has the previous stage's model as its
     base, so its adapter-off reference is that model, as a full fine-tune's frozen copy would be.
 
-    ``save_to`` (rank 0 only) receives the folded base; the new adapter's config names it, so this
-    stage's checkpoints and outputs load back onto the right weights (:func:`rewrap`, once it is written).
+    The caller saves the folded base (rank 0, into the run folder); the new adapter's config names it, so
+    this stage's checkpoints and outputs load back onto the right weights (:func:`rewrap`, once it is written).
     """
     import copy as _copy
     config = _copy.deepcopy(model.peft_config[model.active_adapter])
     with _quiet():
         base = model.merge_and_unload()
-    if save_to is not None:
-        base.save_pretrained(save_to)
     return base, config
 
 

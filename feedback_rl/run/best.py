@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from feedback_rl.errors import RunStopped
+from feedback_rl.run.writes import save_file
 
 
 class KeepBest:
@@ -38,10 +39,8 @@ class KeepBest:
                 return False
         state = weights()
         if state is not None:  # rank 0 writes; the others only follow the verdict
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.path)
+            save_file(self.path, f"the best model of stage '{self.stage}' so far, {self.metric} {value:.4g} at step "
+                      f"{step}", lambda tmp: torch.save(state, tmp))
         self.best = {"step": step, "value": value, "eval": dict(evals), "reward": reward}
         return True
 

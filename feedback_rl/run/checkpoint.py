@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from feedback_rl.errors import RunFailed
-from feedback_rl.run.writes import writing
+from feedback_rl.run.writes import save_file, save_folder, writing
 
 COMPLETE = "COMPLETE"
 
@@ -80,14 +79,11 @@ def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, role
     """``weights``: a complete folder in the run already holding the policy (a stage output), named
     instead of written again."""
     root = folder(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{name}"
     final = root / name
     what = f"checkpoint {name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with writing(tmp, what):
-            tmp.mkdir()
+
+    def write(tmp: Path) -> None:
+        nonlocal state
         if weights is None:
             with writing(tmp / "policy", what):
                 policy.save_pretrained(tmp / "policy", state_dict=policy_state)  # gathered weights when sharded
@@ -104,21 +100,11 @@ def save(run_dir: Path, name: str, policy: torch.nn.Module, tokenizer: Any, role
         with writing(tmp / COMPLETE, what):
             (tmp / COMPLETE).write_text(json.dumps(manifest, indent=1))
             _fsync_dir(tmp)
-    except (Exception, KeyboardInterrupt) as e:
-        # a checkpoint that cannot complete is never resumed from: its half is removed (the space it
-        # took is what a full disk needs back). A kill leaves it; the next save or prune removes it.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, RunFailed):
-            raise RunFailed(f"{e}; the unfinished checkpoint was removed") from None
-        if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C while saving
-            raise KeyboardInterrupt(f"{what} was abandoned unfinished and removed") from None
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    pointer = root / "latest.tmp"
-    with writing(pointer, what):
-        pointer.write_text(name)
-    os.replace(pointer, root / "latest")
+
+    # a checkpoint that cannot complete is never resumed from: its half is removed (the space it took is
+    # what a full disk needs back); a kill leaves it, and the next save or prune removes it
+    save_folder(final, what, write, kind="checkpoint")
+    save_file(root / "latest", what, lambda tmp: tmp.write_text(name))
     _prune(root, keep)
     return final
 

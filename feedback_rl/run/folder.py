@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from feedback_rl.errors import RunFailed
-from feedback_rl.run.writes import writing
+from feedback_rl.run.writes import line as write_failed, save_file, writing
 
 PACKAGES = ("feedback_rl", "torch", "transformers", "accelerate", "pluggy", "openai", "pydantic", "peft")
 LOCK = "recipe.lock.yaml"
@@ -46,7 +46,8 @@ class Run:
         while True:
             path = output_dir / (name if n == 1 else f"{name}-{n}")
             try:
-                path.mkdir()
+                with writing(path, "the run folder"):
+                    path.mkdir()
                 return cls(path.name, path)
             except FileExistsError:
                 n += 1
@@ -73,16 +74,14 @@ class Run:
             "plugins": plugins,
             "sources": old.get("sources", {}),  # what describe_sources recorded survives a rewrite
         }
-        with writing(path, "the run's lock"):
-            _write_atomic(path, yaml.safe_dump(lock, sort_keys=False))
+        save_file(path, "the run's lock", lambda tmp: tmp.write_text(yaml.safe_dump(lock, sort_keys=False)))
         return path
 
     def describe_sources(self, stage: str, described: dict[str, Any]) -> None:
         """Record what each source says about itself (e.g. a judge template's hash) in the lock."""
         lock = read_lock(self.dir) or {}
         lock.setdefault("sources", {})[stage] = described
-        with writing(self.dir / LOCK, "the run's lock"):
-            _write_atomic(self.dir / LOCK, yaml.safe_dump(lock, sort_keys=False))
+        save_file(self.dir / LOCK, "the run's lock", lambda tmp: tmp.write_text(yaml.safe_dump(lock, sort_keys=False)))
 
     def append_rollouts(self, records: list[dict]) -> None:
         with writing(self.rollouts_path, "the step's rollouts"), open(self.rollouts_path, "a") as f:
@@ -96,29 +95,34 @@ class Run:
         read (and ``frl runs`` shows the run as killed)."""
         failing = sys.exc_info()[1]  # called from a ``finally`` while the run fails
         path, text = self.dir / "status.json", json.dumps(status, indent=1)
+        what = f"the run's status, {status.get('status')!r}"
         try:
-            _write_atomic(path, text)
-        except OSError as e:
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            save_file(path, what, lambda tmp: tmp.write_text(text))
+        except (RunFailed, OSError) as e:  # RunFailed: no room; OSError: any other failure to write it
             try:
                 with open(path, "r+") as f:
                     f.write(text)
                     f.truncate()
             except OSError:
                 if failing is None:
-                    raise RunFailed(f"cannot write {path} (the run's status, {status.get('status')!r}): "
-                                    f"{e.strerror or e}") from None
+                    raise (e if isinstance(e, RunFailed) else write_failed(path, what, e.strerror or str(e))) from None
 
     def hold(self) -> "Held":
         """Mark this folder as in use by this process until :meth:`Held.release` (or its death)."""
-        fd = os.open(self.dir / HELD, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.dir / HELD, "the mark that the run is in use"):
+            fd = os.open(self.dir / HELD, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RunBusy(self.dir, holder(self.dir)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        try:
+            with writing(self.dir / HELD, "the mark that the run is in use"):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except RunFailed:
+            os.close(fd)
+            raise
         return Held(fd)
 
 
@@ -240,12 +244,6 @@ def _sha256(path: Path) -> str:
             for block in iter(lambda: src.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def package_version(name: str) -> str | None:

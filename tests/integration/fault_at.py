@@ -3,8 +3,9 @@
 FAULT is one of
     enospc:<path>@<n>[,<path>@<n>...]  from the n-th write on, every write to a file whose path ends with
                        <path> fails as on a full disk (a disk stays full), in the words of the writer
-                       that meets it: Python's ``OSError(ENOSPC)`` for text files, safetensors' and torch's
-                       own messages for ``*.safetensors`` and ``torch.save`` (as measured on a full tmpfs)
+                       that meets it: Python's ``OSError(ENOSPC)`` without a file name for text files and
+                       for a copy's ``sendfile`` (shutil then names both files), safetensors' and torch's own
+                       messages for ``*.safetensors`` and ``torch.save`` (as measured on a full tmpfs)
     sigint2:<stage>:<n> SIGINT when step n ends (the run checkpoints and stops), and a second SIGINT
                        inside that checkpoint's write
 
@@ -75,6 +76,14 @@ def fill_disk(spec: str) -> None:
         return f
 
     builtins.open = io.open = fake_open
+    real_sendfile = os.sendfile
+
+    def sendfile(out_fd, in_fd, offset, count):  # how shutil copies a file on Linux: no Python write to wrap
+        if full(os.readlink(f"/proc/self/fd/{out_fd}")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    os.sendfile = sendfile
 
     import torch
     import transformers.modeling_utils as mu

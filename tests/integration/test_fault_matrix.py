@@ -1,6 +1,7 @@
 """The fault matrix: what a run folder or a run meets besides a clean kill (the crash matrix's subject),
 each through the real ``frl``: a checkpoint with flipped bytes or a truncated file, exploding weights,
-a full disk while writing a checkpoint, the status or the metrics, a torn last line of metrics.jsonl.
+a full disk while writing a checkpoint, the stage output, final/, the status, the metrics, a non-finite
+batch, a plot or an export, a torn last line of metrics.jsonl.
 Each ends in one line that says what happened, a status that is not "finished" unless the run truly
 finished, and nothing lost that a later ``--resume`` needs.
 
@@ -208,10 +209,21 @@ def faulty(fault: str, *args) -> subprocess.CompletedProcess:
 
 
 CKPT = "{run}/checkpoints/.tmp-00-sft-step0000004"
+SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
 FAULTS = [  # the fault, the exit code, the line it ends in (before "; make room..."), the status, where --resume continues
     ("enospc:.tmp-00-sft-step0000004/policy/model.safetensors@1", 1,
-     f"error: cannot write {CKPT}/policy (checkpoint 00-sft-step0000004): Error while serializing: I/O error: "
-     "No space left on device (os error 28); the unfinished checkpoint was removed", "failed", "00-sft-step0000002"),
+     f"error: cannot write {CKPT}/policy/model.safetensors (checkpoint 00-sft-step0000004): {SAFETENSORS_FULL}; "
+     "the unfinished checkpoint was removed", "failed", "00-sft-step0000002"),
+    # the stage's output (the model the next stage starts from) and the run's final/: whole or absent
+    ("enospc:stages/.tmp-sft/model.safetensors@1", 1,
+     f"error: cannot write {{run}}/stages/.tmp-sft/model.safetensors (the output of stage 'sft'): {SAFETENSORS_FULL}; "
+     "the unfinished folder was removed", "failed", "00-sft-step0000006"),
+    ("enospc:.tmp-final/model.safetensors@1", 1,
+     f"error: cannot write {{run}}/.tmp-final/model.safetensors (the run's final model): {SAFETENSORS_FULL}; "
+     "the unfinished folder was removed", "failed", "01-done"),
+    ("enospc:.tmp-final/tokenizer_config.json@1", 1,  # Python's write names no file: the folder is named
+     "error: cannot write {run}/.tmp-final (the run's final model): No space left on device; "
+     "the unfinished folder was removed", "failed", "01-done"),
     ("enospc:.tmp-00-sft-step0000004/trainer_state.pt@1", 1,  # torch's words; on a full disk: No space left...
      f"error: cannot write {CKPT}/trainer_state.pt (checkpoint 00-sft-step0000004): [enforce fail at "
      "inline_container.cc:672] . unexpected pos 576 vs 534; the unfinished checkpoint was removed", "failed",
@@ -241,7 +253,7 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line_and_resume_still_reache
     if state != "running":  # the status says why, naming the file or the checkpoint
         named = {"failed": said.format(run=run).split(" ")[3], "interrupted": "checkpoint 00-sft-step0000003"}[state]
         assert named in status(run)["reason"]
-    assert [p.name for p in ckpt.folder(run).iterdir() if p.name.startswith(".tmp-")] == []
+    assert [p for p in run.rglob("*") if ".tmp" in p.name] == []  # no unfinished file or folder is left
     out = frl("train", path, "--resume", "--no-progress")
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"run: {run} (resuming from checkpoint {resumes_from})\n" in out.stdout
@@ -249,6 +261,53 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line_and_resume_still_reache
     assert [k for k in want if not torch.equal(want[k], got[k])] == []
     assert metrics(run) == metrics(straight)
     assert status(run)["status"] == "finished"
+
+
+def test_no_room_for_a_non_finite_batch_is_one_line_and_resume_reaches_the_same_stop_with_the_skips_counted(
+        tmp_path):
+    """A bad batch that cannot be saved fails the run rather than warning: it is small beside a checkpoint,
+    so a disk without room for it has none for the next checkpoint, and the steps until then would be lost
+    anyway. The skip budget carries over: resumed at step 2's checkpoint (one skip so far), the run stops
+    at step 4, as the run that met no full disk did (test_exploding_weights_...)."""
+    path = recipe(tmp_path, lr="1.0e8")
+    path.write_text(path.read_text().replace("steps: 6,", "steps: 30,"))
+    run = tmp_path / "runs" / "fault"
+    batch = run / "bad_batches" / "sft-step3-mb0.pt"
+    line = one_line(faulty("enospc:sft-step3-mb0.pt.tmp@1", "train", path, "--no-progress"), 1)
+    assert line == (f"error: cannot write {batch} (the non-finite batch of stage 'sft' step 3, kept for inspection): "
+                    "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534; make room, then continue "
+                    f"with: frl train {path} --no-progress --resume {run}")
+    assert status(run)["status"] == "failed" and str(batch) in status(run)["reason"]
+    assert sorted(p.name for p in (run / "bad_batches").iterdir()) == ["sft-step2-mb0.pt"]  # no half-written one
+    out = frl("train", path, "--resume", "--no-progress")
+    assert f"run: {run} (resuming from checkpoint 00-sft-step0000002)\n" in out.stdout
+    assert one_line(out, 1).startswith("stopped: stage 'sft' step 4: 3 steps in a row had a non-finite loss ")
+    assert sorted(p.name for p in (run / "bad_batches").iterdir()) == [f"sft-step{s}-mb0.pt" for s in (2, 3, 4)]
+    assert status(run)["status"] == "stopped"
+
+
+def test_no_room_for_a_plot_or_an_export_is_one_line_naming_the_file_and_leaves_no_half_written_one(
+        straight, tmp_path):
+    run, _ = copy_of(straight, tmp_path)
+    line = one_line(faulty("enospc:plots/loss.png.tmp@1", "plot", run), 1)
+    assert line == f"error: cannot write {run / 'plots' / 'loss.png'} (the loss plot): No space left on device"
+    assert [p.name for p in (run / "plots").iterdir()] == []
+    out = tmp_path / "copied"
+    line = one_line(faulty("enospc:.tmp-copied/model.safetensors@1", "export", run, out), 1)
+    assert line == (f"error: cannot write {tmp_path / '.tmp-copied' / 'model.safetensors'} (the export of "
+                    f"{run / 'final'}): No space left on device; the unfinished folder was removed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fault.yaml", "runs"]  # neither the export nor its .tmp-
+    assert frl("export", run, out).returncode == 0 and (out / "model.safetensors").is_file()
+
+
+def test_no_room_for_the_built_in_model_names_it_and_removes_the_fresh_folder(tmp_path):
+    """The first write of a fresh run: the line names the model folder, not the run folder, and proposes no
+    resume (the folder held nothing to resume, and is gone)."""
+    path, run = recipe(tmp_path), tmp_path / "runs" / "fault"
+    line = one_line(faulty("enospc:base_model.tmp/model.safetensors@1", "train", path, "--no-progress"), 1)
+    assert line == (f"error: cannot write {run / 'base_model'} (the built-in model builtin:tiny-gpt2): "
+                    f"{SAFETENSORS_FULL}")
+    assert not run.exists()
 
 
 class CtrlCAtStart:
