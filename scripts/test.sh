@@ -10,6 +10,13 @@ if [ "${1:-}" = "--vllm" ]; then
   exec .venv-vllm/bin/python -m pytest -p no:warnings tests/vllm_tier tests/unit/test_vllm_backend.py \
     tests/gpu/test_vllm.py "$@"
 fi
+# --verifiers (first argument): builds .venv-verifiers (scripts/setup-verifiers.sh: verifiers pins mcp==2.0.0, which
+# the OpenEnv bridge's environment cannot share) and runs the verifiers tier there instead.
+if [ "${1:-}" = "--verifiers" ]; then
+  shift
+  bash scripts/setup-verifiers.sh
+  exec .venv-verifiers/bin/python -m pytest -p no:warnings tests/verifiers "$@"
+fi
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

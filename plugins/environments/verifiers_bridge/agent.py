@@ -53,12 +53,16 @@ class TasksetAgent:
         self._lock: asyncio.Lock | None = None
 
     def __call__(self, row: dict[str, Any], client: Any) -> float:
+        return float(self.episode(row, client).traces[0].reward)
+
+    def episode(self, row: dict[str, Any], client: Any) -> Any:
+        """The verifiers ``Episode`` of one rollout of the row's task; raises when the rollout failed."""
         spec = row.get("verifiers")
         if not isinstance(spec, dict):
             raise ValueError("the row has no 'verifiers' column: make the rows with data {verifiers: TASKSET}")
-        return _loop().run(self.play(spec, Endpoint.of(client)))
+        return _loop().run(self._play(spec, Endpoint.of(client)))
 
-    async def play(self, spec: dict[str, Any], endpoint: "Endpoint") -> float:
+    async def _play(self, spec: dict[str, Any], endpoint: "Endpoint") -> Any:
         vf = verifiers_v1()
         env = await self._env(spec["taskset"], spec.get("config") or {})
         task = tasksets.task(spec["taskset"], spec.get("config") or {}, int(spec["idx"]))
@@ -75,7 +79,7 @@ class TasksetAgent:
             last = errors[-1] if errors else None
             raise RuntimeError(f"the verifiers rollout failed: {last.type}: {last.message}" if last
                                else "the verifiers rollout ran no agent")
-        return float(episode.traces[0].reward)
+        return episode
 
     def _client_config(self, vf: Any, endpoint: "Endpoint") -> Any:
         os.environ[API_KEY_VAR] = endpoint.api_key
