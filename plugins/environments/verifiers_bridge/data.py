@@ -12,8 +12,10 @@ from . import tasksets
 
 
 class VerifiersData(DataSource):
-    """Rows ``{prompt: [turns], verifiers: {taskset, config, idx}}``: the task's opening turns, for the logs, and
-    what the agent needs to play the same task again. The taskset's own order; ``size`` takes the first rows."""
+    """One row per task of a verifiers v1 taskset, in its order: ``{prompt, verifiers: {taskset, config, idx}}``.
+
+    ``prompt`` is the task's opening turns (for the logs); ``verifiers`` is what the agent needs to play the same
+    task again. ``size`` takes the first rows."""
 
     name = "verifiers"
 
