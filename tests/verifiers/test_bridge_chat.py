@@ -64,3 +64,20 @@ def test_a_rollout_that_cannot_reach_the_endpoint_raises_instead_of_scoring_zero
     row = VerifiersData(VerifiersData.Options(verifiers="echo_taskset", size=1), Path(".")).rows()[0]
     with pytest.raises(Exception, match="."):
         agent(row, client)
+
+
+def test_a_working_folder_left_under_the_sessions_name_by_a_killed_run_does_not_fail_the_rollout(server, offline):
+    """verifiers names a rollout's working folder after its trace id (the core's session id here, and session ids
+    repeat from run to run) and refuses one that exists: the bridge keeps its folders apart per process."""
+    from verifiers.v1.utils.paths import CACHE_DIR
+
+    left = CACHE_DIR / "runtimes" / "subprocess" / "v0-0"
+    left.mkdir(parents=True, exist_ok=True)
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0,
+                               default_headers={"X-Session-ID": "v0-0"})
+        row = VerifiersData(VerifiersData.Options(verifiers="echo_taskset", size=1), Path(".")).rows()[0]
+        episode = taskset_agent(client="eval", max_turns=1, sampling=SAMPLING).episode(row, client)
+        assert episode.traces[0].id == "v0-0"  # the session verifiers sends as X-Session-ID
+    finally:
+        left.rmdir()

@@ -15,10 +15,13 @@ the task's weighted rewards); a rollout that failed raises, so the core scores i
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import urllib.request
 from pathlib import Path
@@ -96,6 +99,7 @@ class TasksetAgent:
             if key not in self._envs:
                 vf = verifiers_v1()
                 offline_uv()
+                _private_workdirs()
                 agent = {"harness": {"id": self.harness}, "runtime": {"type": "subprocess"},
                          "max_turns": self.max_turns, "timeout": {"rollout": self.timeout_s}}
                 env = vf.load_environment(vf.SingleAgentEnvConfig(
@@ -105,6 +109,21 @@ class TasksetAgent:
                 await self._stack.enter_async_context(env.serving())
                 self._envs[key] = env
         return self._envs[key]
+
+
+def _private_workdirs() -> None:
+    """Give this process its own folder for verifiers' subprocess runtimes.
+
+    A runtime's working folder is named after its trace id, which is the core's session id here, and session ids
+    repeat from run to run; verifiers creates the folder with ``exist_ok=False``. Under one shared folder, two runs
+    at once (or one left behind by a killed run) would collide. The uv script cache stays shared.
+    """
+    from verifiers.v1.runtimes import subprocess as runtime
+
+    if not getattr(runtime, "_frl_private", False):
+        root = Path(tempfile.mkdtemp(prefix="frl-verifiers-"))
+        atexit.register(shutil.rmtree, root, True)
+        runtime.CACHE_DIR, runtime._frl_private = root, True
 
 
 class Endpoint:
