@@ -1,9 +1,11 @@
 """verifiers 0.4 (``verifiers.v1``) tasksets, played through the core's endpoint (docs/episodes.md, "verifiers").
 
-    data: {train: {verifiers: my_taskset, size: 64}}         # one row per task of an installed v1 taskset
-    agent: agent.py:agent                                    # agent.py: from frl_plugins.environments.
-                                                             #   verifiers_bridge.agent import taskset_agent
-                                                             #   agent = taskset_agent(max_turns=4)
+    data: {train: {verifiers: my_taskset, size: 64}}    # one row per task of an installed v1 taskset
+    agent: agent.py:agent
+
+    # agent.py
+    from frl_plugins.environments.verifiers_bridge.agent import taskset_agent
+    agent = taskset_agent(tokenizer="models/policy", max_turns=4)
 
 A verifiers harness never runs the model in-process: it calls an endpoint. Here that endpoint is the core's
 (the live policy, every call recorded by session), so a row's episode is one verifiers rollout of the row's task

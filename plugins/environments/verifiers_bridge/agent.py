@@ -2,7 +2,7 @@
 
     # agent.py, named by a stage's `agent: agent.py:agent`
     from frl_plugins.environments.verifiers_bridge.agent import taskset_agent
-    agent = taskset_agent(max_turns=4)
+    agent = taskset_agent(tokenizer="models/policy", max_turns=4)
 
 For each row (made by the ``verifiers`` data source) it runs one verifiers rollout of the row's task: the
 harness program talks to verifiers' interception server, whose client calls the endpoint ``client`` points at.
@@ -40,9 +40,15 @@ def taskset_agent(*, harness: str = "null", max_turns: int | None = None, client
                   tokenizer: str | None = None, sampling: dict[str, Any] | None = None,
                   timeout_s: float | None = 600.0) -> "TasksetAgent":
     """An agent playing the row's verifiers task. ``harness``: a verifiers harness id (``null`` is its plain chat
-    loop, with the task's MCP tools); ``tokenizer``: the policy's tokenizer folder for the training client
-    (default: the ``root`` of the endpoint's model card); ``sampling``: verifiers' sampling keys (max_tokens,
-    temperature, ...); ``timeout_s``: the rollout's agent stage limit."""
+    loop, with the task's MCP tools); ``tokenizer``: the policy's model folder, whose tokenizer and chat template
+    the training client renders prompts with (required for ``client="train"``: the endpoint's model card names
+    none); ``sampling``: verifiers' sampling keys (max_tokens, ...; the core's endpoint samples with the stage's
+    settings and honours max_tokens up to max_new_tokens); ``timeout_s``: the rollout's limit."""
+    if client not in ("train", "eval"):
+        raise ValueError(f"client is 'train' or 'eval', not {client!r}")
+    if client == "train" and (tokenizer is None or not Path(tokenizer).is_dir()):
+        raise ValueError("verifiers' training client renders prompts itself: give taskset_agent(tokenizer=...) the "
+                         f"policy's model folder (got {tokenizer!r})")
     return TasksetAgent(harness, max_turns, client, tokenizer, sampling or {}, timeout_s)
 
 
@@ -89,7 +95,7 @@ class TasksetAgent:
         common = {"base_url": endpoint.base_url, "api_key_var": API_KEY_VAR}
         if self.client == "eval":
             return vf.EvalClientConfig(**common)
-        return vf.TrainClientConfig(**common, renderer_model_name=self.tokenizer or endpoint.tokenizer())
+        return vf.TrainClientConfig(**common, renderer_model_name=self.tokenizer)
 
     async def _env(self, taskset_id: str, config: dict[str, Any]) -> Any:
         """One verifiers environment per taskset and config, serving (its interception server up) until exit."""
@@ -127,7 +133,7 @@ def _private_workdirs() -> None:
 
 
 class Endpoint:
-    """Where the core's client points: base URL, key, session, and the model it serves."""
+    """Where the core's client points: base URL, key, session, and the model it serves (``GET /models``)."""
 
     def __init__(self, base_url: str, api_key: str, session: str | None):
         if session is not None and not PLAIN_NAME.fullmatch(session):
@@ -154,14 +160,6 @@ class Endpoint:
     @property
     def model(self) -> str:
         return self.card()["id"]
-
-    def tokenizer(self) -> str:
-        """The policy's tokenizer folder, from the model card's ``root`` (vLLM's field for the model's path)."""
-        root = self.card().get("root")
-        if not root or not Path(root).is_dir():
-            raise ValueError(f"the endpoint's model card names no tokenizer folder (root: {root!r}); give "
-                             "taskset_agent(tokenizer=FOLDER) the policy's tokenizer")
-        return root
 
 
 class _Loop:

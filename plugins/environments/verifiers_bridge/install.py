@@ -36,6 +36,7 @@ def offline_uv() -> None:
         raise ValueError(f"no harness wheelhouse at {wheels}: {SETUP}")
     import uv  # the uv binary comes from PyPI with the verifiers extra's setup
     os.environ["PATH"] = os.pathsep.join([str(Path(uv.find_uv_bin()).parent), os.environ.get("PATH", "")])
-    for key, value in {"UV_DEFAULT_INDEX": wheels.as_uri(), "UV_FIND_LINKS": str(wheels), "UV_PYTHON_DOWNLOADS": "never",
-                       "UV_PYTHON": sys.executable}.items():
+    settings = {"UV_DEFAULT_INDEX": wheels.as_uri(), "UV_FIND_LINKS": str(wheels), "UV_PYTHON_DOWNLOADS": "never",
+                "UV_PYTHON": sys.executable}
+    for key, value in settings.items():
         os.environ.setdefault(key, value)
