@@ -272,6 +272,8 @@ class EnvironmentOptions(PluginOptions):
     ``environment: {type: NAME, max_turns: N, ...}``."""
 
     max_turns: int = Field(8, ge=1, description="assistant turns at most; an episode still open then ends truncated")
+    max_seconds: float | None = Field(None, gt=0, description="wall time per episode, from its opening: an episode "
+                                      "past it (an environment step still running is cancelled) ends truncated")
 
 
 @dataclass

@@ -40,6 +40,23 @@ class Rollout:
     def task(self) -> str | None:
         return self.row.get("task")
 
+    @property
+    def turns(self) -> list[dict[str, Any]]:
+        """The turns after the prompt, with their roles: an episode's (the model's and the environment's), or
+        the completion as one assistant turn."""
+        if self.episode is None:
+            return [{"role": "assistant", "content": self.completion}]
+        return [dict(t) for t in self.episode.get("turns", ())]
+
+    @property
+    def answer(self) -> str:
+        """What a checker compares with the row's gold: the completion; for an episode, its last assistant
+        turn's content (the transcript holds the tool calls and the environment's turns too)."""
+        if self.episode is None:
+            return self.completion
+        said = [t.get("content") or "" for t in self.episode.get("turns", ()) if t.get("role") == "assistant"]
+        return said[-1] if said else ""
+
 
 @dataclass(frozen=True)
 class Score:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the default test tiers (slow and GPU tiers are skipped; --runslow adds them).
 # --vllm (first argument): builds .venv-vllm (scripts/setup-vllm.sh) and runs the vLLM tier there instead.
+# --openenv (first argument): builds .venv-openenv (scripts/setup-openenv.sh) and runs the OpenEnv tier there.
+# --verifiers (first argument): builds .venv-verifiers (scripts/setup-verifiers.sh) and runs the verifiers tier there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vllm" ]; then
@@ -10,8 +12,11 @@ if [ "${1:-}" = "--vllm" ]; then
   exec .venv-vllm/bin/python -m pytest -p no:warnings tests/vllm_tier tests/unit/test_vllm_backend.py \
     tests/gpu/test_vllm.py "$@"
 fi
-# --verifiers (first argument): builds .venv-verifiers (scripts/setup-verifiers.sh: verifiers pins mcp==2.0.0, which
-# the OpenEnv bridge's environment cannot share) and runs the verifiers tier there instead.
+if [ "${1:-}" = "--openenv" ]; then
+  shift
+  bash scripts/setup-openenv.sh
+  exec .venv-openenv/bin/python -m pytest tests/openenv_tier "$@"
+fi
 if [ "${1:-}" = "--verifiers" ]; then
   shift
   bash scripts/setup-verifiers.sh

@@ -1,8 +1,9 @@
 """``frl check RECIPE``: run every reward source of every stage on a few generated rollouts.
 
 Finds a broken judge prompt, a wrong URL or a missing key in seconds instead of after hours of
-compute. Rollouts come from the recipe's starting model through the core generation path; the
-sources are mixed by the core mixer (so gates and routing apply as in training). Prints a table
+compute. Rollouts come from the recipe's starting model through the core generation path (a stage with an
+environment plays episodes against it, as training does, and the first episode's turns are shown with their
+roles); the sources are mixed by the core mixer (so gates and routing apply as in training). Prints a table
 per source and, for a source with ``explain()`` (the judge), the exact prompt it sent and the reply
 it parsed. Exits 1 when any source errored or could not start.
 """
@@ -18,6 +19,7 @@ import click
 from feedback_rl.base import PluginContext
 from feedback_rl.modeling.chat import check_rows, render_prompt
 from feedback_rl.errors import RunStopped, UserError
+from feedback_rl.loop.episodes import play_episodes
 from feedback_rl.loop.rewards import Mixer, Slot, build_mixer
 from feedback_rl.loop.rollout import generate_rollouts, sampling_params
 
@@ -65,11 +67,23 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             ctx = PluginContext(name="check", run_dir=run_dir, stage=stage.name, seed=rec.seed,
                                 recipe_dir=rec.base_dir)
             backend = reg.get("backends", stage.rollout.backend)(rec.options("backend", i), ctx)
-            rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling_params(stage.rollout), generations,
-                                         system_prompt=stage.rollout.system_prompt)
-            echo(f"== stage '{stage.name}': {len(rollouts)} rollouts of {len(rows)} prompts "
-                 "(from the recipe's starting model)")
-            if "prompt" in rows[0]:  # one rendering everywhere: this is the text the policy is prompted with
+            if stage.environment is None:
+                rollouts = generate_rollouts(backend, policy, tokenizer, rows, sampling_params(stage.rollout),
+                                             generations, system_prompt=system)
+            else:
+                env = reg.get("environments", stage.environment.type)(rec.options("environment", i), ctx)
+                try:
+                    rollouts, _ = play_episodes(backend, policy, tokenizer, env, rows, sampling_params(stage.rollout),
+                                                generations, env.options.max_turns,
+                                                context_length(policy.config) or 2048, seed=rec.seed,
+                                                system_prompt=system)
+                finally:
+                    env.close()
+            echo(f"== stage '{stage.name}': {len(rollouts)} {'rollouts' if stage.environment is None else 'episodes'} "
+                 f"of {len(rows)} prompts (from the recipe's starting model)")
+            if rollouts and rollouts[0].episode is not None:
+                _show_episode(rollouts[0], echo)
+            elif "prompt" in rows[0]:  # one rendering everywhere: this is the text the policy is prompted with
                 echo(f"prompt as the policy sees it: {render_prompt(tokenizer, rows[0]['prompt'], system)!r}")
             for key, specs in groups:
                 if not specs:
@@ -78,6 +92,17 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
                                                                        show, echo, tokenizer)]
             backend.close()
     return failed
+
+
+def _show_episode(rollout: Any, echo: Any) -> None:
+    """The first episode as the policy played it: its prompt, then each turn with its role (quoted literals: model
+    text may hold control characters), and how it ended."""
+    ep = rollout.episode
+    echo(f"episode of the first prompt, as the policy sees its opening: {rollout.prompt!r}")
+    for turn in rollout.turns:
+        echo(f"  [{turn.get('role')}] {turn.get('content', '')!r}")
+    echo(f"  ended: {ep.get('end') or ('done' if ep.get('done') else 'truncated')}; step rewards {ep.get('rewards')}"
+         + (f"; error: {ep['error']}" if ep.get("error") else ""))
 
 
 def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: list, run_dir: Path,

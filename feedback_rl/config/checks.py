@@ -80,6 +80,8 @@ def check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
         _check_importance(stage, opt_cls, loc, fail)
         if stage.environment is not None:
             _check_environment(recipe, i, opt_cls, fail, plugin_options)
+        if stage.agent is not None:
+            _check_agent(recipe, i, opt_cls, fail)
         for split in ("train", "eval"):
             ref = getattr(stage.data, split)
             if isinstance(ref, GeneratedData) and ref.generator not in GENERATORS:
@@ -104,6 +106,24 @@ def _check_environment(recipe: Recipe, i: int, opt_cls: type, fail: Any, plugin_
     if stage.rollout.overlap:
         fail(("stages", i, "rollout", "overlap"), "episodes are not generated one step ahead yet: remove "
              "rollout.overlap from a stage with an environment")
+
+
+def _check_agent(recipe: Recipe, i: int, opt_cls: type, fail: Any) -> None:
+    """The agent function loads and takes (row, client); a stage with one generates its rollouts now."""
+    from feedback_rl.config.agent_ref import AgentRefError, load_agent
+    stage, loc = recipe.stages[i], ("stages", i, "agent")
+    if stage.environment is not None:
+        fail(loc, "a stage's rollouts come from an environment or an agent, not both: remove one")
+    if opt_cls.feedback == "demonstrations" or not stage.rewards.sources:
+        fail(loc, "this stage generates nothing (it trains on its data rows): remove agent, or add "
+             "rewards.sources (e.g. {name: agent, type: environment})")
+    if stage.rollout.overlap:
+        fail(("stages", i, "rollout", "overlap"), "agent episodes are not generated one step ahead: remove "
+             "rollout.overlap from a stage with an agent")
+    try:
+        load_agent(stage.agent.function, recipe.base_dir)
+    except AgentRefError as e:
+        fail(loc + ("function",), str(e))
 
 
 def _check_importance(stage: StageSpec, opt_cls: type, loc: tuple, fail: Any) -> None:

@@ -88,14 +88,16 @@ class EpisodeTokens:
     """
 
     def __init__(self, tokenizer: Any, messages: list[Turn], tools: list[dict] | None = None,
-                 stop_ids: set[int] | None = None):
+                 stop_ids: set[int] | None = None, ids: list[int] | None = None):
+        """``ids``: the opening's ids as a token-in client rendered them (kept verbatim), instead of ``messages``
+        rendered here."""
         self.tokenizer = tokenizer
         self.tools = tools or None
         self.messages: list[Turn] = list(messages)
         self.stop_ids = set(stop_ids or ()) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
         self.rewards: list[float | None] = []
         self.bridge_fallback = False
-        self.segments: list[Segment] = [self._opened(self.messages)]
+        self.segments: list[Segment] = [self._opened(self.messages, ids)]
         probe = render(tokenizer, _PROBE, tools=self.tools)
         if _SENTINEL not in probe:
             raise UserError("the chat template does not render an assistant turn's content as it is: episodes "
@@ -104,8 +106,10 @@ class EpisodeTokens:
         self._closing = probe[probe.rindex(_SENTINEL) + len(_SENTINEL):]  # what follows an assistant's text
         self._last_stop: int | None = None
 
-    def _opened(self, conversation: list[Turn]) -> Segment:
-        ids = encode(self.tokenizer, render(self.tokenizer, conversation, generation=True, tools=self.tools))
+    def _opened(self, conversation: list[Turn], ids: list[int] | None = None) -> Segment:
+        if ids is None:
+            ids = encode(self.tokenizer, render(self.tokenizer, conversation, generation=True, tools=self.tools))
+        ids = list(ids)
         return Segment(ids, [0] * len(ids), [0.0] * len(ids), [Span(0, len(ids), "prompt", len(self.rewards) - 1)])
 
     def prompt_ids(self) -> list[int]:
@@ -180,6 +184,22 @@ class EpisodeTokens:
         new = render(self.tokenizer, self.messages, generation=True, tools=self.tools)
         appended = text[len(self._unsampled_closing()):]
         return old.endswith(self._closing) and new.startswith(old) and new[len(old):] == appended
+
+    def add_ids(self, ids: list[int], text: str) -> None:
+        """Turns a token-in client rendered itself (its prompt extends the sequence so far verbatim): ``ids``
+        appended as they are (mask 0), ``text`` (their decoding) kept in the transcript."""
+        self.segments[-1].append(list(ids), "environment", len(self.rewards) - 1)
+        self.messages.append({"role": "environment", "content": text})
+
+    def restart(self, messages: list[Turn] | None = None, ids: list[int] | None = None,
+                tools: list[dict] | None = None) -> None:
+        """A caller that changed the conversation (edited an earlier turn, or sent ids that do not extend the
+        sequence): a new segment opened from ``messages`` rendered whole (with ``tools``), or from ``ids``
+        verbatim. Counted like a template that cannot be extended (:attr:`bridge_fallback`)."""
+        self.bridge_fallback = True
+        if messages is not None:
+            self.messages, self.tools = list(messages), tools or None
+        self.segments.append(self._opened(self.messages, ids))
 
     @property
     def turns(self) -> int:

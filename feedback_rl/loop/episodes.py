@@ -5,7 +5,9 @@ generated in ONE backend call (``run_backend`` with each episode's current ids a
 token and appended verbatim (``EpisodeTokens``: mask 1, behaviour log-probs kept); the turn's text, decoded,
 steps the environment, whose answer is rendered alone and appended (mask 0). An episode ends when the
 environment says done or truncated, after ``max_turns`` turns, when the context has no room for another turn
-(truncated), or when the environment raises (the episode's ``error``: its score is an error, never a zero).
+(truncated), past the environment's ``max_seconds`` of wall time (truncated: a step still running is cancelled),
+or when the environment raises (the episode's ``error``: its score is an error, never a zero). ``episode["end"]``
+says which, and ``env/end/<reason>`` counts them.
 
 Each finished episode is one :class:`~feedback_rl.types.Rollout`: ``prompt_ids`` the opening turns, the rest its
 ``completion_ids`` with ``completion_mask`` 0 on the environment's tokens. Where the chat template could not be
@@ -15,6 +17,7 @@ trains for now: the turns after the split are in ``Rollout.episode`` and the tra
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -22,10 +25,16 @@ import torch
 
 from feedback_rl.base import Backend, Environment, SamplingParams
 from feedback_rl.episodes.tokens import EpisodeTokens
+from feedback_rl.episodes.tool_calls import OUTCOMES
 from feedback_rl.episodes.tools import offer
 from feedback_rl.errors import UserError
 from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
 from feedback_rl.types import Rollout
+
+
+ENDS = ("done", "truncated", "max_turns", "context", "max_seconds", "error")
+"""Why an episode ended: the environment said done or truncated, its ``max_turns``-th turn, no room left in the
+context, past its ``max_seconds``, or the environment raised."""
 
 
 class _Live:
@@ -38,6 +47,12 @@ class _Live:
         self.infos: list[dict] = []
         self.done = self.truncated = False
         self.error: str | None = None
+        self.end: str | None = None   # one of ENDS, once it ended
+        self.started = time.monotonic()
+
+    def stop(self, end: str) -> None:
+        """End the episode cut short by a limit (``end`` names it)."""
+        self.truncated, self.end = True, end
 
 
 def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, environment: Environment,
@@ -48,6 +63,7 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     one row sharing a ``group``) and the ``env/`` metrics of the step."""
     sampling = with_stops(sampling, tokenizer, model)
     stops = sampling.stop_token_ids
+    max_seconds = environment.options.max_seconds
     episodes = [_open(environment, tokenizer, rows[g], g, k, stops, policy_version, seed, system_prompt)
                 for k, g in enumerate(g for g in range(len(rows)) for _ in range(num_generations))]
     try:
@@ -56,7 +72,9 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
             # a turn needs room for max_new_tokens: past the context the model has no positions to generate at
             for ep in live:
                 if ep.tokens.room(context) < sampling.max_new_tokens:
-                    ep.truncated = True
+                    ep.stop("context")
+                elif _left(ep, max_seconds) <= 0:
+                    ep.stop("max_seconds")
             live = [ep for ep in live if not ep.truncated]
             if not live:
                 break
@@ -64,15 +82,19 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
             for ep, gen in zip(live, gens):
                 gen = cut_at_stop(gen, stops)
                 ep.tokens.add_sampled(gen.completion_ids, gen.logprobs)
-            replies = _step_all(live)
+            replies = _step_all(live, max_seconds)
             for ep, reply in zip(live, replies):
+                if reply is _TIME_UP:
+                    ep.stop("max_seconds")
+                    ep.infos.append({})
+                    continue
                 _answer(ep, reply, max_turns)
             live = [ep for ep in live if not (ep.done or ep.truncated or ep.error)]
     finally:
         for ep in episodes:
             ep.episode.close()
-    rollouts = [_rollout(ep, tokenizer, policy_version) for ep in episodes]
-    return rollouts, _metrics(episodes)
+    rollouts = [episode_rollout(ep, tokenizer, policy_version) for ep in episodes]
+    return rollouts, episode_metrics(episodes)
 
 
 def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, stops: list[int],
@@ -90,30 +112,55 @@ def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: in
     return _Live(k, group, row, episode, tokens, offered)
 
 
-def _step_all(live: list[_Live]) -> list[Any]:
-    """Every live episode's environment answers its last turn; awaited together (an exception is returned)."""
+_TIME_UP = object()
+"""The reply of a step cancelled at its episode's ``max_seconds``."""
+
+
+def _left(ep: _Live, max_seconds: float | None) -> float:
+    """Seconds the episode has left of its wall-time limit (infinite without one)."""
+    return float("inf") if max_seconds is None else max_seconds - (time.monotonic() - ep.started)
+
+
+def _step_all(live: list[_Live], max_seconds: float | None = None) -> list[Any]:
+    """Every live episode's environment answers its last turn; awaited together (an exception is returned).
+    A step still running when its episode's time is up is cancelled: its reply is ``_TIME_UP`` (a synchronous
+    ``step`` holds the event loop, so only an ``async`` step can be cut short)."""
+    async def one(ep: _Live):
+        step = ep.episode.step_async(dict(ep.tokens.messages[-1]))
+        left = _left(ep, max_seconds)
+        if left == float("inf"):
+            return await step
+        try:
+            return await asyncio.wait_for(step, max(0.0, left))
+        except TimeoutError:
+            if _left(ep, max_seconds) > 0:   # the environment's own timeout: its error, not the limit
+                raise
+            return _TIME_UP
+
     async def all_steps():
-        return await asyncio.gather(*(ep.episode.step_async(dict(ep.tokens.messages[-1])) for ep in live),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(one(ep) for ep in live), return_exceptions=True)
     return asyncio.run(all_steps())
 
 
 def _answer(ep: _Live, reply: Any, max_turns: int) -> None:
     """The environment's reply to the episode's last turn: its reward, and the episode's end or next turns."""
     if isinstance(reply, BaseException):
-        ep.error = f"step {ep.tokens.turns}: {type(reply).__name__}: {reply}"
+        ep.error, ep.end = f"step {ep.tokens.turns}: {type(reply).__name__}: {reply}", "error"
         ep.infos.append({})
         return
     ep.tokens.set_reward(reply.reward)
     ep.infos.append(dict(reply.info))
     if reply.done or reply.truncated or ep.tokens.turns >= max_turns:
         ep.done, ep.truncated = reply.done, not reply.done
+        ep.end = "done" if reply.done else "truncated" if reply.truncated else "max_turns"
         ep.tokens.messages += list(reply.messages)   # shown in the transcript; nothing follows to train on
         return
     ep.tokens.add_environment(list(reply.messages))  # False: split (bridge_fallback), counted in the metrics
 
 
-def _rollout(ep: _Live, tokenizer: Any, version: int) -> Rollout:
+def episode_rollout(ep: Any, tokenizer: Any, version: int) -> Rollout:
+    """An episode's Rollout: an environment's (:class:`_Live`) or an agent's (loop/agents.py), which hold the same
+    fields (k, group, row, tokens, opening, offered, infos, done, truncated, error)."""
     seg = ep.tokens.segments[0]
     p = seg.prompt_length
     lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
@@ -125,7 +172,7 @@ def _rollout(ep: _Live, tokenizer: Any, version: int) -> Rollout:
                    uid=f"v{version}-{ep.k}", completion_mask=seg.mask[p:], episode={
                        "turns": turns, "rewards": list(ep.tokens.rewards), "infos": ep.infos, "done": ep.done,
                        "truncated": ep.truncated, "error": ep.error, "tools_offered": ep.offered,
-                       "bridge_fallback": ep.tokens.bridge_fallback,
+                       "bridge_fallback": ep.tokens.bridge_fallback, "end": ep.end,
                        "spans": [[s.start - p, s.end - p, s.role, s.turn] for s in seg.spans[1:]]})
 
 
@@ -134,7 +181,8 @@ def _transcript(turns: list[dict]) -> str:
     return "\n\n".join(f"[{t['role']}] {t.get('content', '')}" for t in turns)
 
 
-def _metrics(episodes: list[_Live]) -> dict[str, float]:
+def episode_metrics(episodes: list[Any]) -> dict[str, float]:
+    """The step's ``env/`` metrics of its episodes (an environment's or an agent's)."""
     n = max(1, len(episodes))
     outcomes: Counter = Counter()
     for ep in episodes:
@@ -145,5 +193,9 @@ def _metrics(episodes: list[_Live]) -> dict[str, float]:
            "env/done_rate": sum(ep.done for ep in episodes) / n,
            "env/errors": float(sum(ep.error is not None for ep in episodes)),
            "env/tool_calls_per_episode": sum(outcomes.values()) / n}
+    if any(ep.offered != "none" for ep in episodes):   # every outcome, zeros too: ranks average the same keys
+        outcomes.update(dict.fromkeys(OUTCOMES, 0))
     out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})
+    ends = Counter(ep.end for ep in episodes)   # every reason, zeros too: ranks average the same keys
+    out.update({f"env/end/{k}": ends[k] / n for k in ENDS})
     return out

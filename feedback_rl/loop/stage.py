@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from feedback_rl.base import Models
 from feedback_rl.config.recipe import StageSpec
-from feedback_rl.errors import RunStopped
+from feedback_rl.errors import RunStopped, UserError
 from feedback_rl.loop import batch as batching, feedback as shapes
+from feedback_rl.loop.agents import AgentRunner
 from feedback_rl.loop.episodes import play_episodes
 from feedback_rl.loop.evaluation import evaluate
 from feedback_rl.loop.overlap import RolloutWorker
@@ -68,6 +69,10 @@ class Stage:
         self.backend = e.reg.get("backends", spec.rollout.backend)(e.recipe.options("backend", i), ctx)
         self.environment = None if spec.environment is None else e.reg.get("environments", spec.environment.type)(
             e.recipe.options("environment", i), e._context(spec.environment.type, spec.name))
+        self.agents = None if spec.agent is None else AgentRunner(
+            _load_agent(spec.agent.function, e.recipe), self.backend, e.policy, e.tokenizer,
+            sampling_params(spec.rollout), context_length(e.policy.config) or 2048, spec.agent.timeout_s,
+            spec.agent.batch_wait_ms / 1000)
         self.mixer = e._mixer(i, spec.rewards.sources, "source", spec.rewards.normalize, spec.rewards.max_error_rate)
         self.eval_mixer = e._mixer(i, spec.eval_sources, "eval_source" if spec.eval.sources is not None else "source",
                                    "none", 1.0, role="eval")
@@ -129,6 +134,8 @@ class Stage:
         finally:
             if self.worker is not None:
                 self.worker.close()
+            if self.agents is not None:   # the endpoint stops with the stage, however it ends
+                self.agents.close()
         bar.close()
         self._finish()
 
@@ -209,7 +216,10 @@ class Stage:
             rows = self.dist.shard([self.train_rows[k] for k in self.sampler.take(spec.train.batch_size)])
             if offline:
                 return shapes.from_rows(self.optimizer.feedback, rows, e.tokenizer, spec.rollout.system_prompt)
-            rollouts = self._generate(rows) if self.environment is None else self._play(rows, step, metrics)
+            if self.agents is not None:
+                rollouts = self._agents(rows, metrics)
+            else:
+                rollouts = self._generate(rows) if self.environment is None else self._play(rows, step, metrics)
         return self._feedback(step, rollouts, metrics)
 
     def _finish(self) -> None:
@@ -242,7 +252,7 @@ class Stage:
                                 out if shared else None, whole)
             e.pm.hook.frl_checkpoint_saved(stage=spec.name, step=spec.train.steps, path=out)
         self.dist.barrier()
-        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend, self.environment):
+        for closable in (self.mixer, self.eval_mixer, self.optimizer, self.backend, self.environment, self.agents):
             if closable is not None:
                 closable.close()
 
@@ -303,6 +313,13 @@ class Stage:
             self.backend, e.policy, e.tokenizer, self.environment, rows, sampling_params(ro), ro.num_generations,
             self.environment.options.max_turns, context_length(e.policy.config) or 2048,
             policy_version=self.version, seed=seed, system_prompt=ro.system_prompt)
+        self.dist.tag_rollouts(rollouts, len(rows))
+        metrics.update(env_metrics)
+        return rollouts
+
+    def _agents(self, rows: list[dict], metrics: dict[str, Any]) -> list:
+        """This rank's rollouts of ``rows`` as agent episodes through the rollout endpoint (loop/agents.py)."""
+        rollouts, env_metrics = self.agents.play(rows, self.spec.rollout.num_generations, self.version)
         self.dist.tag_rollouts(rollouts, len(rows))
         metrics.update(env_metrics)
         return rollouts
@@ -410,6 +427,14 @@ class Stage:
         where.parent.mkdir(exist_ok=True)
         torch.save({"feedback": feedback, "minibatch": minibatch}, where)
         return where
+
+
+def _load_agent(function: str, recipe: Any) -> Any:
+    from feedback_rl.config.agent_ref import AgentRefError, load_agent
+    try:
+        return load_agent(function, recipe.base_dir)
+    except AgentRefError as e:   # frl validate said so already; the file changed since
+        raise UserError(f"{recipe.path}: agent.function: {e}") from None
 
 
 def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:

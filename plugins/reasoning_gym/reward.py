@@ -67,7 +67,7 @@ class ReasoningGymScore(RewardSource):
         return self.options.model_dump()
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
-        return [self._score_one(r.completion, r.row) for r in rollouts]
+        return [self._score_one(r.answer, r.row) for r in rollouts]
 
     def _score_one(self, completion: str, row: dict[str, Any]) -> Score:
         made = row.get("reasoning_gym")

@@ -173,7 +173,8 @@ class RuleSource(RewardSource):
     plain: a "final answer is" phrase, a ``\\boxed{}``, else the last expression; it must equal the gold
     answer as a number, fraction, percentage, set, interval or expression); ``custom`` (``function: "module:name"``, called as ``fn(completion, row)``:
     True/False map to ``reward_correct``/``reward_wrong``, a number is the reward itself, None abstains;
-    the module is found next to the recipe first).
+    the module is found next to the recipe first). On an episode every check reads its final answer, the last
+    assistant turn (``Rollout.answer``), not the transcript of tool calls and the environment's turns.
 
     Choices: a completion that is not a number, or a ``final_answer`` completion without the marker,
     is a wrong answer (``reward_wrong``): a format failure is the policy's fault. A missing or
@@ -284,7 +285,7 @@ class RuleSource(RewardSource):
         return self.options.model_dump(exclude_unset=True)
 
     def score(self, rollouts: list[Rollout]) -> list[Score]:
-        return [self._score_one(r.completion.strip(), r.row) for r in rollouts]
+        return [self._score_one(r.answer.strip(), r.row) for r in rollouts]
 
     def _verdict(self, correct: bool) -> Score:
         return Score.ok(self.options.reward_correct if correct else self.options.reward_wrong)

@@ -14,7 +14,7 @@ import click
 from feedback_rl import UserError, hookimpl
 from feedback_rl.models import load_model
 
-from .limits import DEFAULT_MAX_BODY_MB
+from feedback_rl.server import DEFAULT_MAX_BODY_MB
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")

@@ -10,76 +10,34 @@ generation_config the API has no name for (a repetition penalty) apply as well, 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from feedback_rl.models import stop_token_ids
-
-from .protocol import Ask, Tok
-
-
-@dataclass
-class Piece:
-    """New text of one choice; the last piece of a choice has ``finish`` and its generated-token count."""
-    index: int
-    text: str
-    toks: list[Tok] | None
-    finish: str | None = None
-    completion_tokens: int = 0
+from feedback_rl.server import Ask, Job, Piece, Text, Tok, chat_prompt, ApiError
 
 
-class Text:
-    """The tokenizer behind one lock: a fast tokenizer is not safe to use from two threads at once."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer, self.lock = tokenizer, threading.Lock()
-
-    def encode(self, text: str) -> list[int]:
-        with self.lock:
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: list[int], skip_special: bool = True) -> str:
-        with self.lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
-
-
-class Job:
+class HFJob(Job):
     """One request: its rows (one per choice) and the queue their pieces arrive on."""
 
     def __init__(self, prompts: list[tuple[str, list[int]]], ask: Ask, text: Text, stop_ids: list[int]):
-        self.ask, self.loop = ask, asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.prompt_tokens = sum(len(ids) for _, ids in prompts)
+        super().__init__(prompts, ask)
         self.rows = [Row(self, p * ask.n + j, ids, prompt, text, stop_ids)
                      for p, (prompt, ids) in enumerate(prompts) for j in range(ask.n)]
 
-    def emit(self, item: Piece | BaseException) -> None:  # called from the worker thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
     def cancel(self) -> None:
+        super().cancel()
         for row in self.rows:
             row.cancelled = True
-
-    async def pieces(self) -> AsyncIterator[Piece]:
-        """Every piece in order; raises what generation raised."""
-        left = len(self.rows)
-        while left:
-            item = await self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            left -= item.finish is not None
-            yield item
 
 
 class Row:
     """One choice: the tokens generated so far, their text, and how much of it the client has."""
 
-    def __init__(self, job: Job, index: int, prompt_ids: list[int], prompt: str, text: Text, stop_ids: list[int]):
+    def __init__(self, job: HFJob, index: int, prompt_ids: list[int], prompt: str, text: Text, stop_ids: list[int]):
         self.job, self.index, self.prompt_ids, self.prompt = job, index, prompt_ids, prompt
         self.text_of, self.stop_ids = text, set(stop_ids)
         self.ids: list[int] = []
@@ -128,7 +86,8 @@ class Row:
         if self.ask.top_logprobs is not None:
             toks = [t for t in self.pending if t.offset - self.base < upto]
             self.pending = [] if finish else self.pending[len(toks):]
-        self.job.emit(Piece(self.index, self.text[self.sent: upto], toks, finish, len(self.ids) if finish else 0))
+        ids = list(self.ids) if finish and self.ask.return_token_ids else None   # with the stop token, as vLLM
+        self.job.emit(Piece(self.index, self.text[self.sent: upto], toks, finish, len(self.ids) if finish else 0, ids))
         self.sent = upto
 
     def _tok(self, token: int, logprob: float | None, top: list[tuple[int, float]] | None, offset: int) -> Tok:
@@ -201,14 +160,17 @@ class _Deliver(StoppingCriteria):
 
 
 class Batcher:
-    """Collects concurrent requests and runs each sampling setting's rows through one generate call."""
+    """Collects concurrent requests and runs each sampling setting's rows through one generate call (the
+    server's :class:`~feedback_rl.server.Engine`: no tools, no token-in route, no sessions)."""
+
+    tools = token_in = False
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, wait_ms: float = 5.0):
         self.model, self.text = model, Text(tokenizer)
         self.stop_ids = stop_token_ids(tokenizer, model)   # where training's rollouts stop too
         self.pad_id = next((i for i in (tokenizer.pad_token_id, *self.stop_ids) if i is not None), 0)
         self.max_batch, self.wait_s = max_batch, wait_ms / 1000
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.queue: asyncio.Queue[HFJob] = asyncio.Queue()
         self.stats = {"requests": 0, "batches": 0, "max_batch": 0, "generated_tokens": 0}
         self._task: asyncio.Task | None = None
 
@@ -219,9 +181,21 @@ class Batcher:
         if self._task:
             self._task.cancel()
 
-    async def submit(self, prompts: list[tuple[str, list[int]]], ask: Ask) -> Job:
+    def admit(self, ask: Ask, session: str | None) -> None:
+        pass   # parse_ask refused what HF generate cannot do
+
+    def chat_prompt(self, turns: list[dict], tools: list[dict], session: str | None, encode: Any
+                    ) -> tuple[str, list[int]]:
+        try:
+            text = chat_prompt(self.text.tokenizer, turns)
+        except Exception as e:  # noqa: BLE001 - a template's own check (e.g. roles must alternate) refused them
+            raise ApiError(400, f"messages: the model's chat template refused them: {type(e).__name__}: {e}",
+                           param="messages", code="invalid_value") from None
+        return text, encode(text, "messages")
+
+    async def submit(self, prompts: list[tuple[str, list[int]]], ask: Ask, session: str | None = None) -> HFJob:
         """Queue a request: ``prompts`` are (text, token ids); its pieces arrive on ``job.pieces()``."""
-        job = Job(prompts, ask, self.text, self.stop_ids)
+        job = HFJob(prompts, ask, self.text, self.stop_ids)
         self.stats["requests"] += 1
         await self.queue.put(job)
         return job

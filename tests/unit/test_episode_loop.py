@@ -128,3 +128,18 @@ def test_a_row_the_environment_cannot_open_is_one_line_naming_the_environment_an
     with pytest.raises(UserError) as e:
         play([{"turns": 1}, {}])  # the second row lacks 'turns'
     assert str(e.value) == "environment 'countdown' could not open an episode of row 1 (KeyError: 'turns')"
+
+
+def test_an_episode_with_tools_logs_every_tool_call_outcome_zeros_too_so_ranks_average_the_same_keys():
+    from feedback_rl.episodes.tool_calls import OUTCOMES
+    from feedback_rl.loop.episodes import episode_metrics as _metrics
+
+    class Ep:
+        offered, infos, done, error, end = "system_prompt", [{"tool_calls": [{"outcome": "ok"}]}], True, None, "done"
+
+        class tokens:
+            turns, bridge_fallback = 1, False
+
+    m = _metrics([Ep()])
+    assert {f"env/tool_calls/{k}" for k in OUTCOMES} <= set(m) and m["env/tool_calls/ok"] == 1.0
+    assert m["env/tool_calls/unclosed"] == 0.0

@@ -1,71 +1,38 @@
-"""docs/episodes.md's OpenEnv bridge runs as written, against a stand-in with OpenEnv's shapes (pydantic
-Action/Observation, reset(seed, episode_id), step(action) -> Observation(done, reward, metadata)): each step's
-reward stays that step's."""
+"""docs/episodes.md's "OpenEnv environments" stays true without OpenEnv installed: its options table lists exactly
+the `openenv` environment's options with their defaults, and every key its recipe blocks use is one of them.
+(tests/openenv_tier/test_docs.py plays the blocks against OpenEnv itself.)"""
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+import yaml
 
-from feedback_rl import PluginContext
-from feedback_rl.environments import play
+from frl_plugins.environments.openenv.plugin import OpenEnvBridge
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "episodes.md"
 
 
-class EchoAction(BaseModel):
-    message: str
+def section() -> str:
+    return re.search(r"### OpenEnv environments\n(.*?)\n## ", DOC.read_text(), re.S).group(1)
 
 
-class EchoObservation(BaseModel):
-    echoed_message: str = ""
-    done: bool = False
-    reward: float | None = None
-    metadata: dict = Field(default_factory=dict)
+def test_the_options_table_lists_every_option_with_its_default():
+    rows = [(n, d.strip()) for n, d in re.findall(r"^\| `(\w+)` \|(.*?)\|", section(), re.M)]
+    fields = OpenEnvBridge.Options.model_fields
+    assert [name for name, _ in rows] == [n for n in fields if n != "max_turns"] + ["max_turns"]
+    for name, default in rows:
+        f = fields[name]
+        value = f.get_default(call_default_factory=True)
+        shown = "" if value is None else "`" + yaml.safe_dump(value, default_flow_style=True).strip().removesuffix(
+            "\n...").removesuffix(" ...") + "`"
+        assert default == shown, f"{name}: the table says {default!r}, the option's default is {value!r}"
 
 
-class EchoEnvironment:
-    """OpenEnv's echo environment, in its shape: rewards the length of each message, ends after 3."""
-
-    def __init__(self):
-        self.steps, self.closed = 0, False
-
-    def reset(self, seed=None, episode_id=None, **kwargs):
-        self.steps = 0
-        return EchoObservation(echoed_message=f"episode {episode_id} ready")
-
-    def step(self, action, timeout_s=None, **kwargs):
-        self.steps += 1
-        return EchoObservation(echoed_message=action.message, done=self.steps == 3,
-                               reward=float(len(action.message)), metadata={"step": self.steps})
-
-    def close(self):
-        self.closed = True
-
-
-def bridge():
-    block = re.search(r"### OpenEnv, thinly.*?```python\n(.*?)```", DOC.read_text(), re.S).group(1)
-    namespace = {"EchoEnvironment": EchoEnvironment, "EchoAction": EchoAction}
-    exec(compile(block, str(DOC), "exec"), namespace)
-    return namespace["EchoBridge"]
-
-
-def test_the_documented_openenv_bridge_plays_an_episode_with_per_step_rewards(tmp_path):
-    cls = bridge()
-    env = cls(cls.Options(), PluginContext("openenv_echo", tmp_path))
-    said = iter(["a", "bb", "ccc", "never"])
-    out = play(env, {}, lambda messages: next(said), episode_id="e7")
-    assert out.messages[0] == {"role": "user", "content": "episode e7 ready"}
-    assert out.rewards == [1.0, 2.0, 3.0] and out.done and [i["step"] for i in out.infos] == [1, 2, 3]
-    assert out.messages[2] == {"role": "user", "content": "a"}
-
-
-def test_an_episode_steps_asynchronously_through_its_synchronous_step(tmp_path):
-    cls = bridge()
-    episode = cls(cls.Options(), PluginContext("openenv_echo", tmp_path)).reset({}, seed=0, episode_id="e1")
-    reply = asyncio.run(episode.step_async({"role": "assistant", "content": "hey"}))
-    assert reply.reward == 3.0 and reply.messages == [{"role": "user", "content": "hey"}]
-    episode.close()
-    assert episode.env.closed
+def test_the_recipe_blocks_use_only_the_environments_options():
+    blocks = re.findall(r"```yaml\n(.*?)```", section(), re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        environment = yaml.safe_load(block)["environment"]
+        assert environment.pop("type") == "openenv"
+        assert set(environment) <= set(OpenEnvBridge.Options.model_fields), environment

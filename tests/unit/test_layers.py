@@ -17,12 +17,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("base", "plugins"),
     ("modeling",),
     ("episodes",),
+    ("serving",),
     ("rows",),
     ("config",),
     ("run",),
     ("loop",),
     ("commands",),
-    ("feedback_rl", "tokens", "losses", "models", "data", "environments"),
+    ("feedback_rl", "tokens", "losses", "models", "data", "environments", "server"),
 )
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 

@@ -11,7 +11,7 @@ import importlib
 import feedback_rl
 
 PUBLIC = ("feedback_rl", "feedback_rl.tokens", "feedback_rl.losses", "feedback_rl.models", "feedback_rl.data",
-          "feedback_rl.environments")
+          "feedback_rl.environments", "feedback_rl.server")
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"

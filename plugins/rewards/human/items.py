@@ -39,6 +39,9 @@ def item_meta(a: Rollout, b: Rollout | None = None, vocab: str | None = None) ->
         meta.update(_side(b, "_b"))
     if isinstance(a.row.get("prompt"), list):  # the labeling app shows a conversation's turns
         meta["turns"] = prompt_turns(a.row["prompt"])
+    for r, side in ((a, "a"), (b, "b")):  # and an episode's: the model's turns and the environment's, with roles
+        if r is not None and r.episode is not None:
+            meta[f"{side}_turns"] = r.turns
     return meta
 
 
@@ -49,7 +52,7 @@ def label_rollouts(x: Label, vocab: str | None = None) -> tuple[Rollout, Rollout
     tokenizer than ``vocab`` (a :func:`vocabulary`): its ids would mean other tokens here."""
     meta = x.meta
     if vocab is not None and meta.get("vocab", vocab) != vocab:
-        meta = {k: v for k, v in meta.items() if k in ("row", "turns")}
+        meta = {k: v for k, v in meta.items() if k in ("row", "turns", "a_turns", "b_turns")}
     common = dict(prompt=x.prompt, row=meta.get("row", {}), group=0, prompt_ids=list(meta.get("prompt_ids", [])))
     a = Rollout(completion=x.a, uid=f"item-{x.item_id}-a", **common, **_rebuilt(meta, ""))
     b = None if x.b is None else Rollout(completion=x.b, uid=f"item-{x.item_id}-b", **common, **_rebuilt(meta, "_b"))

@@ -248,9 +248,9 @@ class LabelStore:
             if row is None:
                 return None
             db.execute("UPDATE items SET leased_by=?, leased_until=? WHERE id=?", (annotator, now + LEASE_S, row["id"]))
-        turns = json.loads(row["meta"] or "{}").get("turns")  # a conversational prompt: shown turn by turn
-        return {"id": row["id"], "task": row["task"], "prompt": row["prompt"], "turns": turns, "a": row["a"],
-                "b": row["b"]}
+        meta = json.loads(row["meta"] or "{}")  # a conversational prompt and an episode's turns: shown turn by turn
+        return {"id": row["id"], "task": row["task"], "prompt": row["prompt"], "turns": meta.get("turns"),
+                "a": row["a"], "b": row["b"], "a_turns": meta.get("a_turns"), "b_turns": meta.get("b_turns")}
 
     def skip(self, item_id: int, annotator: str) -> None:
         with self._tx() as db:

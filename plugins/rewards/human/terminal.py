@@ -26,10 +26,12 @@ def label_loop(store: LabelStore, annotator: str, read: Callable[[str], str] = i
             echo("prompt:\n" + "\n".join(f"  [{t['role']!r}] {t['content']!r}" for t in item["turns"]))
         else:
             echo(f"prompt: {item['prompt']!r}")
-        if item["task"] == "pairwise":
-            echo(f"  A: {item['a']!r}\n  B: {item['b']!r}")
-        else:
-            echo(f"  completion: {item['a']!r}")
+        sides = (("A", "a"), ("B", "b")) if item["task"] == "pairwise" else (("completion", "a"),)
+        for label, side in sides:
+            if item.get(f"{side}_turns"):  # an episode: the model's and the environment's turns, with roles
+                echo(f"  {label}:\n" + "\n".join(f"    [{t['role']!r}] {t['content']!r}" for t in item[f"{side}_turns"]))
+            else:
+                echo(f"  {label}: {item[side]!r}")
         keys = _KEYS[item["task"]]
         hint = "/".join(CHOICES[item["task"]])
         while True:

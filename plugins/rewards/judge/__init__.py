@@ -46,7 +46,10 @@ class JudgeSource(RewardSource):
             "the judge prompt; {variables}: prompt (the prompt as readable text: a plain string as it is, one user "
             "turn as its content, a longer conversation as role: content lines), prompt_turns (its turns as "
             "JSON), prompt_rendered (the exact text the policy was prompted with, chat template included), "
-            "completion (pointwise) or completion_a and completion_b (pairwise), and every text or number field "
+            "completion (pointwise) or completion_a and completion_b (pairwise; an episode's completion is its "
+            "transcript, one [role] block per turn), turns (or turns_a and turns_b: the turns after the prompt as "
+            "JSON with their roles), final_answer (pointwise: an episode's last assistant turn), and every text or "
+            "number field "
             "of the row (e.g. answer)"))
         template_file: str | None = Field(None, description="a file holding the template (same variables), "
                                                             "relative to the recipe")
@@ -132,7 +135,8 @@ class JudgeSource(RewardSource):
     def score(self, rollouts: list[Rollout]) -> list[Score]:
         if self.pairwise:
             raise RuntimeError(f"judge '{self.context.name}' is pairwise: it compares pairs, it does not score")
-        requests = [self.template.render(self._values(r, completion=r.completion)) for r in rollouts]
+        requests = [self.template.render(self._values(r, completion=r.completion, turns=_turns(r),
+                                                      final_answer=r.answer)) for r in rollouts]
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
@@ -144,8 +148,10 @@ class JudgeSource(RewardSource):
         A pair whose judgment failed is its failure as a Score (error or abstain), counted by the mixer."""
         requests = []
         for a, b in pairs:
-            requests.append(self.template.render(self._values(a, completion_a=a.completion, completion_b=b.completion)))
-            requests.append(self.template.render(self._values(a, completion_a=b.completion, completion_b=a.completion)))
+            requests.append(self.template.render(self._values(a, completion_a=a.completion, completion_b=b.completion,
+                                                              turns_a=_turns(a), turns_b=_turns(b))))
+            requests.append(self.template.render(self._values(a, completion_a=b.completion, completion_b=a.completion,
+                                                              turns_a=_turns(b), turns_b=_turns(a))))
         start = time.perf_counter()
         outcomes = self._on_loop(self._ask_all(requests))
         self.latency_s += time.perf_counter() - start
@@ -333,8 +339,15 @@ def _template(options: JudgeSource.Options, context: PluginContext) -> Template:
 
 
 def _completion_fields(pairwise: bool) -> tuple[str, ...]:
-    """What a judgment fills in besides the row: the completion, or the two of a pair."""
-    return ("completion_a", "completion_b") if pairwise else ("completion",)
+    """What a judgment fills in besides the row: the completion, or the two of a pair (and their turns)."""
+    return ("completion_a", "completion_b", "turns_a", "turns_b") if pairwise else \
+        ("completion", "turns", "final_answer")
+
+
+def _turns(rollout: Rollout) -> str:
+    """The rollout's turns after the prompt as JSON, roles kept: an episode's tool calls, the environment's
+    answers and the model's last word; a single completion is one assistant turn."""
+    return json.dumps(rollout.turns, ensure_ascii=False)
 
 
 @hookimpl

@@ -6,7 +6,11 @@ The variables a template may use (the judge source fills them):
   a single user turn as its content, a longer conversation as ``role: content`` lines;
 - ``{prompt_turns}``: the prompt's turns as JSON (``[{"role": "user", "content": ...}]``);
 - ``{prompt_rendered}``: the exact text the policy was prompted with (chat template included);
-- ``{completion}`` (pointwise), ``{completion_a}`` and ``{completion_b}`` (pairwise);
+- ``{completion}`` (pointwise), ``{completion_a}`` and ``{completion_b}`` (pairwise); an episode's is its
+  transcript, one ``[role] content`` block per turn;
+- ``{turns}`` (pointwise), ``{turns_a}`` and ``{turns_b}`` (pairwise): the turns after the prompt as JSON with
+  their roles (an episode's tool calls, the environment's answers, the model's turns; a single completion is one
+  assistant turn); ``{final_answer}`` (pointwise): an episode's last assistant turn, else the completion;
 - every text, number or boolean field of the dataset row, e.g. ``{answer}``.
 """
 from __future__ import annotations

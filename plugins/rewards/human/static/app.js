@@ -17,14 +17,13 @@ function setCounts(data) {
   if (data.annotator) $("annotator").textContent = data.annotator;
 }
 
-// A conversation shows turn by turn (role, then content); a plain prompt as one block. Text only.
-function showPrompt(item) {
-  const box = $("prompt");
+// A conversation or an episode shows turn by turn (role, then content); plain text as one block. Text only.
+function showTurns(box, turns, text) {
   box.replaceChildren();
-  const turns = Array.isArray(item.turns) && item.turns.length ? item.turns : null;
+  turns = Array.isArray(turns) && turns.length ? turns : null;
   if (!turns) {
     const pre = document.createElement("pre");
-    pre.textContent = item.prompt;
+    pre.textContent = text ?? "";
     box.appendChild(pre);
     return;
   }
@@ -49,10 +48,10 @@ function render(item) {
     return;
   }
   $("status").textContent = "Item " + item.id;
-  showPrompt(item);
-  $("a").textContent = item.a;
+  showTurns($("prompt"), item.turns, item.prompt);
+  showTurns($("a"), item.a_turns, item.a);
   $("b-box").hidden = item.task !== "pairwise";
-  $("b").textContent = item.b ?? "";
+  showTurns($("b"), item.b_turns, item.b);
   $("label-a").textContent = item.task === "pairwise" ? "A" : "Completion";
   const buttons = $("buttons");
   buttons.replaceChildren();

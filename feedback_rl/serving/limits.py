@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from starlette.requests import Request
 
-from .protocol import ApiError, bad
+from feedback_rl.serving.protocol import ApiError, bad
 
 DEFAULT_MAX_BODY_MB = 4.0
 # Past the cap a body is read on and thrown away, up to this many times the cap, so the client (which sends

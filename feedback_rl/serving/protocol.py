@@ -1,7 +1,11 @@
 """The OpenAI wire format: request bodies checked into :class:`Ask`, and the response and chunk shapes.
 
 A request that the server cannot honour is refused with a 400 naming the parameter, never ignored:
-``frl serve`` has no tools, no constrained decoding and no logit bias, so those are refused outright.
+``frl serve`` has no tools, no constrained decoding and no logit bias, so those are refused outright (the
+rollout endpoint offers ``tools`` through the core's tools path: ``parse_ask(..., tools=True)``).
+
+Token ids ride along in vLLM's extra fields (what vLLM returns for ``return_token_ids: true``):
+``prompt_token_ids`` on the response, ``token_ids`` on each choice.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_TOP_LOGPROBS = 20
+SESSION_HEADER = "X-Session-ID"   # a request's session; verifiers' SESSION_ID_HEADER (verifiers/v1/clients/client.py)
 
 
 class ApiError(Exception):
@@ -40,6 +45,7 @@ class Ask:
     echo: bool = False
     stream: bool = False
     include_usage: bool = False
+    return_token_ids: bool = False   # vLLM's: the choices' token ids and the prompt's come back
 
     @property
     def greedy(self) -> bool:
@@ -79,9 +85,12 @@ def _bool(body: dict, key: str) -> bool:
     return bool(v)
 
 
-def parse_ask(body: dict, chat: bool) -> Ask:
-    """The sampling settings of a chat or completions body; raises :class:`ApiError` (400)."""
+def parse_ask(body: dict, chat: bool, tools: bool = False) -> Ask:
+    """The sampling settings of a chat or completions body; raises :class:`ApiError` (400). ``tools``: the
+    engine offers tools (``tools`` and ``tool_choice`` "auto" or "none" pass; :func:`parse_tools` reads them)."""
     for key, off in _UNSUPPORTED.items():
+        if tools and (key == "tools" or (key == "tool_choice" and body.get(key) == "auto")):
+            continue
         if body.get(key, None) not in off:
             raise bad(key, "not supported by frl serve")
     fmt = body.get("response_format")
@@ -116,7 +125,8 @@ def parse_ask(body: dict, chat: bool) -> Ask:
     include_usage = bool(options and _bool(options, "include_usage"))
     return Ask(max_tokens=max_tokens, temperature=_float(body, "temperature", 1.0, 0.0, 2.0),
                top_p=_float(body, "top_p", 1.0, 0.0, 1.0, lo_open=True), n=n, stop=stops, seed=seed,
-               top_logprobs=top_logprobs, echo=echo, stream=stream, include_usage=include_usage)
+               top_logprobs=top_logprobs, echo=echo, stream=stream, include_usage=include_usage,
+               return_token_ids=_bool(body, "return_token_ids"))
 
 
 def parse_messages(body: dict) -> list[dict]:
@@ -140,6 +150,18 @@ def parse_messages(body: dict) -> list[dict]:
             raise bad(f"messages[{i}].content", "expected a string or a list of text parts")
         turns.append({"role": m["role"], "content": content})
     return turns
+
+
+def parse_tools(body: dict) -> list[dict]:
+    """``tools`` in OpenAI's shape (``{"type": "function", "function": {"name", ...}}``), checked."""
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise bad("tools", "expected a list of {type: function, function: {name, description, parameters}}")
+    for i, t in enumerate(tools):
+        if not (isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+                and isinstance(t["function"].get("name"), str) and t["function"]["name"]):
+            raise bad(f"tools[{i}]", "expected {type: function, function: {name, description, parameters}}")
+    return tools
 
 
 def parse_prompts(body: dict, vocab_size: int) -> list[str | list[int]]:
@@ -188,16 +210,18 @@ def chat_logprobs(toks: list[Tok]) -> dict:
 
 
 def choice(chat: bool, index: int, text: str, toks: list[Tok] | None, finish: str | None, delta: bool,
-           first: bool = False) -> dict:
-    """One entry of ``choices``: whole (``delta=False``) or a streamed piece."""
+           first: bool = False, token_ids: list[int] | None = None, tool_calls: list[dict] | None = None) -> dict:
+    """One entry of ``choices``: whole (``delta=False``) or a streamed piece; ``token_ids`` (vLLM's field) when
+    the engine reports them, ``tool_calls`` on a chat message when the engine parsed some."""
     logprobs = None if toks is None else chat_logprobs(toks) if chat else legacy_logprobs(toks)
+    ids = {} if token_ids is None else {"token_ids": token_ids}
     if not chat:
-        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish, **ids}
     if not delta:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish}
+        message = {"role": "assistant", "content": text, **({"tool_calls": tool_calls} if tool_calls else {})}
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish, **ids}
     piece = {"role": "assistant", "content": text} if first else {"content": text} if text or not finish else {}
-    return {"index": index, "delta": piece, "logprobs": logprobs, "finish_reason": finish}
+    return {"index": index, "delta": piece, "logprobs": logprobs, "finish_reason": finish, **ids}
 
 
 def envelope(chat: bool, rid: str, created: int, model: str, choices: list[dict], chunk: bool, **extra: Any) -> dict:
