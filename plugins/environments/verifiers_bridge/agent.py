@@ -75,7 +75,8 @@ class TasksetAgent:
         vf = verifiers_v1()
         env = await self._env(spec["taskset"], spec.get("config") or {})
         task = tasksets.task(spec["taskset"], spec.get("config") or {}, int(spec["idx"]))
-        ctx = vf.ModelContext(model=endpoint.model, client=self._client_config(vf, endpoint),
+        model = await asyncio.to_thread(lambda: endpoint.model)  # a GET: kept off the loop the rollouts share
+        ctx = vf.ModelContext(model=model, client=self._client_config(vf, endpoint),
                               sampling=vf.SamplingConfig(**self.sampling))
 
         def minted(trace: Any) -> None:
