@@ -2,6 +2,7 @@
 # Sets everything up and runs the default test tiers (slow and GPU tiers are skipped; --runslow adds them).
 # --vllm (first argument): builds .venv-vllm (scripts/setup-vllm.sh) and runs the vLLM tier there instead.
 # --openenv (first argument): builds .venv-openenv (scripts/setup-openenv.sh) and runs the OpenEnv tier there.
+# --verifiers (first argument): builds .venv-verifiers (scripts/setup-verifiers.sh) and runs the verifiers tier there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vllm" ]; then
@@ -15,6 +16,11 @@ if [ "${1:-}" = "--openenv" ]; then
   shift
   bash scripts/setup-openenv.sh
   exec .venv-openenv/bin/python -m pytest tests/openenv_tier "$@"
+fi
+if [ "${1:-}" = "--verifiers" ]; then
+  shift
+  bash scripts/setup-verifiers.sh
+  exec .venv-verifiers/bin/python -m pytest -p no:warnings tests/verifiers "$@"
 fi
 bash scripts/setup.sh
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
