@@ -137,13 +137,16 @@ def _transcript(turns: list[dict]) -> str:
 def _metrics(episodes: list[_Live]) -> dict[str, float]:
     n = max(1, len(episodes))
     outcomes: Counter = Counter()
+    calling = 0   # episodes with a tool call: the rate a model that learns to use its tools raises
     for ep in episodes:
+        before = sum(outcomes.values())
         for info in ep.infos:
             outcomes.update(call.get("outcome", "?") for call in info.get("tool_calls", ()))
+        calling += sum(outcomes.values()) > before
     out = {"env/turns_mean": sum(ep.tokens.turns for ep in episodes) / n,
            "env/bridge_fallbacks": float(sum(ep.tokens.bridge_fallback for ep in episodes)),
            "env/done_rate": sum(ep.done for ep in episodes) / n,
            "env/errors": float(sum(ep.error is not None for ep in episodes)),
-           "env/tool_calls_per_episode": sum(outcomes.values()) / n}
+           "env/tool_calls_per_episode": sum(outcomes.values()) / n, "env/tool_call_rate": calling / n}
     out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})
     return out
