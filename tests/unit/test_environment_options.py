@@ -68,3 +68,12 @@ def test_the_guess_number_question_names_the_range(registry, tmp_path):
     assert [r["prompt"][0]["content"] for r in rows] == ["Guess 1-7.", "Guess 1-7."]
     with pytest.raises(UserError, match=r"question.*only \{high\} may be named in braces"):
         generate({"guess_number": 7, "question": "Guess 1-{top}."}, tmp_path, registry)
+
+
+def test_demonstrated_answers_follow_the_answer_format_and_keep_the_number_last(registry, tmp_path):
+    demos, _ = generate({"calculator_demos": 1, "size": 5, "seed": 0, "answer_format": "It is {answer}."},
+                        tmp_path, registry)
+    assert all(d["messages"][-1]["content"] == f"It is {d['messages'][-1]['content'][6:-1]}." for d in demos)
+    assert all(d["messages"][-1]["content"][6:-1].isdigit() for d in demos)
+    with pytest.raises(UserError, match="the answer must be the last number written"):
+        generate({"calculator_demos": 1, "answer_format": "{answer} times 2"}, tmp_path, registry)

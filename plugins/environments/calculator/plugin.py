@@ -21,7 +21,7 @@ import re
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from feedback_rl import Environment, PluginOptions, hookimpl
 from feedback_rl.data import DataSource
@@ -98,6 +98,19 @@ class CalculatorDemos(DataSource):
         operations: list[Literal["+", "-", "*"]] = Field(["*"], min_length=1, description="operators to draw from")
         instruction: str = Field(INSTRUCTION, description="what follows the question (as the calculator source's)")
         tool_rate: float = Field(0.5, ge=0.0, le=1.0, description="the share of rows that call the tool")
+        answer_format: str = Field("{answer}", description="how the final answer is written, {answer} the number "
+                                   "(the environment reads the turn's last number)")
+
+        @field_validator("answer_format")
+        @classmethod
+        def _names_the_answer(cls, text: str) -> str:
+            try:
+                written = text.format(answer="12345")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"only {{answer}} may be named in braces ({type(e).__name__}: {e})") from None
+            if last_number(written) != "12345":
+                raise ValueError("the answer must be the last number written: the environment reads that one")
+            return text
 
     def rows(self) -> list[dict[str, Any]]:
         o = self.options
@@ -110,7 +123,7 @@ class CalculatorDemos(DataSource):
                 call = json.dumps({"name": "calculate", "arguments": {"expression": expression}})
                 turns += [{"role": "assistant", "content": f"<tool_call>{call}</tool_call>"},
                           {"role": "tool", "name": "calculate", "content": answer}]
-            out.append({"messages": turns + [{"role": "assistant", "content": answer}]})
+            out.append({"messages": turns + [{"role": "assistant", "content": o.answer_format.format(answer=answer)}]})
         return out
 
 
