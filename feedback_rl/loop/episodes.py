@@ -185,14 +185,17 @@ def episode_metrics(episodes: list[Any]) -> dict[str, float]:
     """The step's ``env/`` metrics of its episodes (an environment's or an agent's)."""
     n = max(1, len(episodes))
     outcomes: Counter = Counter()
+    calling = 0   # episodes with a tool call: the rate a model that learns to use its tools raises
     for ep in episodes:
+        before = sum(outcomes.values())
         for info in ep.infos:
             outcomes.update(call.get("outcome", "?") for call in info.get("tool_calls", ()))
+        calling += sum(outcomes.values()) > before
     out = {"env/turns_mean": sum(ep.tokens.turns for ep in episodes) / n,
            "env/bridge_fallbacks": float(sum(ep.tokens.bridge_fallback for ep in episodes)),
            "env/done_rate": sum(ep.done for ep in episodes) / n,
            "env/errors": float(sum(ep.error is not None for ep in episodes)),
-           "env/tool_calls_per_episode": sum(outcomes.values()) / n}
+           "env/tool_calls_per_episode": sum(outcomes.values()) / n, "env/tool_call_rate": calling / n}
     if any(ep.offered != "none" for ep in episodes):   # every outcome, zeros too: ranks average the same keys
         outcomes.update(dict.fromkeys(OUTCOMES, 0))
     out.update({f"env/tool_calls/{k}": v / n for k, v in sorted(outcomes.items())})

@@ -27,7 +27,7 @@ from feedback_rl.errors import RunStopped, UserError
 from feedback_rl.loop import batch as batching, feedback as shapes
 from feedback_rl.loop.agents import AgentRunner
 from feedback_rl.loop.episodes import play_episodes
-from feedback_rl.loop.evaluation import evaluate
+from feedback_rl.loop.evaluation import EpisodeEval, evaluate
 from feedback_rl.loop.overlap import RolloutWorker
 from feedback_rl.loop.rollout import generate_rollouts, sampling_params, to_rollouts
 from feedback_rl.modeling.loading import context_length
@@ -262,9 +262,14 @@ class Stage:
         if self.worker is not None:  # the backend serves one caller at a time, with the current weights
             self.worker.wait()
             self.backend.sync_weights(e.policy, self.version)
+        # a stage with an environment is evaluated on episodes; the same seed before and after, so the two
+        # evals play the same games
+        episodes = None if self.environment is None else EpisodeEval(
+            self.environment, self.environment.options.max_turns, context_length(e.policy.config) or 2048,
+            (e.recipe.seed + 1000 * self.index) * 100_003 + self.dist.rank)
         out = evaluate(self.backend, e.policy, e.tokenizer, self.local_eval, self.eval_mixer,
                        spec.eval.max_new_tokens or spec.rollout.max_new_tokens, spec.eval.batch_size,
-                       spec.rollout.system_prompt)
+                       spec.rollout.system_prompt, episodes)
         with torch.no_grad():
             out.update(self.optimizer.evaluate(self.local_eval, self.models))
         return self.dist.reduce_metrics(out, weight=len(self.local_eval))

@@ -14,7 +14,7 @@ import random
 import re
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from feedback_rl import Environment, PluginOptions, hookimpl
 from feedback_rl.data import DataSource
@@ -23,9 +23,12 @@ from feedback_rl.environments import EnvironmentOptions, Episode, Reply
 INTEGER = re.compile(r"-?\d+")
 
 
-def question(high: int) -> str:
-    return (f"I am thinking of a whole number from 1 to {high}. Guess it: answer with one number. "
+QUESTION = ("I am thinking of a whole number from 1 to {high}. Guess it: answer with one number. "
             "After each guess I say Higher or Lower.")
+
+
+def question(high: int, text: str = QUESTION) -> str:
+    return text.format(high=high)
 
 
 class GuessNumberData(DataSource):
@@ -37,6 +40,17 @@ class GuessNumberData(DataSource):
         guess_number: int = Field(ge=2, description="the secret is a whole number from 1 to this")
         size: int = Field(500, ge=1, description="rows to generate")
         seed: int = Field(0, ge=0, description="which rows")
+        question: str = Field(QUESTION, description="the opening turn, {high} the top of the range (a short one "
+                              "costs a character-level model fewer tokens every turn)")
+
+        @field_validator("question")
+        @classmethod
+        def _formats(cls, text: str) -> str:
+            try:
+                text.format(high=1)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"only {{high}} may be named in braces ({type(e).__name__}: {e})") from None
+            return text
 
     @classmethod
     def check_eval(cls, train: Options, eval: Options) -> str | None:
@@ -47,7 +61,7 @@ class GuessNumberData(DataSource):
     def rows(self) -> list[dict[str, Any]]:
         o = self.options
         rng = random.Random(f"guess_number/{o.guess_number}/{o.seed}")
-        return [{"prompt": [{"role": "user", "content": question(o.guess_number)}],
+        return [{"prompt": [{"role": "user", "content": question(o.guess_number, o.question)}],
                  "secret": rng.randint(1, o.guess_number), "high": o.guess_number} for _ in range(o.size)]
 
 
