@@ -143,3 +143,16 @@ def test_an_episode_with_tools_logs_every_tool_call_outcome_zeros_too_so_ranks_a
     m = _metrics([Ep()])
     assert {f"env/tool_calls/{k}" for k in OUTCOMES} <= set(m) and m["env/tool_calls/ok"] == 1.0
     assert m["env/tool_calls/unclosed"] == 0.0
+
+
+def test_an_episode_cut_by_a_limit_before_any_reward_scores_zero_and_one_that_ended_without_any_abstains():
+    # guess_number rewards only a solved game: an episode the context cut first used to abstain and so drop out
+    # of its group's reward instead of counting as the failure it is
+    source = EnvironmentSource(EnvironmentSource.Options(), None)
+
+    def episode(**kw):
+        from feedback_rl import Rollout
+        return Rollout(prompt="p", completion="c", row={}, group=0, prompt_ids=[1], completion_ids=[2],
+                       episode={"rewards": [None, None], "error": None, **kw})
+    cut, ended = source.score([episode(truncated=True, done=False), episode(truncated=False, done=True)])
+    assert (cut.status, cut.value) == ("ok", 0.0) and ended.status == "abstain"
