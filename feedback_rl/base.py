@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from feedback_rl.errors import UserError
 from feedback_rl.types import FeedbackShape, Judgment, Preference, Rollout, Score
 
 
@@ -47,6 +48,15 @@ class PluginContext:
     is_cap: float | None = None    # the stage's rollout.is_cap (the core applies it: loop/batch.py)
     logprob_mismatch: bool = False  # the stage's rollout.logprob_mismatch: log trainer vs behaviour log-probs
     tokenizer: Any = None          # the policy's tokenizer (reward sources, during a run): a model reading its ids must share it
+
+    def load_callable(self, ref: str, what: str, owner: str) -> Any:
+        """A function the recipe names, ``PATH.py:name`` beside the recipe or ``module:name`` (the recipe's
+        folder first on sys.path); a problem is one line, ``owner: ...`` (feedback_rl/user_code.py)."""
+        from feedback_rl.user_code import RefError, load_callable
+        try:
+            return load_callable(ref, self.recipe_dir, what)
+        except RefError as e:
+            raise UserError(f"{owner}: {e}") from None
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe, relative to the recipe's folder; ``stage:<name>`` is what an earlier

@@ -1,15 +1,12 @@
 """The built-in ``rule`` reward source: declarative checks of a completion against the dataset row."""
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import math
 import numbers
 import re
-import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -265,21 +262,7 @@ class RuleSource(RewardSource):
 
     @staticmethod
     def _import(spec: str, context: PluginContext) -> Callable[..., Any]:
-        # like `python recipe.py`: the recipe's folder first on sys.path, so a checks.py beside it imports
-        folder = str(Path(context.recipe_dir).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        module, _, attr = spec.partition(":")
-        try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except Exception as e:  # noqa: BLE001 - any failure to import is the user's to fix
-            raise UserError(f"rule source '{context.name}': cannot import custom check '{spec}' (looked in "
-                            f"{folder} and sys.path): {type(e).__name__}: {e}") from None
-        if not callable(obj):
-            raise UserError(f"rule source '{context.name}': custom check '{spec}' is not callable")
-        return obj
+        return context.load_callable(spec, "custom check", f"rule source '{context.name}'")
 
     def describe(self) -> dict[str, Any]:
         return self.options.model_dump(exclude_unset=True)

@@ -13,7 +13,7 @@ CORE = ROOT / "feedback_rl"
 # public API, which re-exports from every layer and so sits above them all, beside the public submodules
 # (tokens, losses, models, data) that re-export helpers for plugins.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "types", "hookspecs"),
+    ("errors", "types", "hookspecs", "user_code"),
     ("base", "plugins"),
     ("modeling",),
     ("episodes",),

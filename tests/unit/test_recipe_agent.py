@@ -46,10 +46,10 @@ def test_a_function_in_a_file_beside_the_recipe_or_a_module_validates(tmp_path, 
     ("agents.py:solve", "stages[0].agent.function: file not found: agents.py"),
     ("agent.py:solv", "stages[0].agent.function: agent.py has no function 'solv'"),
     ("agent.py:lonely", "stages[0].agent.function: agent.py:lonely must take (row, client): it is lonely(row)"),
-    ("agent.py:not_a_function", "stages[0].agent.function: agent.py:not_a_function is not a function"),
+    ("agent.py:not_a_function", "stages[0].agent.function: agent 'agent.py:not_a_function' is not callable"),
     ("agent.py", "stages[0].agent.function: expected PATH.py:function or module:function, got 'agent.py'"),
-    ("no_such_module_here:solve", "stages[0].agent.function: cannot import no_such_module_here: "
-                                  "ModuleNotFoundError"),
+    ("no_such_module_here:solve", "stages[0].agent.function: cannot import agent 'no_such_module_here:solve' "
+                                  "(looked in "),
     ("{function: agent.py:solve, timeout_s: 0}", "stages[0].agent.timeout_s: "),
 ])
 def test_a_mistake_in_the_agent_key_is_one_line_naming_the_key(tmp_path, ref, message):

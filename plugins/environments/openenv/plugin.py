@@ -26,8 +26,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -215,21 +213,8 @@ def _check_reset_takes(factory: type, columns: list[str]) -> None:
 
 
 def _load(spec: str, key: str, context: PluginContext) -> Any:
-    """``module:name``, imported the way ``python recipe.py`` would: the recipe's folder first on sys.path."""
-    folder = str(Path(context.recipe_dir).resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    module, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as e:  # noqa: BLE001 - any failure to import is the user's to fix
-        raise UserError(f"environment 'openenv': cannot import {key} '{spec}' (looked in {folder} and sys.path): "
-                        f"{type(e).__name__}: {e}") from None
-    if not callable(obj):
-        raise UserError(f"environment 'openenv': {key} '{spec}' is not callable")
-    return obj
+    """``module:name`` or ``PATH.py:name`` beside the recipe, imported the way ``python recipe.py`` would."""
+    return context.load_callable(spec, key, "environment 'openenv'")
 
 
 @hookimpl
