@@ -100,12 +100,18 @@ def _check_environment(recipe: Recipe, i: int, opt_cls: type, fail: Any, plugin_
     stage, loc = recipe.stages[i], ("stages", i, "environment")
     recipe._options[("environment", i)] = plugin_options("environments", stage.environment.type,
                                                          stage.environment.plugin_options, loc, {"type"})
+    _check_plays(stage, i, "environment", opt_cls, fail)
+
+
+def _check_plays(stage: StageSpec, i: int, key: str, opt_cls: type, fail: Any) -> None:
+    """A stage with an environment or an agent (``key``) plays episodes: it must score them, and plays them now."""
     if opt_cls.feedback == "demonstrations" or not stage.rewards.sources:
-        fail(loc, "this stage generates nothing (it trains on its data rows): remove environment, or add "
-             "rewards.sources (e.g. {name: env, type: environment})")
+        name = "env" if key == "environment" else key
+        fail(("stages", i, key), f"this stage generates nothing (it trains on its data rows): remove {key}, or add "
+             f"rewards.sources (e.g. {{name: {name}, type: environment}})")
     if stage.rollout.overlap:
         fail(("stages", i, "rollout", "overlap"), "episodes are not generated one step ahead yet: remove "
-             "rollout.overlap from a stage with an environment")
+             f"rollout.overlap from a stage with an {key}")
 
 
 def _check_agent(recipe: Recipe, i: int, opt_cls: type, fail: Any) -> None:
@@ -114,12 +120,7 @@ def _check_agent(recipe: Recipe, i: int, opt_cls: type, fail: Any) -> None:
     stage, loc = recipe.stages[i], ("stages", i, "agent")
     if stage.environment is not None:
         fail(loc, "a stage's rollouts come from an environment or an agent, not both: remove one")
-    if opt_cls.feedback == "demonstrations" or not stage.rewards.sources:
-        fail(loc, "this stage generates nothing (it trains on its data rows): remove agent, or add "
-             "rewards.sources (e.g. {name: agent, type: environment})")
-    if stage.rollout.overlap:
-        fail(("stages", i, "rollout", "overlap"), "agent episodes are not generated one step ahead: remove "
-             "rollout.overlap from a stage with an agent")
+    _check_plays(stage, i, "agent", opt_cls, fail)
     try:
         load_agent(stage.agent.function, recipe.base_dir)
     except AgentRefError as e:

@@ -67,8 +67,9 @@ def test_an_agent_file_that_fails_to_import_is_named(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (("    agent: agent.py:solve\n", "    agent: agent.py:solve\n    environment: {type: guess_number}\n"),
      "stages[0].agent: a stage's rollouts come from an environment or an agent, not both"),
-    (("max_new_tokens: 4}", "max_new_tokens: 4, overlap: 1}"), "stages[0].rollout.overlap: agent episodes are not "
-                                                               "generated one step ahead"),
+    (("max_new_tokens: 4}", "max_new_tokens: 4, overlap: 1}"), "stages[0].rollout.overlap: episodes are not "
+                                                               "generated one step ahead yet: remove rollout.overlap "
+                                                               "from a stage with an agent"),
     (("optimizer: grpo", "optimizer: sft"), "stages[0].agent: this stage generates nothing"),
 ])
 def test_stage_combinations_an_agent_cannot_run_in_are_refused(tmp_path, change, message):
