@@ -41,18 +41,22 @@ def last_number(text: str) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
+class Questions(PluginOptions):
+    """What both calculator data sources draw their questions from (each adds its digits key)."""
+    size: int = Field(500, ge=1, description="rows to generate")
+    seed: int = Field(0, ge=0, description="which rows")
+    operations: list[Literal["+", "-", "*"]] = Field(["*"], min_length=1, description="operators to draw from")
+    instruction: str = Field(INSTRUCTION, description="what follows the question ('' for nothing: a model "
+                             "taught by demonstrations needs no words, and a character-level one reads fewer)")
+
+
 class CalculatorData(DataSource):
     """Rows ``{prompt: [user turn], answer, expression}``: the same digits, size and seed give the same rows."""
 
     name = "calculator"
 
-    class Options(PluginOptions):
+    class Options(Questions):
         calculator: int = Field(ge=1, le=12, description="digits of each operand")
-        size: int = Field(500, ge=1, description="rows to generate")
-        seed: int = Field(0, ge=0, description="which rows")
-        operations: list[Literal["+", "-", "*"]] = Field(["*"], min_length=1, description="operators to draw from")
-        instruction: str = Field(INSTRUCTION, description="what follows the question ('' for nothing: a model "
-                                 "taught by demonstrations needs no words, and a character-level one reads fewer)")
 
     @classmethod
     def check_eval(cls, train: Options, eval: Options) -> str | None:
@@ -91,12 +95,8 @@ class CalculatorDemos(DataSource):
 
     name = "calculator_demos"
 
-    class Options(PluginOptions):
+    class Options(Questions):
         calculator_demos: int = Field(ge=1, le=12, description="digits of each operand")
-        size: int = Field(500, ge=1, description="rows to generate")
-        seed: int = Field(0, ge=0, description="which rows")
-        operations: list[Literal["+", "-", "*"]] = Field(["*"], min_length=1, description="operators to draw from")
-        instruction: str = Field(INSTRUCTION, description="what follows the question (as the calculator source's)")
         tool_rate: float = Field(0.5, ge=0.0, le=1.0, description="the share of rows that call the tool")
         answer_format: str = Field("{answer}", description="how the final answer is written, {answer} the number "
                                    "(the environment reads the turn's last number)")
