@@ -1,6 +1,6 @@
 """The built-in environments teach the tiny model something through `frl train` (the shipped recipes, one seed):
 on guess_number the mean number of turns to solve falls; on calculator, after SFT on demonstrations, GRPO raises
-the tool-call rate and held-out accuracy (slow tier). The margins are measured over seeds 0-2 (docs/episodes.md,
+the tool-call rate and held-out accuracy. The margins are measured over seeds 0-2 (docs/episodes.md,
 "Learning on the built-in environments"); each test runs one seed, deterministically."""
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).parents[2]
 
@@ -41,10 +40,10 @@ def evals(metrics, stage):
     return got[0], got[-1]
 
 
-@pytest.mark.slow
 def test_calculator_sft_then_grpo_raises_the_tool_call_rate_and_held_out_accuracy(tmp_path):
-    # slow: SFT must first teach the model to copy the operands into the call (about 350 steps, suddenly),
-    # 137 s on one thread, past the default tier's budget of about 90 s
+    # the longest test of the default tier (137 s on one thread, measured on a shared machine), kept there
+    # because issue 20 asks for it: SFT must first teach the model to copy the operands into the call (about
+    # 350 steps, suddenly), and no shorter recipe learned it (docs/episodes.md)
     _, metrics = frl_train("calculator-sft-grpo.yaml", tmp_path)
     before, after = evals(metrics, "grpo")
     # seeds 0, 1, 2 (50 held-out questions, greedy episodes): tool-call rate 0.18 -> 1.00, 0.66 -> 1.00,
