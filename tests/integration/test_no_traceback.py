@@ -204,7 +204,7 @@ CASES = [
     Case("judge template names a field no row has", lambda t, u: ["train", "--no-progress", str(write_recipe(
         t, source=judge("http://127.0.0.1:9/v1", template="{prompt} {completion} {gold}")))],
         "judge template 'j' (inline): '{{gold}}' is no text or number field of 2 of 2 rows of {tmp}/prompts.jsonl "
-        "(first: line 1); available: answer, completion, prompt"),
+        "(first: line 1); available: answer, completion, final_answer, prompt, turns"),
     Case("judge template_file missing", _template_file_missing, "judge 'j': template_file not found: {tmp}/nope.txt"),
     Case("judge api_key_env unset", lambda t, u: ["validate", str(write_recipe(
         t, source=judge("http://127.0.0.1:9/v1", api_key_env="FRL_TEST_NO_SUCH_KEY")))],
