@@ -71,8 +71,9 @@ def test_eval_of_an_environment_stage_scores_one_greedy_episode_per_row():
     backend, out = run(ROWS, batch_size=2)
     # rows 2 at a time: each batch's live episodes share a backend call per turn, every one greedy
     assert [n for n, _ in backend.calls] == [2, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1] and all(g for _, g in backend.calls)
-    # the last row ran out of turns (4 < 5): truncated, no step reward, so the environment source abstains
-    assert math.isclose(out["eval/env"], (0.0 + 1.0 + 1.0 + 0.5) / 4)
+    # the last row ran out of turns (4 < 5): truncated before any step reward, so it scores 0, a failure that
+    # counts in the held-out accuracy (it used to abstain and leave the mean)
+    assert math.isclose(out["eval/env"], (0.0 + 1.0 + 1.0 + 0.5 + 0.0) / 5)
     assert out["eval/reward"] == out["eval/env"]
 
 
