@@ -156,7 +156,7 @@ class RolloutEndpoint:
                 c.job.emit(ApiError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_failed"))
             raise
         for c, gen in zip(calls, gens):
-            gen = cut_at_stop(gen, sorted(self.stops))
+            gen = cut_at_stop(gen, self.sampling.stop_token_ids)
             ids = gen.completion_ids[: c.max_tokens]
             logprobs = gen.logprobs.reshape(-1)[: len(ids)].tolist() if gen.logprobs is not None else None
             self.stats["generated_tokens"] += len(ids)
