@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("recipe", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--metric", default="eval/correct", help="the eval metric of the table")
+    ap.add_argument("--also", action="append", default=[], help="another eval metric to show before -> after "
+                    "(repeatable), e.g. eval/env/tool_call_rate")
     ap.add_argument("--stage", default=None, help="the stage whose eval is shown (default: the last)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="more recipe overrides, KEY=VALUE")
@@ -55,6 +57,8 @@ def main() -> None:
             kept = r["stages"][stage].get("kept_best")
             r["kept_step"] = kept["step"] if kept else None
             r["last"] = r["stages"][stage].get("last_eval", r["stages"][stage]["eval_after"])[args.metric]
+            r["also"] = {m: [r["stages"][stage]["eval_before"][m], r["stages"][stage]["eval_after"][m]]
+                         for m in args.also}
             rows.append(r)
             print(f"seed {seed}: {r['before']:.3f} -> {r['after']:.3f} in {r['minutes']:.1f} min", file=sys.stderr,
                   flush=True)
@@ -65,11 +69,14 @@ def main() -> None:
                "spread_after": max(afters) - min(afters),
                "spread_before": max(r["before"] for r in rows) - min(r["before"] for r in rows)}
     print(f"`{args.recipe}`, held-out `{args.metric}`, OMP_NUM_THREADS={threads}\n")
-    print("| seed | before | after (kept step) | last step | gain | minutes |\n|---|---|---|---|---|---|")
+    also = "".join(f" {m} |" for m in args.also)
+    print(f"| seed | before | after (kept step) | last step | gain |{also} minutes |\n"
+          f"|---|---|---|---|---|{'---|' * len(args.also)}---|")
     for r, g in zip(rows, gains):
         kept = "" if r["kept_step"] is None else f" (step {r['kept_step']})"
-        print(f"| {r['seed']} | {r['before']:.1%} | {r['after']:.1%}{kept} | {r['last']:.1%} | {g:+.1%} "
-              f"| {r['minutes']:.1f} |")
+        cells = "".join(f" {a:.1%} -> {b:.1%} |" for a, b in r["also"].values())
+        print(f"| {r['seed']} | {r['before']:.1%} | {r['after']:.1%}{kept} | {r['last']:.1%} | {g:+.1%} |{cells} "
+              f"{r['minutes']:.1f} |")
     print(f"\nmean gain {summary['mean_gain']:+.1%}, smallest {summary['min_gain']:+.1%}; "
           f"seed-to-seed spread after training {summary['spread_after']:.1%}")
     if args.json:
