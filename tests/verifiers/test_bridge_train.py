@@ -1,7 +1,11 @@
 """`frl train` trains GRPO on a verifiers v1 taskset through the core's rollout endpoint, offline: each episode is
 one verifiers rollout (the `null` harness's chat program, installed from the wheelhouse) whose interception server
 calls verifiers' training client, which renders the prompt with the policy's tokenizer and POSTs token ids to the
-endpoint's /inference/v1/generate. What the core trains on is what verifiers sent and was answered."""
+endpoint's /inference/v1/generate. What the core trains on is what verifiers sent and was answered.
+
+Two tasksets: `echo_taskset` (one assistant reply per episode) and `again_taskset` (multi-turn: the user answers
+the first reply and the policy replies again, so verifiers' second call extends the first call's ids with the
+user's turn)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +14,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from again_taskset import lowercase_share
 
 from feedback_rl.modeling.tiny import build_tiny_gpt2
 
@@ -25,7 +31,7 @@ model: {{path: {model}}}
 stages:
   - name: grpo
     optimizer: {{type: grpo, beta: 0.0}}
-    data: {{train: {{verifiers: echo_taskset}}}}
+    data: {{train: {{verifiers: {taskset}}}}}
     agent: {{function: agent.py:agent, timeout_s: 240}}
     rewards: {{sources: [{{name: verifiers, type: environment}}]}}
     rollout: {{num_generations: 2, max_new_tokens: 6, temperature: 1.0}}
@@ -38,7 +44,7 @@ AGENT = '''
 import json, os
 from frl_plugins.environments.verifiers_bridge.agent import taskset_agent
 
-bridge = taskset_agent(max_turns=1, tokenizer={model!r}, sampling={{"max_tokens": 6}})
+bridge = taskset_agent(max_turns={max_turns}, tokenizer={model!r}, sampling={{"max_tokens": 6}})
 
 
 def agent(row, client):
@@ -46,17 +52,26 @@ def agent(row, client):
     (branch,) = trace.branches
     with open(os.environ["AGENT_LOG"], "a") as f:
         f.write(json.dumps({{"session": trace.id, "ids": branch.token_ids, "sampled": branch.sampled_mask,
+                            "messages": [[m.role, m.content] for m in branch.messages], "turns": trace.num_turns,
                             "reply": branch.messages[-1].content, "reward": trace.reward}}) + "\\n")
     return trace.reward
 '''
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("vf-grpo")
-    model = build_tiny_gpt2(tmp / "model", seed=0)
-    (tmp / "agent.py").write_text(AGENT.format(model=str(model)))
-    (tmp / "recipe.yaml").write_text(RECIPE.format(model=json.dumps(str(model))))
+class Trained(NamedTuple):
+    folder: Path            # the run's folder
+    metrics: list[dict]     # its metrics.jsonl
+    recorded: list[dict]    # its rollouts.jsonl (what a user reads: the transcript, the episode's turns)
+    rollouts: list[dict]    # the rollouts as the loop handed them to scoring: ids, mask, session (uid)
+    episodes: list[dict]    # what verifiers held of each episode (the agent's log)
+
+
+def train(tmp: Path, taskset: str, max_turns: int, context: int) -> Trained:
+    """`frl train` of the recipe on ``taskset`` in a subprocess, offline, with a tiny model of ``context``
+    positions."""
+    model = build_tiny_gpt2(tmp / "model", seed=0, n_positions=context)
+    (tmp / "agent.py").write_text(AGENT.format(model=str(model), max_turns=max_turns))
+    (tmp / "recipe.yaml").write_text(RECIPE.format(model=json.dumps(str(model)), taskset=taskset))
     site = tmp / "site"
     dist = site / "frl_rollout_ids-0.1.dist-info"
     dist.mkdir(parents=True)
@@ -72,24 +87,39 @@ def run(tmp_path_factory):
     assert out.returncode == 0, out.stderr[-3000:]
     read = lambda p: [json.loads(x) for x in p.read_text().splitlines()]  # noqa: E731
     folder = tmp / "runs" / "vf-grpo"
-    return folder, read(folder / "metrics.jsonl"), read(tmp / "rollouts.jsonl"), read(tmp / "agent.jsonl")
+    return Trained(folder, read(folder / "metrics.jsonl"), read(folder / "rollouts.jsonl"),
+                   read(tmp / "rollouts.jsonl"), read(tmp / "agent.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("vf-grpo"), "echo_taskset", max_turns=1, context=64)
+
+
+@pytest.fixture(scope="module")
+def multi_turn(tmp_path_factory):
+    # two turns of a five-letter word's prompt and replies fill about 80 of the char tokenizer's positions
+    return train(tmp_path_factory.mktemp("vf-grpo-again"), "again_taskset", max_turns=4, context=128)
+
+
+def finished_two_steps(run: Trained) -> list[dict]:
+    assert json.loads((run.folder / "status.json").read_text())["status"] == "finished"
+    steps = [m for m in run.metrics if "loss" in m]
+    assert len(steps) == 2 and all(m["reward/verifiers/error_rate"] == 0.0 for m in steps)
+    assert len(run.rollouts) == len(run.recorded) == len(run.episodes) == 2 * 2 * 2
+    return steps
 
 
 def test_grpo_trains_two_steps_on_the_tasksets_episodes(run):
-    folder, metrics, rollouts, episodes = run
-    assert json.loads((folder / "status.json").read_text())["status"] == "finished"
-    steps = [m for m in metrics if "loss" in m]
-    assert len(steps) == 2 and all(m["reward/verifiers/error_rate"] == 0.0 for m in steps)
+    steps = finished_two_steps(run)
     # one generate call per episode, each extending nothing: no split
     assert all(m["env/agent_calls_mean"] == 1.0 and m["env/agent_splits"] == 0.0 for m in steps)
-    assert len(rollouts) == len(episodes) == 2 * 2 * 2
 
 
 def test_the_trained_ids_are_the_ids_verifiers_sent_and_the_policy_sampled(run):
-    _, _, rollouts, episodes = run
-    told = {e["session"]: e for e in episodes}
-    assert len(told) == len(episodes)  # each episode under its own session: the core's id is the trace's
-    for r in rollouts:
+    told = {e["session"]: e for e in run.episodes}
+    assert len(told) == len(run.episodes)  # each episode under its own session: the core's id is the trace's
+    for r in run.rollouts:
         e = told[r["uid"]]
         # one call: the prompt verifiers rendered, then the ids the endpoint sampled, all of them trained
         assert r["prompt_ids"] + r["completion_ids"] == e["ids"]
@@ -97,3 +127,42 @@ def test_the_trained_ids_are_the_ids_verifiers_sent_and_the_policy_sampled(run):
         assert e["sampled"] == [False] * len(r["prompt_ids"]) + [True] * len(r["completion_ids"])
         # the episode's reward is the taskset's, computed on the reply the policy sampled
         assert r["episode"]["rewards"][-1] == e["reward"]
+
+
+def test_grpo_trains_two_steps_on_multi_turn_episodes_each_call_extending_the_last(multi_turn):
+    steps = finished_two_steps(multi_turn)
+    # two generate calls per episode; the second's ids started with the first's prompt and reply: no split
+    assert all(m["env/agent_calls_mean"] == 2.0 and m["env/agent_splits"] == 0.0 for m in steps)
+    assert all(m["env/turns_mean"] == 2.0 and m["env/bridge_fallbacks"] == 0.0 for m in steps)
+    assert any(m["grad_norm"] > 0 for m in steps)  # some group's rewards differed: GRPO had a signal
+
+
+def test_a_multi_turn_episode_is_recorded_as_two_replies_with_the_users_turn_between(multi_turn):
+    for e in multi_turn.episodes:  # verifiers' side: user, reply, the user answering back, reply
+        assert e["turns"] == 2 and [role for role, _ in e["messages"]] == ["user", "assistant", "user", "assistant"]
+    for r in multi_turn.recorded:  # the run's rollouts.jsonl
+        word = r["prompt"].split("say ", 1)[1].split("\n", 1)[0]
+        turns = r["episode"]["turns"]
+        assert [t["role"] for t in turns] == ["assistant", "environment", "assistant"], turns
+        # the turn between is the user's answer as verifiers' renderer wrote it, up to the next assistant header
+        assert f"<|user|>\nagain: {word}\n<|assistant|>\n" in turns[1]["content"]
+        assert r["scores"]["verifiers"]["status"] == "ok" and r["episode"]["end"] == "done"
+
+
+def test_multi_turn_trained_ids_are_what_verifiers_sent_and_the_policy_sampled(multi_turn):
+    told = {e["session"]: e for e in multi_turn.episodes}
+    assert len(told) == len(multi_turn.episodes)
+    for r in multi_turn.rollouts:
+        e = told[r["uid"]]
+        # ONE sequence: the first prompt, reply 1, the user's turn, reply 2, as verifiers holds the branch
+        assert r["prompt_ids"] + r["completion_ids"] == e["ids"]
+        # trained exactly where the policy sampled (both replies), never on the user's turn
+        assert [False] * len(r["prompt_ids"]) + [m == 1 for m in r["mask"]] == e["sampled"]
+        spans = r["episode"]["spans"]
+        assert [s[2] for s in spans] == ["assistant", "environment", "assistant"]
+        for start, end, role, _ in spans:
+            assert end > start and set(r["mask"][start:end]) == {1 if role == "assistant" else 0}
+        # each reply's ids are the ones the endpoint answered verifiers with (its content, parsed from them)
+        replies = [c for role, c in e["messages"] if role == "assistant"]
+        assert replies[-1] == e["reply"] and r["episode"]["rewards"][-1] == e["reward"]
+        assert e["reward"] == lowercase_share(e["reply"])  # the taskset's reward, of the second reply
