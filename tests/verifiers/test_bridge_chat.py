@@ -43,6 +43,21 @@ def test_a_recipe_naming_an_unknown_taskset_fails_on_one_line_naming_it(tmp_path
                                  "not load: taskset 'echo_tasket' not found"), out.stderr
 
 
+def test_a_recipe_naming_a_taskset_whose_env_has_several_seats_fails_on_one_line_naming_it(tmp_path):
+    """The bridge plays each episode as one seat under the core's session; a taskset's own Env over another config
+    would fail every rollout at the first step (verifiers refuses the config when the Env is built)."""
+    (tmp_path / "r.yaml").write_text(
+        "name: vf\nmodel: {path: builtin:tiny-gpt2}\nstages:\n  - name: grpo\n    optimizer: grpo\n"
+        "    data: {train: {verifiers: two_seat_taskset}}\n    agent: agent.py:agent\n"
+        "    rewards: {sources: [{name: r, type: environment}]}\n")
+    (tmp_path / "agent.py").write_text("def agent(row, client):\n    return 0.0\n")
+    out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "validate", "r.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: r.yaml:6: stages[0].data.train: verifiers taskset 'two_seat_taskset' plays "
+                                 "its tasks through TwoSeatEnv, whose config is TwoSeatConfig"), out.stderr
+
+
 def test_each_episode_is_the_servers_reply_scored_by_the_tasksets_reward(server, offline):
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
     agent = taskset_agent(client="eval", max_turns=1, sampling=SAMPLING)

@@ -10,8 +10,29 @@ from .install import verifiers_v1
 
 
 def check(taskset_id: str, config: dict[str, Any]) -> None:
-    """A one-line ValueError when verifiers is missing or the taskset does not load with ``config``."""
+    """A one-line ValueError when verifiers is missing, the taskset does not load with ``config``, or its own Env
+    is not one the bridge can play."""
     _load(taskset_id, json.dumps(config, sort_keys=True))
+    _one_seat(taskset_id)
+
+
+def _one_seat(taskset_id: str) -> None:
+    """The bridge builds each taskset's Env from ``SingleAgentEnvConfig``: one seat, ``agent``, whose calls are the
+    core's session. A taskset module may export an Env of its own (how a multi-turn taskset answers the agent);
+    one over another config (several seats, e.g. a modeled user beside the agent) would fail every rollout when
+    verifiers builds it, after the model loaded, so it is refused here with verifiers' own rule."""
+    from verifiers.v1.utils.generic import concrete_type
+
+    vf = verifiers_v1()
+    try:
+        env = vf.environment_class(taskset_id)
+    except Exception as e:  # noqa: BLE001 - an ambiguous export (two Env classes) is verifiers' ValueError
+        raise ValueError(f"verifiers taskset {taskset_id!r}: {' '.join(str(e).split())}") from None
+    takes = concrete_type(env, vf.EnvConfig, origin=vf.Env) or vf.EnvConfig
+    if not issubclass(vf.SingleAgentEnvConfig, takes):
+        raise ValueError(f"verifiers taskset {taskset_id!r} plays its tasks through {env.__name__}, whose config is "
+                         f"{takes.__name__}: the bridge plays one seat per episode, so the Env must take "
+                         "SingleAgentEnvConfig (subclass vf.SingleAgentEnv and write its run())")
 
 
 @lru_cache(maxsize=8)
