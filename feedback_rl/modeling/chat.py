@@ -159,7 +159,7 @@ def ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None,
-                  tools: list[dict] | None = None) -> list[int]:
+                  tools: list[dict] | str | None = None) -> list[int]:
     """The token ids the model is prompted with: :func:`render_prompt`'s text, tokenized once (the same ids
     ``apply_chat_template(tokenize=True)`` gives; a test holds them equal)."""
     return ids(tokenizer, render_prompt(tokenizer, prompt, system_prompt, tools))
@@ -168,7 +168,8 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = No
 # --------------------------------------------------------------------------- offline examples
 
 def encode_example(tokenizer: Any, prompt: Prompt | None, completion: str | list[Turn],
-                   system_prompt: str | None = None, add_eos: bool = True, tools: list[dict] | None = None) -> Encoded:
+                   system_prompt: str | None = None, add_eos: bool = True,
+                   tools: list[dict] | str | None = None) -> Encoded:
     """An offline example as tokens.
 
     - plain strings: the prompt's tokens, then the completion's, then EOS (``add_eos``); all trained;
