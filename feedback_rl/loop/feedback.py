@@ -39,7 +39,7 @@ def from_rows(shape: str, rows: list[dict], tokenizer: Any, system_prompt: str |
         raise ValueError("scalar feedback needs reward sources")
 
     def encode(k: int, row: dict, prompt: Any, completion: Any) -> Rollout:
-        enc = encode_example(tokenizer, prompt, completion, system_prompt)
+        enc = encode_example(tokenizer, prompt, completion, system_prompt, tools=row.get("tools"))
         return Rollout(prompt=enc.prompt_text, completion=completion if isinstance(completion, str) else "",
                        row=row, group=k, prompt_ids=enc.prompt_ids, completion_ids=enc.completion_ids,
                        completion_mask=enc.completion_mask, uid=f"row-{k}", policy_version=OFFLINE)
@@ -151,7 +151,8 @@ def encode_text_rollouts(rollouts: list[Rollout], tokenizer: Any, system_prompt:
     carry ids keep them."""
     for r in rollouts:
         if not r.prompt_ids and not r.completion_ids:
-            enc = encode_example(tokenizer, r.row.get("prompt", r.prompt), r.completion, system_prompt)
+            enc = encode_example(tokenizer, r.row.get("prompt", r.prompt), r.completion, system_prompt,
+                                 tools=r.row.get("tools"))
             r.prompt_ids, r.completion_ids, r.completion_mask = enc.prompt_ids, enc.completion_ids, enc.completion_mask
     return rollouts
 

@@ -54,8 +54,8 @@ class Prompts:
 
 def encode_prompts(tokenizer: Any, rows: list[dict], num_generations: int = 1,
                    system_prompt: str | None = None) -> Prompts:
-    texts = [render_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
-    encoded = [encode_prompt(tokenizer, row["prompt"], system_prompt) for row in rows]
+    texts = [render_prompt(tokenizer, row["prompt"], system_prompt, row.get("tools")) for row in rows]
+    encoded = [encode_prompt(tokenizer, row["prompt"], system_prompt, row.get("tools")) for row in rows]
     groups = [g for g in range(len(rows)) for _ in range(num_generations)]
     return Prompts(rows, texts, [encoded[g] for g in groups], groups)
 

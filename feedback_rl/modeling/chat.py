@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback_rl.errors import UserError
+from feedback_rl.modeling.tool_offer import offer_schemas, row_tools
 
 Turn = dict[str, Any]
 Prompt = str | list[Turn]
@@ -136,15 +137,19 @@ def render(tokenizer: Any, conversation: list[Turn], generation: bool = False, c
         raise UserError(f"the chat template of '{_name(tokenizer)}' rejected the conversation: {msg}") from None
 
 
-def render_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None) -> str:
+def render_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None,
+                  tools: list[dict] | str | None = None) -> str:
     """The text the model is prompted with. A plain string is used raw (TRL's standard format); turns are
-    rendered with the chat template and the assistant's header. A system prompt needs turns."""
+    rendered with the chat template and the assistant's header. A system prompt, or ``tools`` (a row's
+    ``tools`` column, read by ``row_tools`` and offered as ``tool_offer.py`` says), needs turns."""
     if isinstance(prompt, str):
-        if system_prompt:
-            raise UserError("rollout.system_prompt applies to conversations, but the prompt is a plain string "
+        if system_prompt or tools:
+            what = "rollout.system_prompt" if system_prompt else "the row's tools"
+            raise UserError(f"{what} applies to conversations, but the prompt is a plain string "
                             "(write it as turns: [{role: user, content: ...}])")
         return prompt
-    return render(tokenizer, with_system(turns(prompt, "prompt"), system_prompt), generation=True)
+    conv, schemas, _ = offer_schemas(tokenizer, with_system(turns(prompt, "prompt"), system_prompt), row_tools(tools))
+    return render(tokenizer, conv, generation=True, tools=schemas)
 
 
 def ids(tokenizer: Any, text: str) -> list[int]:
@@ -153,16 +158,18 @@ def ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None,
+                  tools: list[dict] | str | None = None) -> list[int]:
     """The token ids the model is prompted with: :func:`render_prompt`'s text, tokenized once (the same ids
     ``apply_chat_template(tokenize=True)`` gives; a test holds them equal)."""
-    return ids(tokenizer, render_prompt(tokenizer, prompt, system_prompt))
+    return ids(tokenizer, render_prompt(tokenizer, prompt, system_prompt, tools))
 
 
 # --------------------------------------------------------------------------- offline examples
 
 def encode_example(tokenizer: Any, prompt: Prompt | None, completion: str | list[Turn],
-                   system_prompt: str | None = None, add_eos: bool = True) -> Encoded:
+                   system_prompt: str | None = None, add_eos: bool = True,
+                   tools: list[dict] | str | None = None) -> Encoded:
     """An offline example as tokens.
 
     - plain strings: the prompt's tokens, then the completion's, then EOS (``add_eos``); all trained;
@@ -174,10 +181,13 @@ def encode_example(tokenizer: Any, prompt: Prompt | None, completion: str | list
     An assistant turn trains up to and including its end-of-turn EOS; the template's scaffolding after the
     last assistant turn is dropped. Where the template ends a turn with no EOS, ``add_eos`` appends one to
     a conversation that ends with the assistant, so the model learns to stop.
+
+    ``tools`` (the row's function schemas) are offered as a prompt's are (``tool_offer.py``): the template's
+    tools branch, or the Hermes description in the system turn, which then does not train.
     """
     if isinstance(prompt, str) and isinstance(completion, str):
-        if system_prompt:
-            render_prompt(tokenizer, prompt, system_prompt)  # raises: a system prompt needs turns
+        if system_prompt or tools:
+            render_prompt(tokenizer, prompt, system_prompt, tools)  # raises: these need turns
         c = ids(tokenizer, completion)
         if add_eos and tokenizer.eos_token_id is not None:
             c.append(tokenizer.eos_token_id)
@@ -187,22 +197,24 @@ def encode_example(tokenizer: Any, prompt: Prompt | None, completion: str | list
     head = [] if prompt is None else turns(prompt, "prompt")
     tail = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else \
         turns(completion, "the completion" if prompt is not None else "messages")
-    conv = with_system(head + tail, system_prompt)
+    conv, schemas, _ = offer_schemas(tokenizer, with_system(head + tail, system_prompt), row_tools(tools))
     first = len(conv) - len(tail)
     trained = [k for k in range(first, len(conv)) if conv[k]["role"] == "assistant"]
     if not trained:
         raise UserError("the conversation has no assistant turn to train on")
-    return _encode_turns(tokenizer, conv, trained, add_eos)
+    return _encode_turns(tokenizer, conv, trained, add_eos, schemas)
 
 
-def _encode_turns(tokenizer: Any, conv: list[Turn], trained: list[int], add_eos: bool) -> Encoded:
-    full_text = render(tokenizer, conv)
+def _encode_turns(tokenizer: Any, conv: list[Turn], trained: list[int], add_eos: bool,
+                  tools: list[dict] | None) -> Encoded:
+    full_text = render(tokenizer, conv, tools=tools)
     # character boundaries: where each trained assistant turn starts (after its header) and ends
     cuts = []
     for k in trained:
-        opened = render(tokenizer, conv[:k], generation=True, continue_final=False) if k else _empty_prompt(tokenizer)
+        opened = render(tokenizer, conv[:k], generation=True, continue_final=False, tools=tools) if k \
+            else _empty_prompt(tokenizer, tools)
         for text, part in ((opened, "start"),
-                           (render(tokenizer, conv[: k + 1]), "end")):
+                           (render(tokenizer, conv[: k + 1], tools=tools), "end")):
             if not full_text.startswith(text):
                 raise UserError(f"the chat template of '{_name(tokenizer)}' is not prefix-stable: the conversation "
                                 f"rendered up to the {part} of turn {k} is not the beginning of the whole "
@@ -237,10 +249,10 @@ def _encode_turns(tokenizer: Any, conv: list[Turn], trained: list[int], add_eos:
     return Encoded(full[:split], completion, mask, full_text[:cuts[0]], conversational=True)
 
 
-def _empty_prompt(tokenizer: Any) -> str:
+def _empty_prompt(tokenizer: Any, tools: list[dict] | None = None) -> str:
     """The generation prompt of an empty conversation (a conversation that opens with the assistant)."""
     try:
-        return render(tokenizer, [], generation=True)
+        return render(tokenizer, [], generation=True, tools=tools)
     except UserError:
         return ""
 
@@ -298,19 +310,20 @@ def _check_row(row: dict, tokenizer: Any, context: int | None, max_new_tokens: i
                             f"got {type(row[f]).__name__}")
         if is_conversation(row[f]):
             turns(row[f], f"field '{f}'")
+    tools = row_tools(row.get("tools"))   # a bad tools column is named before anything renders
     conversational = [f for f in present if is_conversation(row[f])]
     if conversational and not has_template(tokenizer):
         raise UserError(f"field '{conversational[0]}' is a conversation, but {no_template_message(tokenizer)}")
     prompt = row.get("prompt")
     if max_new_tokens is not None and prompt is not None:
-        n = len(encode_prompt(tokenizer, prompt, system_prompt))
+        n = len(encode_prompt(tokenizer, prompt, system_prompt, tools))
         if context and n + max_new_tokens > context:
             raise UserError(f"prompt is {n} tokens; with max_new_tokens {max_new_tokens} it exceeds the model's "
                             f"context of {context}")
     if "messages" in row:
         if not any(t["role"] == "assistant" for t in turns(row["messages"], "field 'messages'")):
             raise UserError("field 'messages' has no assistant turn: SFT trains on the assistant's turns only")
-        _fits(encode_example(tokenizer, None, row["messages"], system_prompt), "messages", context)
+        _fits(encode_example(tokenizer, None, row["messages"], system_prompt, tools=tools), "messages", context)
     for f in ("completion", "chosen", "rejected"):
         if f not in row:
             continue
@@ -320,7 +333,7 @@ def _check_row(row: dict, tokenizer: Any, context: int | None, max_new_tokens: i
             c = chosen if f == "chosen" else rejected
         if p is None:
             continue  # the optimizer's column check names the missing prompt
-        _fits(encode_example(tokenizer, p, c, system_prompt), f, context)
+        _fits(encode_example(tokenizer, p, c, system_prompt, tools=tools), f, context)
 
 
 def _fits(enc: Encoded, what: str, context: int | None) -> None:

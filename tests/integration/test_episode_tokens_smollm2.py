@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from feedback_rl.episodes.tokens import EpisodeTokens, encode
-from feedback_rl.episodes.tools import offer, renders_tools
+from feedback_rl.episodes.tools import offer
+from feedback_rl.modeling.tool_offer import renders_tools
 
 pytestmark = pytest.mark.slow
 

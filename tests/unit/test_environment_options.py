@@ -26,10 +26,11 @@ def replay(demo):
     return lambda messages: next(it)
 
 
-def test_a_calculator_demonstration_is_the_transcript_of_an_episode_played_that_way(registry, tmp_path):
-    demos, _ = generate({"calculator_demos": 2, "size": 40, "seed": 3, "tool_rate": 0.5, "instruction": ""},
-                        tmp_path, registry)
-    env = make(registry, "calculator", tmp_path, describe_tools=False)
+@pytest.mark.parametrize("described", [True, False])
+def test_a_calculator_demonstration_is_the_transcript_of_an_episode_played_that_way(registry, tmp_path, described):
+    demos, _ = generate({"calculator_demos": 2, "size": 40, "seed": 3, "tool_rate": 0.5, "instruction": "",
+                         "describe_tools": described}, tmp_path, registry)
+    env = make(registry, "calculator", tmp_path, describe_tools=described)
     calling = [d for d in demos if len(d["messages"]) == 4]
     assert 10 <= len(calling) <= 30   # about half call the tool
     for demo in demos:
@@ -38,11 +39,13 @@ def test_a_calculator_demonstration_is_the_transcript_of_an_episode_played_that_
         row = {"prompt": [demo["messages"][0]], "answer": demo["messages"][-1]["content"]}
         out = play(env, row, replay(demo))
         assert out.messages == demo["messages"]
+        # described as the episode describes it: the same schemas in the row's tools column, or none
+        assert demo.get("tools", []) == [t.schema for t in out.tools]
         # the demonstrated answer is the exact result: a call earns 1.0; so does an answer given at once
         a, op, b = expression.split()
         assert out.rewards[-1] == 1.0 and op == "*" and int(a) * int(b) == int(row["answer"])
-    again, _ = generate({"calculator_demos": 2, "size": 40, "seed": 3, "tool_rate": 0.5, "instruction": ""},
-                        tmp_path, registry)
+    again, _ = generate({"calculator_demos": 2, "size": 40, "seed": 3, "tool_rate": 0.5, "instruction": "",
+                         "describe_tools": described}, tmp_path, registry)
     assert again == demos
 
 

@@ -10,7 +10,8 @@ from chatml_bpe import CHATML, CHATML_TOOLS, chatml_tokenizer
 
 from feedback_rl.episodes.sandbox import answer_calls, network_isolation, run_tool, tool_messages
 from feedback_rl.episodes.tool_calls import parse_tool_calls
-from feedback_rl.episodes.tools import HERMES_TOOLS, offer, renders_tools, tool
+from feedback_rl.episodes.tools import offer, tool
+from feedback_rl.modeling.tool_offer import HERMES_TOOLS, renders_tools
 from feedback_rl.errors import UserError
 
 ADD = tool(episode_tools.add)

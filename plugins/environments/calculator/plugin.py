@@ -90,8 +90,9 @@ class CalculatorDemos(DataSource):
     """SFT demonstrations ``{messages}`` of calculator questions, with and without a ``calculate`` call.
 
     A share ``tool_rate`` of the rows call the tool, read its result and answer with it; the others answer at
-    once. The call is written as the environment parses it and the tool turn as the environment answers it, so
-    a demonstration is the transcript of an episode that went that way."""
+    once. The call is written as the environment parses it and the tool turn as the environment answers it, and
+    the tool is described as the environment describes it (``describe_tools``), so a demonstration is the
+    transcript of an episode that went that way."""
 
     name = "calculator_demos"
 
@@ -100,6 +101,9 @@ class CalculatorDemos(DataSource):
         tool_rate: float = Field(0.5, ge=0.0, le=1.0, description="the share of rows that call the tool")
         answer_format: str = Field("{answer}", description="how the final answer is written, {answer} the number "
                                    "(the environment reads the turn's last number)")
+        describe_tools: bool = Field(True, description="give each row the calculate tool's schema (the `tools` "
+                                     "column), offered as the environment offers it; false for an environment "
+                                     "with describe_tools: false")
 
         @field_validator("answer_format")
         @classmethod
@@ -123,7 +127,8 @@ class CalculatorDemos(DataSource):
                 call = json.dumps({"name": "calculate", "arguments": {"expression": expression}})
                 turns += [{"role": "assistant", "content": f"<tool_call>{call}</tool_call>"},
                           {"role": "tool", "name": "calculate", "content": answer}]
-            out.append({"messages": turns + [{"role": "assistant", "content": o.answer_format.format(answer=answer)}]})
+            row = {"messages": turns + [{"role": "assistant", "content": o.answer_format.format(answer=answer)}]}
+            out.append({**row, "tools": [calculate_tool().schema]} if o.describe_tools else row)
         return out
 
 
