@@ -6,11 +6,11 @@ ONE ``run_backend`` call with the stage's backend (HF decode loop or vLLM) and t
 behaviour log-probs are what the backend reported for the sampled ids, as everywhere in the loop. Each reply is cut
 at its first stop token and its ``max_tokens`` (at most the stage's ``max_new_tokens``), recorded into its
 session (serving/sessions.py) and answered with its ids and log-probs; Hermes tool calls in a reply to a call that
-offered tools come back as OpenAI ``tool_calls``.
+offered tools come back as OpenAI ``tool_calls`` (the server parses them, serving/tool_replies.py; the outcomes are
+recorded here for the env/tool_calls metrics).
 """
 from __future__ import annotations
 
-import json
 import queue
 import time
 from dataclasses import dataclass, replace
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from feedback_rl.base import Backend, SamplingParams
-from feedback_rl.episodes.tool_calls import parse_tool_calls
 from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
 from feedback_rl.serving.jobs import Job, Piece, Text
 from feedback_rl.serving.protocol import SESSION_HEADER, ApiError, Ask, Tok, bad
+from feedback_rl.serving.tool_replies import reply_tool_calls
 
 if TYPE_CHECKING:
     from feedback_rl.loop.agents import AgentEpisode
@@ -174,16 +174,9 @@ class RolloutEndpoint:
                 piece = self.text.decode([t], False)
                 toks.append(Tok(piece, lp, [], offset))
                 offset += len(piece)
-        calls = None
-        if session.tools:
-            names = {t["function"]["name"] for t in session.tools}
-            found = parse_tool_calls(text, names)
+        if session.tools:   # each call's outcome, for env/tool_calls/*; the server makes the tool_calls
+            found, _ = reply_tool_calls(text, session.tools, "")
             c.episode.infos.append({"tool_calls": [{"name": f.name, "outcome": f.outcome} for f in found]})
-            calls = [{"id": f"call_{c.episode.k}_{session.calls}_{j}", "type": "function",
-                      "function": {"name": f.name, "arguments": json.dumps(f.arguments)}}
-                     for j, f in enumerate(found) if f.ok] or None
-            if calls and finish == "stop":
-                finish = "tool_calls"
         else:
             c.episode.infos.append({})
-        return Piece(0, text, toks, finish, len(ids), token_ids=list(ids), tool_calls=calls)
+        return Piece(0, text, toks, finish, len(ids), token_ids=list(ids))

@@ -26,20 +26,24 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from feedback_rl.modeling.chat import render_prompt
+from feedback_rl.modeling.tool_offer import offer_schemas
 from feedback_rl.serving.generate_route import generate_route
 from feedback_rl.serving.jobs import Engine, Job
 from feedback_rl.serving.limits import DEFAULT_MAX_BODY_MB, PromptBound, longest_token, read_body
 from feedback_rl.serving.protocol import (
     SESSION_HEADER, ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, parse_tools, usage,
 )
+from feedback_rl.serving.tool_replies import finish_with, reply_tool_calls
 
 
-def chat_prompt(tokenizer: Any, messages: list[dict]) -> str:
+def chat_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The conversation rendered exactly as training renders a prompt (the core's ``render_prompt``: the
-    tokenizer's chat template, or the recipe's, saved with the model); a model with no template at all
-    (a base model training never saw a conversation on) gets ``role: content`` lines and ``assistant:``."""
+    tokenizer's chat template, or the recipe's, saved with the model; the request's ``tools`` offered as training
+    offers them); a model with no template at all (a base model training never saw a conversation on) gets
+    ``role: content`` lines and ``assistant:``, the tools described in a first system line."""
     if getattr(tokenizer, "chat_template", None):
-        return render_prompt(tokenizer, messages)
+        return render_prompt(tokenizer, messages, tools=tools)
+    messages, _, _ = offer_schemas(tokenizer, messages, tools)
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
 
@@ -117,7 +121,8 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         turns, tools, session = parse_messages(body), parse_tools(body), request.headers.get(SESSION_HEADER)
         batcher.admit(ask, session)
         prompts = [await asyncio.to_thread(batcher.chat_prompt, turns, tools, session, encode)]
-        return await answer(await batcher.submit(prompts, fit(ask, prompts), session), True, body["model"])
+        calling = tools if body.get("tool_choice") != "none" else None   # "none": the calls stay text
+        return await answer(await batcher.submit(prompts, fit(ask, prompts), session), True, body["model"], calling)
 
     async def completions(request: Request) -> Any:
         body = await read(request)
@@ -136,10 +141,11 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
             prompts = [batcher.token_prompt(ids, session) for _, ids in prompts]
         return prompts
 
-    async def answer(job: Job, is_chat: bool, name: str) -> Any:
+    async def answer(job: Job, is_chat: bool, name: str, tools: list[dict] | None = None) -> Any:
         rid, created = f"frl-{uuid.uuid4().hex[:24]}", int(time.time())
         if job.ask.stream:
-            return StreamingResponse(stream(job, is_chat, rid, created, name), media_type="text/event-stream")
+            return StreamingResponse(stream(job, is_chat, rid, created, name, tools),
+                                     media_type="text/event-stream")
         n = job.choices
         texts, toks, finish, used = [""] * n, [[] for _ in range(n)], [None] * n, 0
         ids: list[list[int] | None] = [None] * n
@@ -150,10 +156,13 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
                 toks[piece.index] += piece.toks or []
                 finish[piece.index] = piece.finish or finish[piece.index]
                 ids[piece.index] = piece.token_ids if piece.token_ids is not None else ids[piece.index]
-                calls[piece.index] = piece.tool_calls or calls[piece.index]
                 used += piece.completion_tokens
         except Exception as e:  # noqa: BLE001 - a failed generate is the server's fault: a 500, in shape
             raise ApiError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_failed") from e
+        if tools:
+            for i in range(n):
+                calls[i] = reply_tool_calls(texts[i], tools, f"call_{rid[4:]}_{i}")[1]
+                finish[i] = finish_with(finish[i], calls[i])
         want = job.ask.top_logprobs is not None
         choices = [choice(is_chat, i, texts[i], toks[i] if want else None, finish[i], delta=False,
                           token_ids=ids[i], tool_calls=calls[i]) for i in range(n)]
@@ -167,17 +176,24 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
         return JSONResponse(envelope(is_chat, rid, created, name, choices, chunk=False,
                                      usage=usage(job.prompt_tokens, used), **extra))
 
-    async def stream(job: Job, is_chat: bool, rid: str, created: int, name: str) -> AsyncIterator[str]:
+    async def stream(job: Job, is_chat: bool, rid: str, created: int, name: str,
+                     tools: list[dict] | None = None) -> AsyncIterator[str]:
         extra = {"usage": None} if job.ask.include_usage else {}
         started: set[int] = set()
+        texts: dict[int, str] = {}
         used = 0
         try:
             async for piece in job.pieces():
                 first = piece.index not in started
                 started.add(piece.index)
                 used += piece.completion_tokens
-                c = choice(is_chat, piece.index, piece.text, piece.toks, piece.finish, delta=True, first=first,
-                           token_ids=piece.token_ids, tool_calls=piece.tool_calls)
+                texts[piece.index] = texts.get(piece.index, "") + piece.text
+                finish, calls = piece.finish, None
+                if tools and finish is not None:   # the reply is whole: its calls go with its last piece
+                    calls = reply_tool_calls(texts[piece.index], tools, f"call_{rid[4:]}_{piece.index}")[1]
+                    finish = finish_with(finish, calls)
+                c = choice(is_chat, piece.index, piece.text, piece.toks, finish, delta=True, first=first,
+                           token_ids=piece.token_ids, tool_calls=calls)
                 yield _event(envelope(is_chat, rid, created, name, [c], chunk=True, **extra))
             if job.ask.include_usage:
                 yield _event(envelope(is_chat, rid, created, name, [], chunk=True,

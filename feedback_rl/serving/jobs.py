@@ -18,14 +18,13 @@ from feedback_rl.serving.protocol import Ask, Tok
 @dataclass
 class Piece:
     """New text of one choice; the last piece of a choice has ``finish`` and its generated-token count, and,
-    from an engine that reports them, the choice's token ids (vLLM's ``token_ids``) and parsed tool calls."""
+    from an engine that reports them, the choice's token ids (vLLM's ``token_ids``)."""
     index: int
     text: str
     toks: list[Tok] | None
     finish: str | None = None
     completion_tokens: int = 0
     token_ids: list[int] | None = None
-    tool_calls: list[dict] | None = None
 
 
 class Text:

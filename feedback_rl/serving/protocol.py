@@ -212,7 +212,8 @@ def chat_logprobs(toks: list[Tok]) -> dict:
 def choice(chat: bool, index: int, text: str, toks: list[Tok] | None, finish: str | None, delta: bool,
            first: bool = False, token_ids: list[int] | None = None, tool_calls: list[dict] | None = None) -> dict:
     """One entry of ``choices``: whole (``delta=False``) or a streamed piece; ``token_ids`` (vLLM's field) when
-    the engine reports them, ``tool_calls`` on a chat message when the engine parsed some."""
+    the engine reports them, ``tool_calls`` on a chat message (or its last streamed piece) when the reply made some
+    (``tool_replies.py``)."""
     logprobs = None if toks is None else chat_logprobs(toks) if chat else legacy_logprobs(toks)
     ids = {} if token_ids is None else {"token_ids": token_ids}
     if not chat:
@@ -221,6 +222,8 @@ def choice(chat: bool, index: int, text: str, toks: list[Tok] | None, finish: st
         message = {"role": "assistant", "content": text, **({"tool_calls": tool_calls} if tool_calls else {})}
         return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish, **ids}
     piece = {"role": "assistant", "content": text} if first else {"content": text} if text or not finish else {}
+    if tool_calls:   # streamed whole with the reply's last piece, each with its place in the list
+        piece["tool_calls"] = [{"index": j, **call} for j, call in enumerate(tool_calls)]
     return {"index": index, "delta": piece, "logprobs": logprobs, "finish_reason": finish, **ids}
 
 

@@ -161,9 +161,10 @@ class _Deliver(StoppingCriteria):
 
 class Batcher:
     """Collects concurrent requests and runs each sampling setting's rows through one generate call (the
-    server's :class:`~feedback_rl.server.Engine`: no tools, no token-in route, no sessions)."""
+    server's :class:`~feedback_rl.server.Engine`: tools offered as training offers them, no token-in route, no
+    sessions)."""
 
-    tools = token_in = False
+    tools, token_in = True, False
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16, wait_ms: float = 5.0):
         self.model, self.text = model, Text(tokenizer)
@@ -187,7 +188,7 @@ class Batcher:
     def chat_prompt(self, turns: list[dict], tools: list[dict], session: str | None, encode: Any
                     ) -> tuple[str, list[int]]:
         try:
-            text = chat_prompt(self.text.tokenizer, turns)
+            text = chat_prompt(self.text.tokenizer, turns, tools)
         except Exception as e:  # noqa: BLE001 - a template's own check (e.g. roles must alternate) refused them
             raise ApiError(400, f"messages: the model's chat template refused them: {type(e).__name__}: {e}",
                            param="messages", code="invalid_value") from None

@@ -307,7 +307,8 @@ BAD_CHAT = [
     ({"model": "tiny", "messages": [{"role": "user", "content": "1"}], "top_logprobs": 2}, "top_logprobs"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "1"}], "response_format": {"type": "json_object"}},
      "response_format"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "1"}], "tools": [{"type": "function"}]}, "tools"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "1"}], "tools": [{"type": "function"}]}, "tools[0]"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "1"}], "tool_choice": "required"}, "tool_choice"),
 ]
 
 
