@@ -84,7 +84,8 @@ def run_check(rec: Any, reg: Any, num_prompts: int, generations: int, show: int,
             if rollouts and rollouts[0].episode is not None:
                 _show_episode(rollouts[0], echo)
             elif "prompt" in rows[0]:  # one rendering everywhere: this is the text the policy is prompted with
-                echo(f"prompt as the policy sees it: {render_prompt(tokenizer, rows[0]['prompt'], system, rows[0].get('tools'))!r}")
+                shown = render_prompt(tokenizer, rows[0]["prompt"], system, rows[0].get("tools"))
+                echo(f"prompt as the policy sees it: {shown!r}")
             for key, specs in groups:
                 if not specs:
                     continue

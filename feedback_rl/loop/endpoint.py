@@ -22,7 +22,7 @@ from feedback_rl.base import Backend, SamplingParams
 from feedback_rl.loop.rollout import cut_at_stop, run_backend, with_stops
 from feedback_rl.serving.jobs import Job, Piece, Text
 from feedback_rl.serving.protocol import SESSION_HEADER, ApiError, Ask, Tok, bad
-from feedback_rl.serving.tool_replies import reply_tool_calls
+from feedback_rl.serving.tool_replies import offered_calls
 
 if TYPE_CHECKING:
     from feedback_rl.loop.agents import AgentEpisode
@@ -175,8 +175,8 @@ class RolloutEndpoint:
                 toks.append(Tok(piece, lp, [], offset))
                 offset += len(piece)
         if session.tools:   # each call's outcome, for env/tool_calls/*; the server makes the tool_calls
-            found, _ = reply_tool_calls(text, session.tools, "")
-            c.episode.infos.append({"tool_calls": [{"name": f.name, "outcome": f.outcome} for f in found]})
+            c.episode.infos.append({"tool_calls": [{"name": f.name, "outcome": f.outcome}
+                                                   for f in offered_calls(text, session.tools)]})
         else:
             c.episode.infos.append({})
         return Piece(0, text, toks, finish, len(ids), token_ids=list(ids))

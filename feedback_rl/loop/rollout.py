@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from feedback_rl.base import Backend, Generation, SamplingParams
-from feedback_rl.modeling.chat import encode_prompt, render_prompt
+from feedback_rl.modeling.chat import ids as text_ids, render_prompt
 from feedback_rl.types import Rollout
 
 
@@ -55,7 +55,7 @@ class Prompts:
 def encode_prompts(tokenizer: Any, rows: list[dict], num_generations: int = 1,
                    system_prompt: str | None = None) -> Prompts:
     texts = [render_prompt(tokenizer, row["prompt"], system_prompt, row.get("tools")) for row in rows]
-    encoded = [encode_prompt(tokenizer, row["prompt"], system_prompt, row.get("tools")) for row in rows]
+    encoded = [text_ids(tokenizer, text) for text in texts]   # encode_prompt's ids; each prompt rendered once
     groups = [g for g in range(len(rows)) for _ in range(num_generations)]
     return Prompts(rows, texts, [encoded[g] for g in groups], groups)
 

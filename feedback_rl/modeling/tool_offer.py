@@ -11,6 +11,7 @@ JSON string, as some hub datasets store it): :func:`row_tools` reads it.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 from feedback_rl.errors import UserError
@@ -27,15 +28,32 @@ _PROBE_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"x": {"type": "string", "description": "x"}}, "required": ["x"]}}}
 
 
+# tokenizer -> (its chat template, whether it renders tools): the probe is two renders, and offering runs for
+# every episode, every row with a tools column and every chat call; a template set anew is probed anew
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def renders_tools(tokenizer: Any) -> bool:
     """Whether the chat template renders the ``tools`` argument (a template without a tools branch ignores it)."""
+    template = getattr(tokenizer, "chat_template", None)
+    try:
+        known = _PROBED.get(tokenizer)
+    except TypeError:   # a tokenizer that cannot be weakly referenced is probed every time
+        known = None
+    if known is not None and known[0] == template:
+        return known[1]
     conv = [{"role": "user", "content": "?"}]
     try:
         plain = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         offered = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, tools=[_PROBE_TOOL])
+        renders = offered != plain and "frl_probe_tool" in offered
     except Exception:  # noqa: BLE001 - a template that refuses tools= does not render them
-        return False
-    return offered != plain and "frl_probe_tool" in offered
+        renders = False
+    try:
+        _PROBED[tokenizer] = (template, renders)
+    except TypeError:
+        pass
+    return renders
 
 
 def hermes_system_prompt(schemas: list[dict[str, Any]]) -> str:

@@ -33,7 +33,7 @@ from feedback_rl.serving.limits import DEFAULT_MAX_BODY_MB, PromptBound, longest
 from feedback_rl.serving.protocol import (
     SESSION_HEADER, ApiError, Ask, bad, choice, envelope, parse_ask, parse_messages, parse_prompts, parse_tools, usage,
 )
-from feedback_rl.serving.tool_replies import finish_with, reply_tool_calls
+from feedback_rl.serving.tool_replies import tool_reply
 
 
 def chat_prompt(tokenizer: Any, messages: list[dict], tools: list[dict] | None = None) -> str:
@@ -161,8 +161,7 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
             raise ApiError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_failed") from e
         if tools:
             for i in range(n):
-                calls[i] = reply_tool_calls(texts[i], tools, f"call_{rid[4:]}_{i}")[1]
-                finish[i] = finish_with(finish[i], calls[i])
+                calls[i], finish[i] = tool_reply(texts[i], finish[i], tools, f"call_{rid[4:]}_{i}")
         want = job.ask.top_logprobs is not None
         choices = [choice(is_chat, i, texts[i], toks[i] if want else None, finish[i], delta=False,
                           token_ids=ids[i], tool_calls=calls[i]) for i in range(n)]
@@ -190,8 +189,7 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
                 texts[piece.index] = texts.get(piece.index, "") + piece.text
                 finish, calls = piece.finish, None
                 if tools and finish is not None:   # the reply is whole: its calls go with its last piece
-                    calls = reply_tool_calls(texts[piece.index], tools, f"call_{rid[4:]}_{piece.index}")[1]
-                    finish = finish_with(finish, calls)
+                    calls, finish = tool_reply(texts[piece.index], finish, tools, f"call_{rid[4:]}_{piece.index}")
                 c = choice(is_chat, piece.index, piece.text, piece.toks, finish, delta=True, first=first,
                            token_ids=piece.token_ids, tool_calls=calls)
                 yield _event(envelope(is_chat, rid, created, name, [c], chunk=True, **extra))

@@ -12,17 +12,16 @@ from typing import Any
 from feedback_rl.episodes.tool_calls import ToolCall, parse_tool_calls
 
 
-def reply_tool_calls(text: str, tools: list[dict[str, Any]], prefix: str
-                     ) -> tuple[list[ToolCall], list[dict[str, Any]] | None]:
-    """Every ``<tool_call>`` block of ``text`` with its outcome, and the OpenAI ``tool_calls`` of those that
-    parsed (None when none did), their ids ``{prefix}_{j}``."""
-    found = parse_tool_calls(text, {t["function"]["name"] for t in tools})
+def offered_calls(text: str, tools: list[dict[str, Any]]) -> list[ToolCall]:
+    """Every ``<tool_call>`` block of ``text`` with its outcome against the offered ``tools``."""
+    return parse_tool_calls(text, {t["function"]["name"] for t in tools})
+
+
+def tool_reply(text: str, finish: str | None, tools: list[dict[str, Any]], prefix: str
+               ) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The OpenAI ``tool_calls`` of a whole reply (those that parsed; None when none did, ids ``{prefix}_{j}``)
+    and its finish reason: ``tool_calls`` for a reply that stopped after writing them."""
     calls = [{"id": f"{prefix}_{j}", "type": "function",
               "function": {"name": f.name, "arguments": json.dumps(f.arguments)}}
-             for j, f in enumerate(found) if f.ok]
-    return found, calls or None
-
-
-def finish_with(finish: str | None, calls: list[dict[str, Any]] | None) -> str | None:
-    """OpenAI's finish reason for a reply that stopped after writing tool calls."""
-    return "tool_calls" if calls and finish == "stop" else finish
+             for j, f in enumerate(offered_calls(text, tools)) if f.ok] or None
+    return calls, "tool_calls" if calls and finish == "stop" else finish

@@ -12,8 +12,7 @@ second turn's sample, and even an untrained tiny model's replies earn rewards th
 a signal; the share of the word's own characters, echo_taskset's reward, is zero for nearly every two-turn reply).
 """
 import verifiers.v1 as vf
-
-WORDS = ["ab", "xyz", "hello", "42", "ok"]
+from echo_taskset import WORDS, last_reply   # the tier's tasksets folder is on the path, here and in subprocesses
 
 
 def lowercase_share(reply: str) -> float:
@@ -33,11 +32,6 @@ class AgainTask(vf.Task[AgainData, vf.State, vf.TaskConfig]):
     @vf.reward
     async def lowercase(self, task: AgainData, trace: vf.Trace) -> float:
         return lowercase_share(last_reply(trace))
-
-
-def last_reply(trace: vf.Trace) -> str:
-    replies = [m for m in (trace.branches[-1].messages if trace.branches else []) if m.role == "assistant"]
-    return (replies[-1].content or "") if replies else ""
 
 
 class AgainConfig(vf.TasksetConfig):
