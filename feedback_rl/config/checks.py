@@ -31,7 +31,8 @@ def check_plugins(recipe: Recipe, reg: Any, lines: dict) -> None:
         try:
             return cls.Options.model_validate(opts)
         except ValidationError as e:
-            first = e.errors()[0]
+            # a misspelt required key is both unknown and missing: name the unknown one, with its likely spelling
+            first = next((x for x in e.errors() if x["type"] == "extra_forbidden"), e.errors()[0])
             if first["type"] == "extra_forbidden":
                 key = first["loc"][0]
                 choices = list(cls.Options.model_fields) + sorted(core_keys)

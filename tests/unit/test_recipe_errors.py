@@ -44,6 +44,9 @@ CASES = [
     ("unknown plugin option", "beta: 0.0}", "betta: 0.0}", "stages[1].optimizer.betta: unknown key for grpo (did you mean 'beta'?)"),
     ("wrong plugin option type", "beta: 0.0}", "beta: lots}", "stages[1].optimizer.beta: expected a valid number"),
     ("source option of the plugin", "check: exact}", "check: exakt}", "stages[1].rewards.sources[0].check:"),
+    # misspelt, a required key is both unknown and missing: the unknown spelling is named, with the right one
+    ("misspelt required plugin option", "check: exact}", "chek: exact}",
+     "stages[1].rewards.sources[0].chek: unknown key for rule (did you mean 'check'?)"),
     ("unknown backend", "rollout: {num_generations: 4}", "rollout: {num_generations: 4, backend: vllmm}",
      "stages[1].rollout.backend: unknown backend 'vllmm'"),
     ("scalar optimizer without sources", "    rewards:\n      sources:\n        - {name: correct, type: rule, check: exact}\n", "",
