@@ -181,6 +181,10 @@ class Optimizer(Plugin):
     #: True: the loss weights each sampled token by ``batch.is_weights`` (policy-gradient methods), so
     #: ``rollout.is_cap`` and ``rollout.overlap`` apply; the core then computes the weights
     importance_weighted: ClassVar[bool] = False
+    #: True: the optimizer trains every segment of an episode its chat template split (``batch.tokens`` then
+    #: holds more rows than the feedback: ``tokens.spread`` gives each its episode's per-row values,
+    #: ``completion_logprobs`` sums them per episode); False: only each episode's first segment trains
+    trains_segments: ClassVar[bool] = False
 
     def old_logprobs(self) -> bool:
         """Whether :meth:`prepare` reads ``batch.old_logps``, the trainer's log-probs before this update

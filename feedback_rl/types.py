@@ -21,6 +21,9 @@ class Rollout:
     the completion tokens that train (None: all of them); a conversation's user turns, or an
     environment's answers inside an episode, are 0. ``episode`` is set on an episode's rollout
     (``loop/episodes.py``): its turns, step rewards, the environment's ``info`` per turn, how it ended.
+    ``segments``: an episode whose chat template forced a split (``env/bridge_fallbacks``) holds its first
+    segment here and each later one as a rollout of its own in ``segments`` (its prompt the conversation rendered
+    again): they train with the episode's judgement (``loop/batch.py``).
     """
 
     prompt: str
@@ -35,6 +38,7 @@ class Rollout:
     uid: str = ""
     completion_mask: list[int] | None = None
     episode: dict[str, Any] | None = None
+    segments: list["Rollout"] = field(default_factory=list)
 
     @property
     def task(self) -> str | None:

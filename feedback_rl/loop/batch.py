@@ -24,8 +24,10 @@ class Batch:
     """One step's feedback on the policy's device. Row ``i`` is ``rollouts[i]``; for pairs the chosen
     rows come first, then the rejected ones (``feedback_rl.modeling.batching.split_pairs`` takes them apart).
 
-    Per-row tensors are ``[B]``; per-token ones ``[B, T-1]``, aligned with
-    :func:`~feedback_rl.modeling.batching.sequence_logprobs` and ``tokens.target_mask``."""
+    Per-row tensors are ``[N]`` (N = ``len(rollouts)``); per-token ones ``[B, T-1]``, aligned with
+    :func:`~feedback_rl.modeling.batching.sequence_logprobs` and ``tokens.target_mask``. B is N unless an
+    episode was split (``Rollout.segments``) and the optimizer ``trains_segments``: then ``tokens`` holds each
+    later segment after the N rows, and ``tokens.spread`` / ``tokens.per_episode`` map between the two."""
 
     feedback: Feedback
     rollouts: list[Rollout]
@@ -33,13 +35,13 @@ class Batch:
     device: torch.device
     temperature: float = 1.0
     pad_id: int = 0
-    versions: torch.Tensor | None = None       # [B] long: the policy version that sampled each row (-1: offline)
-    truncated: torch.Tensor | None = None      # [B] bool: cut at max_new_tokens
-    rewards: torch.Tensor | None = None        # [B] scalar feedback
-    groups: torch.Tensor | None = None         # [B] scalar feedback: the prompt group of each row
-    desirable: torch.Tensor | None = None      # [B] binary feedback
+    versions: torch.Tensor | None = None       # [N] long: the policy version that sampled each row (-1: offline)
+    truncated: torch.Tensor | None = None      # [N] bool: cut at max_new_tokens
+    rewards: torch.Tensor | None = None        # [N] scalar feedback
+    groups: torch.Tensor | None = None         # [N] scalar feedback: the prompt group of each row
+    desirable: torch.Tensor | None = None      # [N] binary feedback
     margins: torch.Tensor | None = None        # [pairs] pair feedback
-    behaviour: torch.Tensor | None = None      # [B, T-1] the backend's log-probs (0 where a row has none)
+    behaviour: torch.Tensor | None = None      # [B, T-1] the backend's log-probs (0 where a sequence has none)
     has_behaviour: torch.Tensor | None = None  # [B] bool
     old_logps: torch.Tensor | None = None      # [B, T-1] the trainer's log-probs before this update (no grad)
     is_weights: torch.Tensor | None = None     # [B, T-1] min(exp(old - behaviour), cap); 1 on rows without behaviour
@@ -64,6 +66,32 @@ def pack_on(rollouts: list[Rollout], pad: int, device: Any, max_length: int | No
     """Rollouts' ids exactly as sampled (or encoded once), right-padded, on ``device``."""
     return pack([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad,
                 [r.completion_mask for r in rollouts], max_length).to(device)
+
+
+def with_segments(rows: list[Rollout]) -> tuple[list[Rollout], list[int], list[int]]:
+    """The sequences that train ``rows``: the rows, then every later segment of a split episode; each
+    sequence's row (its episode), and the sequence continuing it (-1: none)."""
+    seqs, owner, following = list(rows), list(range(len(rows))), [-1] * len(rows)
+    for i, r in enumerate(rows):
+        prev = i
+        for seg in r.segments:
+            following[prev] = prev = len(seqs)
+            seqs.append(seg)
+            owner.append(i)
+            following.append(-1)
+    return seqs, owner, following
+
+
+def pack_episodes(rows: list[Rollout], pad: int, device: Any, max_length: int | None = None
+                  ) -> tuple[TokenBatch, list[Rollout]]:
+    """``rows`` with their episodes' later segments, packed (``TokenBatch.owner`` says whose each is), and
+    the sequences in pack order. Without a split episode, just ``rows`` packed."""
+    seqs, owner, following = with_segments(rows)
+    tokens = pack_on(seqs, pad, device, max_length)
+    if len(seqs) > len(rows):
+        tokens.owner = torch.tensor(owner, dtype=torch.long, device=device)
+        tokens.next_segment = torch.tensor(following, dtype=torch.long, device=device)
+    return tokens, seqs
 
 
 def place_behaviour(rollouts: list[Rollout], tokens: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,18 +133,27 @@ def _per_row(feedback: Feedback, rows: list[Rollout], device: Any) -> dict[str, 
 
 def build(feedback: Feedback, policy: torch.nn.Module, tokenizer: Any, *, max_length: int | None = None,
           temperature: float = 1.0, old_logprobs: bool = False, importance_weighted: bool = False,
-          is_cap: float | None = None, log_mismatch: bool = False, version: int = 0) -> Batch:
+          is_cap: float | None = None, log_mismatch: bool = False, version: int = 0,
+          segments: bool = True) -> Batch:
     """The batch of ``feedback`` on ``policy``'s device.
 
     ``old_logprobs``: the optimizer reads the trainer's log-probs before the update (PPO; GRPO with several
     passes). ``importance_weighted`` with ``is_cap``: the weights, computed from those log-probs (one
-    no-grad forward, shared with ``old_logprobs``). ``log_mismatch``: the trainer-vs-behaviour gauges."""
+    no-grad forward, shared with ``old_logprobs``). ``log_mismatch``: the trainer-vs-behaviour gauges.
+    ``segments``: a split episode's later segments train too (the optimizer ``trains_segments``); otherwise
+    only its first, and ``env/segments_untrained`` counts the rest."""
     device = next(policy.parameters()).device
     rows = rows_of(feedback)
     pad = pad_id(tokenizer)
-    tokens = pack_on(rows, pad, device, max_length)
+    later = sum(len(r.segments) for r in rows)
+    if segments:
+        tokens, seqs = pack_episodes(rows, pad, device, max_length)
+    else:
+        tokens, seqs = pack_on(rows, pad, device, max_length), rows
     batch = Batch(feedback, rows, tokens, device, temperature, pad_id=pad, **_per_row(feedback, rows, device))
-    batch.behaviour, batch.has_behaviour = place_behaviour(rows, tokens)
+    if later:
+        batch.metrics["env/segments_trained" if segments else "env/segments_untrained"] = float(later)
+    batch.behaviour, batch.has_behaviour = place_behaviour(seqs, tokens)
     weigh = importance_weighted and is_cap is not None
     compare = (weigh or log_mismatch) and bool(batch.has_behaviour.any())
     if old_logprobs or compare:
@@ -152,4 +189,5 @@ def for_optimizer(optimizer: Any, feedback: Feedback, models: Any, version: int 
                  temperature=sampling.temperature if sampling is not None else 1.0,
                  old_logprobs=optimizer.old_logprobs(), importance_weighted=optimizer.importance_weighted,
                  is_cap=importance.effective_cap(getattr(ctx, "is_cap", None), getattr(ctx, "overlap", 0)),
-                 log_mismatch=getattr(ctx, "logprob_mismatch", False), version=version)
+                 log_mismatch=getattr(ctx, "logprob_mismatch", False), version=version,
+                 segments=optimizer.trains_segments)

@@ -11,8 +11,9 @@ says which, and ``env/end/<reason>`` counts them.
 
 Each finished episode is one :class:`~feedback_rl.types.Rollout`: ``prompt_ids`` the opening turns, the rest its
 ``completion_ids`` with ``completion_mask`` 0 on the environment's tokens. Where the chat template could not be
-extended turn by turn (``env/bridge_fallbacks``), the episode is played to its end but only its first segment
-trains for now: the turns after the split are in ``Rollout.episode`` and the transcript, not in the ids.
+extended turn by turn (``env/bridge_fallbacks``), each later segment is a rollout of its own in
+``Rollout.segments`` (prompted by the conversation rendered again, its sampled ids verbatim), trained with the
+episode's judgement.
 """
 from __future__ import annotations
 
@@ -160,20 +161,32 @@ def _answer(ep: _Live, reply: Any, max_turns: int) -> None:
 
 def episode_rollout(ep: Any, tokenizer: Any, version: int) -> Rollout:
     """An episode's Rollout: an environment's (:class:`_Live`) or an agent's (loop/agents.py), which hold the same
-    fields (k, group, row, tokens, opening, offered, infos, done, truncated, error)."""
+    fields (k, group, row, tokens, opening, offered, infos, done, truncated, error). A split episode's later
+    segments are its ``segments``."""
+    uid = f"v{version}-{ep.k}"
+    first, *later = [_segment_rollout(seg, ep, tokenizer, version, uid if j == 0 else f"{uid}/s{j}")
+                     for j, seg in enumerate(ep.tokens.segments)]
+    later = [r for r in later if any(r.completion_mask)]   # a segment the episode ended on at once has none
     seg = ep.tokens.segments[0]
     p = seg.prompt_length
-    lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
-    completion_ids = seg.ids[p:]
     turns = ep.tokens.messages[ep.opening:]
+    first.completion, first.segments = _transcript(turns), later
+    first.episode = {"turns": turns, "rewards": list(ep.tokens.rewards), "infos": ep.infos, "done": ep.done,
+                     "truncated": ep.truncated, "error": ep.error, "tools_offered": ep.offered,
+                     "bridge_fallback": ep.tokens.bridge_fallback, "end": ep.end, "segments": 1 + len(later),
+                     "spans": [[s.start - p, s.end - p, s.role, s.turn] for s in seg.spans[1:]]}
+    return first
+
+
+def _segment_rollout(seg: Any, ep: Any, tokenizer: Any, version: int, uid: str) -> Rollout:
+    """One segment of an episode as a sequence to train on: its prompt, then its turns (mask 1 on the sampled
+    ids, with their behaviour log-probs)."""
+    p = seg.prompt_length
+    lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
     return Rollout(prompt=tokenizer.decode(seg.ids[:p], skip_special_tokens=True),
-                   completion=_transcript(turns), row=ep.row, group=ep.group, prompt_ids=seg.ids[:p],
-                   completion_ids=completion_ids, logprobs=lp, truncated=ep.truncated, policy_version=version,
-                   uid=f"v{version}-{ep.k}", completion_mask=seg.mask[p:], episode={
-                       "turns": turns, "rewards": list(ep.tokens.rewards), "infos": ep.infos, "done": ep.done,
-                       "truncated": ep.truncated, "error": ep.error, "tools_offered": ep.offered,
-                       "bridge_fallback": ep.tokens.bridge_fallback, "end": ep.end,
-                       "spans": [[s.start - p, s.end - p, s.role, s.turn] for s in seg.spans[1:]]})
+                   completion=tokenizer.decode(seg.ids[p:], skip_special_tokens=True), row=ep.row, group=ep.group,
+                   prompt_ids=seg.ids[:p], completion_ids=seg.ids[p:], logprobs=lp, truncated=ep.truncated,
+                   policy_version=version, uid=uid, completion_mask=seg.mask[p:])
 
 
 def _transcript(turns: list[dict]) -> str:

@@ -16,25 +16,50 @@ from feedback_rl.modeling import packing
 
 @dataclass
 class TokenBatch:
-    """Prompt+completion sequences. ``completion_mask`` marks the completion tokens."""
+    """Prompt+completion sequences. ``completion_mask`` marks the completion tokens.
+
+    A batch may hold episodes split over several sequences (a chat template that cannot be extended turn by
+    turn): the first ``episodes`` rows are one per episode, each later segment follows them, ``owner[i]`` is the
+    episode of row ``i`` and ``next_segment[i]`` the row that continues it (-1: none). Without splits both are
+    None and every row is its own episode. :meth:`spread` gives an episode's value to each of its rows,
+    :meth:`per_episode` sums rows into their episodes."""
 
     input_ids: torch.Tensor        # [B, T]
     attention_mask: torch.Tensor   # [B, T]
     completion_mask: torch.Tensor  # [B, T]
+    owner: torch.Tensor | None = None         # [B] long: the episode each row belongs to
+    next_segment: torch.Tensor | None = None  # [B] long: the row continuing this one's episode, -1 for none
 
     @property
     def target_mask(self) -> torch.Tensor:
         """Mask aligned with :func:`sequence_logprobs` output ([B, T-1]): completion targets."""
         return self.completion_mask[:, 1:].float()
 
+    @property
+    def episodes(self) -> int:
+        """How many episodes the rows hold (the rows, unless an episode was split)."""
+        return len(self) if self.owner is None else int(self.owner.max()) + 1
+
+    def spread(self, per_episode: torch.Tensor) -> torch.Tensor:
+        """``[episodes, ...]`` values to ``[B, ...]``: each row gets its episode's."""
+        return per_episode if self.owner is None else per_episode[self.owner]
+
+    def per_episode(self, per_row: torch.Tensor) -> torch.Tensor:
+        """``[B]`` values summed into ``[episodes]`` (a split episode's segments together)."""
+        if self.owner is None:
+            return per_row
+        return torch.zeros(self.episodes, dtype=per_row.dtype, device=per_row.device).index_add(0, self.owner, per_row)
+
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def select(self, index: torch.Tensor | list[int]) -> "TokenBatch":
-        return TokenBatch(*(getattr(self, f.name)[index] for f in fields(self)))
+        """Some rows, as sequences of their own (a selection keeps no episode structure)."""
+        return TokenBatch(self.input_ids[index], self.attention_mask[index], self.completion_mask[index])
 
     def to(self, device: Any) -> "TokenBatch":
-        return TokenBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+        return TokenBatch(*(None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                            for f in fields(self)))
 
 
 def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
@@ -209,8 +234,9 @@ def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: fl
 
 
 def completion_logprobs(model: torch.nn.Module, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
-    """One log-probability per sequence, ``[B]``: the sum over its completion tokens (EOS included)."""
-    return (sequence_logprobs(model, batch, temperature) * batch.target_mask).sum(-1)
+    """One log-probability per episode, ``[episodes]``: the sum over its completion tokens (EOS included),
+    a split episode's segments together; without splits, one per sequence."""
+    return batch.per_episode((sequence_logprobs(model, batch, temperature) * batch.target_mask).sum(-1))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

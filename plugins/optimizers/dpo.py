@@ -9,6 +9,9 @@ rejected log-ratio is penalised:
 - ``ipo``:     ``(h - 1/(2 beta))^2`` (IPO), where each log-ratio is divided by its completion's
   token count, as TRL does (and the IPO authors confirmed), so the target margin ``1/(2 beta)``
   does not depend on length. The logged rewards stay un-normalised for every loss.
+
+An episode its chat template split over several rows counts whole: its log-prob and its length are summed over
+its rows (``completion_logprobs`` sums per episode).
 """
 from __future__ import annotations
 
@@ -46,12 +49,13 @@ class DPOBatch:
     tokens: TokenBatch          # chosen rows, then rejected rows
     ref_chosen: torch.Tensor    # reference sequence log-probs, computed once per pair
     ref_rejected: torch.Tensor
-    lengths: torch.Tensor       # completion tokens per row (chosen, then rejected)
+    lengths: torch.Tensor       # completion tokens per row (chosen, then rejected), a split episode's summed
 
 
 class DPO(Optimizer):
     name = "dpo"
     feedback = "pairs"
+    trains_segments = True
 
     class Options(LengthLimited):
         beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference")
@@ -72,7 +76,8 @@ class DPO(Optimizer):
         tokens = batch.tokens   # chosen rows, then rejected rows
         with torch.no_grad():
             ref_chosen, ref_rejected = pair_logps(models.reference, tokens)
-        return DPOBatch(tokens, ref_chosen, ref_rejected, tokens.target_mask.sum(-1).clamp(min=1.0))
+        lengths = tokens.per_episode(tokens.target_mask.sum(-1)).clamp(min=1.0)
+        return DPOBatch(tokens, ref_chosen, ref_rejected, lengths)
 
     def loss(self, batch, models):
         o = self.options

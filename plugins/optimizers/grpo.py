@@ -9,6 +9,9 @@ Advantages need no critic: each completion is compared with the other completion
 The rollouts were sampled by the backend, possibly an update earlier (``rollout.overlap``): the core
 hands the truncated importance weights with the batch (``rollout.is_cap``) and GRPO multiplies each
 token's policy loss by them.
+
+An episode its chat template split over several rows trains every row with the episode's advantage (one
+per episode, against the other episodes of its group); ``grpo``'s mean over sequences counts each row.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ class GRPO(Optimizer):
     name = "grpo"
     feedback = "scalar"
     importance_weighted = True
+    trains_segments = True
 
     class Options(PluginOptions):
         beta: float = Field(0.0, ge=0.0, description="KL weight; 0 loads no reference model")
@@ -96,7 +100,8 @@ class GRPO(Optimizer):
 
     def prepare(self, batch, models):
         o = self.options
-        adv = group_advantages(batch.rewards, batch.groups, o.scale_rewards)
+        # one advantage per episode, against the other episodes of its group; every segment of it trains with it
+        adv = batch.tokens.spread(group_advantages(batch.rewards, batch.groups, o.scale_rewards))
         self._zero_std = float((adv == 0).float().mean())
         with torch.no_grad():
             ref = (sequence_logprobs(models.reference, batch.tokens, batch.temperature)

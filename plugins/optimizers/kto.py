@@ -7,6 +7,9 @@ of a desirable completion is ``wD (1 - sigmoid(beta (r - z0)))`` and of an undes
 row that asked something else (live rollouts arrive grouped by prompt, so the next row would mostly be
 its own prompt again), so it says how far the policy drifted on text it was not trained to prefer. It is a baseline, not a target:
 detached, and clamped at 0 (a KL is never negative).
+
+An episode its chat template split over several rows counts whole: ``r`` sums its rows' log-ratios
+(``completion_logprobs`` sums per episode); the mismatched pairs for ``z0`` take each episode's first row.
 """
 from __future__ import annotations
 
@@ -82,6 +85,7 @@ class KTOBatch:
 class KTO(Optimizer):
     name = "kto"
     feedback = "binary"
+    trains_segments = True
 
     class Options(LengthLimited):
         beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference")

@@ -12,6 +12,10 @@ train an update after they were sampled: the core hands the truncated importance
 (``rollout.is_cap``; on by default under ``rollout.overlap``) and PPO multiplies each token's policy loss
 by them.
 
+An episode its chat template split over several rows (``Rollout.segments``) is still one trajectory: its score
+sits at the last token of its last row, and GAE runs on from each row into the row continuing it
+(:func:`episode_gae`), giving every token the advantage it would have had in one sequence.
+
 Token alignment: log-probs are ``[B, T-1]`` (position t predicts token t+1); the value at position
 t has read tokens 0..t, so ``values[:, :-1]`` is the value of the state each log-prob acts from.
 """
@@ -44,17 +48,19 @@ def kl_penalised_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: t
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        lam: float, next_value: torch.Tensor | None = None,
+        next_advantage: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and returns over the masked-in tokens only. A masked position
     (an environment's tokens between two sampled turns, padding) is not a step: the next value is the
     next masked-in token's, and no ``gamma * lam`` accrues across the hole. Past the last masked-in
-    token the value is 0 (the episode ended); a truncated completion is treated the same way."""
+    token the value is 0 (the episode ended), or ``next_value`` ``[B]`` with the estimate running on from
+    ``next_advantage`` (a row another row continues); a truncated completion is treated as ended."""
     steps = mask.bool()
     values = values * mask
     rewards = rewards * mask
     adv = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    next_value = torch.zeros_like(rewards[:, 0])
+    running = torch.zeros_like(rewards[:, 0]) if next_advantage is None else next_advantage
+    next_value = torch.zeros_like(rewards[:, 0]) if next_value is None else next_value
     for t in reversed(range(rewards.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         # a masked position carries the running estimate and the next value through unchanged
@@ -63,6 +69,30 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         adv[:, t] = running
     adv = adv * mask
     return adv, adv + values
+
+
+def episode_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float,
+                next_segment: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gae` over episodes that may span several rows: row ``next_segment[i]`` (-1: none) continues row
+    ``i``, which starts its estimate from that row's first masked-in token, as if the two were one sequence.
+    Rows are done last segment first."""
+    if next_segment is None:
+        return gae(rewards, values, mask, gamma, lam)
+    following = next_segment.tolist()
+    depth = [0] * len(following)   # rows after this one in its episode
+    for i in reversed(range(len(following))):   # a row's continuation comes after it in the batch
+        depth[i] = 0 if following[i] < 0 else depth[following[i]] + 1
+    first = mask.argmax(-1)   # each row's first masked-in token
+    adv, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
+    nxt = next_segment.clamp(min=0)
+    for d in range(max(depth) + 1):
+        rows = torch.tensor([i for i, x in enumerate(depth) if x == d], dtype=torch.long, device=rewards.device)
+        has = next_segment[rows] >= 0
+        at = (nxt[rows], first[nxt[rows]])
+        a, r = gae(rewards[rows], values[rows], mask[rows], gamma, lam,
+                   (values * mask)[at] * has, adv[at] * has)
+        adv[rows], returns[rows] = a, r
+    return adv, returns
 
 
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
@@ -129,6 +159,7 @@ class PPO(Optimizer):
     name = "ppo"
     feedback = "scalar"
     importance_weighted = True
+    trains_segments = True
 
     class Options(PluginOptions):
         critic: Literal["separate", "shared"] = Field("separate", description="value head on its own copy "
@@ -209,11 +240,13 @@ class PPO(Optimizer):
             ref = (sequence_logprobs(models.reference, tokens, batch.temperature)
                    if models.reference is not None else logps)
             values = token_values(models.critic, tokens)[:, :-1] * mask
-        rewards, kl = kl_penalised_rewards(scores, logps, ref, mask, self.kl_ctl.value)
-        adv, returns = gae(rewards, values, mask, o.gamma, o.lam)
+        # an episode's score at the end of its last row (a split episode's earlier rows end on 0)
+        ends = tokens.next_segment < 0 if tokens.next_segment is not None else torch.ones_like(mask[:, 0]).bool()
+        rewards, kl = kl_penalised_rewards(tokens.spread(scores) * ends, logps, ref, mask, self.kl_ctl.value)
+        adv, returns = episode_gae(rewards, values, mask, o.gamma, o.lam, tokens.next_segment)
         if o.whiten_advantages:
             adv = masked_whiten(adv, mask) * mask
-        seq_kl = kl.sum(-1)
+        seq_kl = tokens.per_episode(kl.sum(-1))
         self._stats = {"kl/sequence": float(seq_kl.mean()), "kl/token": float(masked_mean(kl, mask)),
                        "kl_coef": self.kl_ctl.value,
                        "score/mean": float(batch.rewards.mean()), "returns_mean": float(masked_mean(returns, mask)),

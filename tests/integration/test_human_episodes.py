@@ -4,6 +4,7 @@ ids the policy sampled, mask included."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from feedback_rl import PluginContext, Rollout
 from frl_plugins.rewards.human.annotator import Client
@@ -66,3 +67,26 @@ def test_a_label_gives_back_the_episodes_ids_and_mask(queued):
     store.submit(item["id"], "ann", "a")
     a, b = label_rollouts(store.all_labels()[0])
     assert a.completion_ids == [3, 4, 5, 6, 7] and a.completion_mask == [1, 1, 0, 1, 1]
+
+
+def test_a_label_on_a_split_episode_gives_back_every_segment(tmp_path):
+    # the chat template split the episodes after their tool turn: the second turn is a sequence of its own
+    def split(r: Rollout) -> Rollout:
+        later = Rollout(prompt="", completion="", row=r.row, group=0, prompt_ids=[1, 2, 3, 4, 9, 5],
+                        completion_ids=[6, 7], completion_mask=[1, 1], uid=r.uid + "/s1",
+                        logprobs=torch.tensor([-0.5, -0.25]), policy_version=3)
+        r.completion_ids, r.completion_mask, r.segments = [3, 4], [1, 1], [later]
+        return r
+    src = HumanSource(HumanOptions(per_step=1), PluginContext(name="people", run_dir=tmp_path, stage="dpo"))
+    try:
+        src.compare([(split(episode("42", 0)), episode("41", 1))])
+    finally:
+        src.close()
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.add_annotator("ann")
+    store.submit(store.next_item("ann")["id"], "ann", "a")
+    a, b = label_rollouts(store.all_labels()[0])
+    assert a.completion_ids == [3, 4] and len(a.segments) == 1 and not b.segments
+    (seg,) = a.segments
+    assert (seg.prompt_ids, seg.completion_ids, seg.completion_mask) == ([1, 2, 3, 4, 9, 5], [6, 7], [1, 1])
+    assert seg.logprobs.tolist() == [-0.5, -0.25] and seg.policy_version == 3

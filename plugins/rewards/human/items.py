@@ -65,6 +65,8 @@ def _side(r: Rollout, suffix: str) -> dict:
            f"logprobs{suffix}": None if r.logprobs is None else r.logprobs.detach().float().cpu().tolist()}
     if r.completion_mask is not None:
         out[f"completion_mask{suffix}"] = list(r.completion_mask)
+    if r.segments:   # a split episode's later segments: the label trains them too
+        out[f"segments{suffix}"] = [{"prompt_ids": list(x.prompt_ids), **_side(x, "")} for x in r.segments]
     return out
 
 
@@ -75,4 +77,7 @@ def _rebuilt(meta: dict, suffix: str) -> dict:
     version = meta.get(f"policy_version{suffix}", meta.get("policy_version", 0))
     return {"completion_ids": list(meta.get(f"completion_ids{suffix}", [])), "policy_version": version,
             "logprobs": None if logprobs is None else torch.tensor(logprobs, dtype=torch.float32),
-            "completion_mask": None if mask is None else list(mask)}
+            "completion_mask": None if mask is None else list(mask),
+            "segments": [Rollout(prompt="", completion="", row=meta.get("row", {}), group=0,
+                                 prompt_ids=list(seg["prompt_ids"]), **_rebuilt(seg, ""))
+                         for seg in meta.get(f"segments{suffix}", ())]}
