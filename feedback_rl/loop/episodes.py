@@ -65,8 +65,15 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     sampling = with_stops(sampling, tokenizer, model)
     stops = sampling.stop_token_ids
     max_seconds = environment.options.max_seconds
-    episodes = [_open(environment, tokenizer, rows[g], g, k, stops, policy_version, seed, system_prompt)
-                for k, g in enumerate(g for g in range(len(rows)) for _ in range(num_generations))]
+    groups = [g for g in range(len(rows)) for _ in range(num_generations)]
+    opened = _reset_all(environment, rows, groups, policy_version, seed)
+    try:
+        episodes = [_open(environment, tokenizer, rows[g], g, k, opened[k], stops, system_prompt)
+                    for k, g in enumerate(groups)]
+    except BaseException:
+        for episode in opened:
+            episode.close()
+        raise
     try:
         live = list(episodes)
         while live:
@@ -98,13 +105,30 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     return rollouts, episode_metrics(episodes)
 
 
-def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, stops: list[int],
-          version: int, seed: int, system_prompt: str | None) -> _Live:
-    try:
-        episode = environment.reset(row, seed=seed + k, episode_id=f"v{version}-{k}")
-    except Exception as e:  # noqa: BLE001 - a row the environment cannot open is the user's data or plugin
-        raise UserError(f"environment '{environment.name}' could not open an episode of row {group} "
-                        f"({type(e).__name__}: {e})") from None
+def _reset_all(environment: Environment, rows: list[dict], groups: list[int], version: int, seed: int) -> list[Any]:
+    """Every episode of the step opened, awaited together (an environment that waits on I/O, a server's
+    WebSocket sessions, opens them at once; a synchronous ``reset`` runs one after the other). A row the
+    environment cannot open is the user's data or plugin: one line naming it, the others closed."""
+    async def all_resets():
+        return await asyncio.gather(*(environment.reset_async(rows[g], seed=seed + k, episode_id=f"v{version}-{k}")
+                                      for k, g in enumerate(groups)), return_exceptions=True)
+    opened = asyncio.run(all_resets())
+    failed = next(((k, e) for k, e in enumerate(opened) if isinstance(e, BaseException)), None)
+    if failed is None:
+        return opened
+    for episode in opened:
+        if not isinstance(episode, BaseException):
+            episode.close()
+    k, e = failed
+    if not isinstance(e, Exception):   # KeyboardInterrupt and the like are not the row's fault
+        raise e
+    raise UserError(f"environment '{environment.name}' could not open an episode of row {groups[k]} "
+                    f"({type(e).__name__}: {e})") from None
+
+
+def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, episode: Any, stops: list[int],
+          system_prompt: str | None) -> _Live:
+    """The live episode of an opened environment episode: its opening turns (with the tools offered) tokenized."""
     messages = list(episode.messages)
     if system_prompt and (not messages or messages[0].get("role") != "system"):
         messages = [{"role": "system", "content": system_prompt}] + messages

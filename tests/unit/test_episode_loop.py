@@ -3,6 +3,8 @@ ids trained verbatim (mask 1, behaviour log-probs kept), the environment's turns
 ways an episode ends (done, max_turns, context overflow, an environment that raises)."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 from chatml_bpe import chatml_tokenizer
@@ -128,6 +130,43 @@ def test_a_row_the_environment_cannot_open_is_one_line_naming_the_environment_an
     with pytest.raises(UserError) as e:
         play([{"turns": 1}, {}])  # the second row lacks 'turns'
     assert str(e.value) == "environment 'countdown' could not open an episode of row 1 (KeyError: 'turns')"
+
+
+class SlowOpening(CountdownEnv):
+    """Opens each episode after waiting on I/O (a server's WebSocket session, say); counts how many wait at once,
+    and which episodes were closed."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.waiting = self.most = 0
+        self.closed: list[int] = []
+
+    async def reset_async(self, row, seed, episode_id):
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        await asyncio.sleep(0.01)
+        self.waiting -= 1
+        if row.get("broken"):
+            raise ConnectionError("the server went away")
+        episode = Countdown(row)
+        episode.close = lambda: self.closed.append(seed)
+        return episode
+
+
+def test_an_environment_that_waits_to_open_opens_every_episode_of_the_step_at_once():
+    tok = chatml_tokenizer()
+    env = SlowOpening(EnvironmentOptions(max_turns=3), None)
+    rollouts, _ = play_episodes(Scripted(tok), torch.nn.Linear(1, 1), tok, env, [{"turns": 1}, {"turns": 2}],
+                                SamplingParams(max_new_tokens=40), 3, 3, 4096)
+    assert env.most == 6 and len(rollouts) == 6 and sorted(env.closed) == list(range(6))
+    # one that cannot be opened is one line naming its row, and the episodes that did open are closed
+    env = SlowOpening(EnvironmentOptions(max_turns=3), None)
+    with pytest.raises(UserError) as e:
+        play_episodes(Scripted(tok), torch.nn.Linear(1, 1), tok, env, [{"turns": 1}, {"broken": True}],
+                      SamplingParams(max_new_tokens=40), 2, 3, 4096)
+    assert str(e.value) == ("environment 'countdown' could not open an episode of row 1 "
+                            "(ConnectionError: the server went away)")
+    assert sorted(env.closed) == [0, 1]
 
 
 def test_an_episode_with_tools_logs_every_tool_call_outcome_zeros_too_so_ranks_average_the_same_keys():
