@@ -104,6 +104,10 @@ def _show_episode(rollout: Any, echo: Any) -> None:
         echo(f"  [{turn.get('role')}] {turn.get('content', '')!r}")
     echo(f"  ended: {ep.get('end') or ('done' if ep.get('done') else 'truncated')}; step rewards {ep.get('rewards')}"
          + (f"; error: {ep['error']}" if ep.get("error") else ""))
+    if ep.get("bridge_fallback"):   # worth knowing before a run: each segment re-renders the conversation so far
+        echo(f"  split into {ep.get('segments', 1)} sequences: the chat template renders earlier turns differently "
+             "once later ones follow, so each later turn is prompted by the conversation rendered again "
+             "(counted in env/bridge_fallbacks; every segment trains)")
 
 
 def _check_sources(rec: Any, reg: Any, i: int, key: str, specs: list, rollouts: list, run_dir: Path,

@@ -24,3 +24,15 @@ def test_check_plays_episodes_and_shows_the_turns_of_one(capsys):
     assert next(x for x in lines[start:] if x.startswith("  ended: "))
     env_row = next(x for x in lines if x.startswith("env "))
     assert env_row.split()[2:6] == ["2", "2", "0", "0"], env_row   # n, ok, abstain, error: both episodes scored
+
+
+def test_check_says_when_the_template_splits_an_episode(tmp_path, capsys):
+    from test_split_episodes_cli import FORGETFUL
+    (tmp_path / "forgetful.jinja").write_text(FORGETFUL)
+    code = main(["check", str(RECIPES / "guess-number-grpo.yaml"), "--prompts", "1", "--generations", "1",
+                 "--set", f"model.chat_template={tmp_path / 'forgetful.jinja'}", "--set", "seed=1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    turns = [x for x in out.splitlines() if x.startswith("  [assistant] ")]
+    said = next(x for x in out.splitlines() if x.startswith("  split into "))
+    assert said.startswith(f"  split into {len(turns)} sequences: the chat template renders earlier turns")
