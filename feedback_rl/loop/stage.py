@@ -454,7 +454,9 @@ def _rollout_metrics(rollouts: list, scored: list) -> dict[str, float]:
             counts[s.rollout.group] = counts.get(s.rollout.group, 0) + 1
     multi = [g for g in groups if counts[g] > 1]
     flat = sum(len(groups[g]) == 1 for g in multi)
-    return {"rollout/completion_len": sum(len(r.completion_ids) for r in rollouts) / n,
+    # a split episode's later segments hold its later turns
+    length = sum(len(r.completion_ids) + sum(len(x.completion_ids) for x in r.segments) for r in rollouts)
+    return {"rollout/completion_len": length / n,
             "rollout/truncated_rate": sum(r.truncated for r in rollouts) / n,
             "rollout/zero_variance_groups": flat / len(multi) if multi else 0.0}
 
