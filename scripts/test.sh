@@ -3,6 +3,7 @@
 # --vllm (first argument): builds .venv-vllm (scripts/setup-vllm.sh) and runs the vLLM tier there instead.
 # --openenv (first argument): builds .venv-openenv (scripts/setup-openenv.sh) and runs the OpenEnv tier there.
 # --verifiers (first argument): builds .venv-verifiers (scripts/setup-verifiers.sh) and runs the verifiers tier there.
+# --precision (first argument): the tests marked precision (learning under bf16/fp16, emulated on most CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--vllm" ]; then
@@ -23,6 +24,11 @@ if [ "${1:-}" = "--verifiers" ]; then
   exec .venv-verifiers/bin/python -m pytest -p no:warnings tests/verifiers "$@"
 fi
 bash scripts/setup.sh
+if [ "${1:-}" = "--precision" ]; then
+  shift
+  echo "test: running the precision tier (learning under bf16 and fp16)"
+  exec .venv/bin/python -m pytest --precision tests/integration/test_precision.py "$@"
+fi
 # Browser tests drive Debian's chromium; install it when we can (root, apt reachable).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "test: installing chromium for the browser tests"

@@ -1,4 +1,4 @@
-"""Shared test setup: slow, vLLM and GPU tiers are skipped unless asked for (or unavailable)."""
+"""Shared test setup: slow, precision, vLLM and GPU tiers are skipped unless asked for (or unavailable)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,9 +12,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+    parser.addoption("--precision", action="store_true", help="run only the tests marked precision")
 
 
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--precision"):   # the precision tier (bash scripts/test.sh --precision): those alone
+        config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("precision")])
+        items[:] = [item for item in items if item.get_closest_marker("precision")]
+    else:
+        skip = pytest.mark.skip(reason="precision: learning under emulated bf16/fp16 (bash scripts/test.sh --precision)")
+        for item in items:
+            if item.get_closest_marker("precision"):
+                item.add_marker(skip)
     if not config.getoption("--runslow"):
         skip = pytest.mark.skip(reason="slow: run with --runslow")
         for item in items:
