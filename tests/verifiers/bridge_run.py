@@ -36,7 +36,7 @@ AGENT = '''
 import json, os
 from frl_plugins.environments.verifiers_bridge.agent import taskset_agent
 
-bridge = taskset_agent(max_turns={max_turns}, client={client!r}, tokenizer={model!r},
+bridge = taskset_agent(max_turns={max_turns}, client={client!r}, tokenizer={model!r}, renderer={renderer!r},
                        sampling={{"max_tokens": {max_tokens}}})
 
 
@@ -63,12 +63,13 @@ class Trained(NamedTuple):
 
 
 def train(tmp: Path, taskset: str, max_turns: int, context: int = 64, sample_specials: bool = True, *,
-          model: Path | None = None, client: str = "train", max_tokens: int = 6,
+          model: Path | None = None, client: str = "train", renderer: dict | None = None, max_tokens: int = 6,
           temperature: float = 1.0) -> Trained:
     """`frl train` of the recipe on ``taskset`` in a subprocess, offline, with a tiny model of ``context``
     positions (or the ``model`` folder given); ``sample_specials=False``: its generation config suppresses its
     special tokens other than EOS. ``client``: verifiers' client ("train": token ids to the generate route;
-    "eval": chat completions); ``max_tokens`` and ``temperature``: each call's sampling."""
+    "eval": chat completions) and ``renderer`` (the training client's); ``max_tokens`` and ``temperature``: each
+    call's sampling."""
     if model is None:
         model = build_tiny_gpt2(tmp / "model", seed=0, n_positions=context)
     if not sample_specials:
@@ -78,7 +79,7 @@ def train(tmp: Path, taskset: str, max_turns: int, context: int = 64, sample_spe
         gen.suppress_tokens = [tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]
         gen.save_pretrained(model)
     (tmp / "agent.py").write_text(AGENT.format(model=str(model), max_turns=max_turns, client=client,
-                                               max_tokens=max_tokens))
+                                               renderer=renderer, max_tokens=max_tokens))
     (tmp / "recipe.yaml").write_text(RECIPE.format(model=json.dumps(str(model)), taskset=taskset,
                                                    max_tokens=max_tokens, temperature=temperature))
     site = tmp / "site"

@@ -9,19 +9,17 @@ Here verifiers' eval client forwards those chat completions to the endpoint, whi
 as the assistant's message, then the tool's, and the session appends the tool turn alone. (verifiers' training
 client parses calls out of the sampled ids with its own renderer: test_bridge_tool_renderer.py.)
 
-The tiny model never writes a tool call by chance, so the test first teaches it one episode (the call of
-`add(2, 3)` to the taskset's first task, then the tool's answer) on the exact ids the endpoint will prompt it with,
-made by the core's own session code, as tests/integration/test_serve_tools.py does for `frl serve`."""
+The tiny model never writes a tool call by chance, so the test first teaches it one episode (teach_call.py) on
+the exact ids the endpoint will prompt it with, made by the core's own session code."""
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import pytest
-import torch
 import verifiers.v1 as vf
 from bridge_run import finished_two_steps, train
+from teach_call import TAUGHT, answer_text, asked, call_text, teach
 from tool_taskset import AddTools, added, question
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,9 +27,6 @@ from feedback_rl.modeling.chat import render
 from feedback_rl.modeling.tiny import build_tiny_gpt2
 from feedback_rl.modeling.tool_offer import offer_schemas
 from feedback_rl.serving.sessions import Session
-
-TAUGHT = (2, 3)   # the arguments the model learns to call add with (the taskset's first task; its second, 4 and 5,
-                  # gets the same call, so its tool turn is 1005 and its reward 0: the tool reads what was sampled)
 
 
 def offered_tools() -> list[dict]:
@@ -50,15 +45,10 @@ def offered_tools() -> list[dict]:
                                               "parameters": t.input_schema}} for t in asyncio.run(listed())]
 
 
-def call_text(a: int, b: int) -> str:
-    return f'<tool_call>{{"name": "add", "arguments": {{"a": {a}, "b": {b}}}}}</tool_call>'
-
-
 def taught(folder: Path) -> Path:
     """The tiny model (1,024 positions: the Hermes tools prompt is about 680 characters) taught its two replies of
-    the first task's episode on the endpoint's own prompts; at the recipe's temperature 0.5 it samples both
-    (20 of 20 samples each, measured; at 1.0, 12 of 20 calls)."""
-    torch.manual_seed(0)
+    the first task's episode on the prompts the endpoint's session makes of them (the core's own code); at the
+    recipe's temperature 0.5 it samples both (20 of 20 samples each, measured; at 1.0, 12 of 20 calls)."""
     folder = build_tiny_gpt2(folder, n_layer=2, n_embd=64, n_positions=1024)
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     reply = lambda text: tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]  # noqa: E731
@@ -68,21 +58,7 @@ def taught(folder: Path) -> Path:
     said = session.sampled(call, None)
     second = session.chat(turns + [{"role": "assistant", "content": said},
                                    {"role": "tool", "content": added(*TAUGHT)}], tools)
-    pairs = [(first, call), (second, reply(added(*TAUGHT)))]
-    width = max(len(p) + len(r) for p, r in pairs)
-    x = torch.full((2, width), tok.pad_token_id)
-    labels, mask = torch.full((2, width), -100), torch.zeros((2, width), dtype=torch.long)
-    for i, (p, r) in enumerate(pairs):
-        x[i, :len(p) + len(r)] = torch.tensor(p + r)
-        labels[i, len(p):len(p) + len(r)] = torch.tensor(r)
-        mask[i, :len(p) + len(r)] = 1
-    opt = torch.optim.AdamW(model.parameters(), 5e-3)
-    for _ in range(80):   # loss 0.007 after 80 steps, about 8 s (measured)
-        model(x, attention_mask=mask, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(folder)
-    return folder
+    return teach(model, tok, [(first, call), (second, reply(answer_text()))], folder)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +66,6 @@ def tool_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vf-tools")
     return train(tmp, "tool_taskset", max_turns=4, model=taught(tmp / "model"), client="eval", max_tokens=80,
                  temperature=0.5)
-
-
-def asked(episode: dict) -> tuple[int, int]:
-    """The task's two numbers, from its prompt (verifiers' first message)."""
-    role, prompt = episode["messages"][0]
-    a, b = map(int, re.fullmatch(question(r"(\d+)", r"(\d+)"), prompt).groups())
-    assert role == "user" and prompt == question(a, b)
-    return a, b
 
 
 def test_grpo_trains_two_steps_on_episodes_that_call_the_tasksets_tool(tool_run):
