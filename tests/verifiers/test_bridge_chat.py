@@ -96,3 +96,14 @@ def test_a_working_folder_left_under_the_sessions_name_by_a_killed_run_does_not_
         assert episode.traces[0].id == "v0-0"  # the session verifiers sends as X-Session-ID
     finally:
         left.rmdir()
+
+
+def test_a_renderer_verifiers_does_not_know_is_one_line_naming_it(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"^taskset_agent\(renderer=\{'name': 'qwen99'\}\): Input tag 'qwen99'"):
+        taskset_agent(tokenizer=str(tiny_model_dir), renderer={"name": "qwen99"})
+    with pytest.raises(ValueError, match=r"^taskset_agent\(renderer=.*\): default\.tool_parser: Input should be"):
+        taskset_agent(tokenizer=str(tiny_model_dir), renderer={"name": "default", "tool_parser": 3})
+    with pytest.raises(ValueError, match="renderer is the training client's"):
+        taskset_agent(client="eval", renderer={"name": "qwen3"})
+    agent = taskset_agent(tokenizer=str(tiny_model_dir), renderer={"name": "default", "tool_parser": "qwen3"})
+    assert agent.renderer.tool_parser == "qwen3"   # handed to verifiers' TrainClientConfig(renderer=...)

@@ -37,26 +37,48 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def taskset_agent(*, harness: str = "null", max_turns: int | None = None, client: Literal["train", "eval"] = "train",
-                  tokenizer: str | None = None, sampling: dict[str, Any] | None = None,
-                  timeout_s: float | None = 600.0) -> "TasksetAgent":
+                  tokenizer: str | None = None, renderer: dict[str, Any] | None = None,
+                  sampling: dict[str, Any] | None = None, timeout_s: float | None = 600.0) -> "TasksetAgent":
     """An agent playing the row's verifiers task. ``harness``: a verifiers harness id (``null`` is its plain chat
     loop, with the task's MCP tools); ``tokenizer``: the policy's model folder, whose tokenizer and chat template
     the training client renders prompts with (required for ``client="train"``: the endpoint's model card names
-    none); ``sampling``: verifiers' sampling keys (max_tokens, ...; the core's endpoint samples with the stage's
-    settings and honours max_tokens up to max_new_tokens); ``timeout_s``: the rollout's limit."""
+    none); ``renderer``: the training client's renderer, a ``renderers.RendererConfig`` as a dict (e.g.
+    ``{"name": "qwen3"}``, or ``{"name": "default", "tool_parser": "qwen3"}``); without one verifiers picks it by
+    the tokenizer's name, and a model folder's name is in no renderer map, so it gets ``DefaultRenderer``, which
+    parses no tool call and refuses every request that offers tools; ``sampling``: verifiers' sampling keys
+    (max_tokens, ...; the core's endpoint samples with the stage's settings and honours max_tokens up to
+    max_new_tokens); ``timeout_s``: the rollout's limit."""
     if client not in ("train", "eval"):
         raise ValueError(f"client is 'train' or 'eval', not {client!r}")
     if client == "train" and (tokenizer is None or not Path(tokenizer).is_dir()):
         raise ValueError("verifiers' training client renders prompts itself: give taskset_agent(tokenizer=...) the "
                          f"policy's model folder (got {tokenizer!r})")
-    return TasksetAgent(harness, max_turns, client, tokenizer, sampling or {}, timeout_s)
+    if renderer is not None and client != "train":
+        raise ValueError("renderer is the training client's (client='train'); the eval client sends chat completions")
+    return TasksetAgent(harness, max_turns, client, tokenizer, _renderer(renderer), sampling or {}, timeout_s)
+
+
+def _renderer(config: dict[str, Any] | None) -> Any:
+    """``config`` as a ``renderers.RendererConfig``; a one-line ValueError naming what is wrong."""
+    if config is None:
+        return None
+    verifiers_v1()
+    from pydantic import TypeAdapter, ValidationError
+    from renderers import RendererConfig
+
+    try:
+        return TypeAdapter(RendererConfig).validate_python(config)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"taskset_agent(renderer={config!r}): {where + ': ' if where else ''}{first['msg']}") from None
 
 
 class TasksetAgent:
-    def __init__(self, harness: str, max_turns: int | None, client: str, tokenizer: str | None,
+    def __init__(self, harness: str, max_turns: int | None, client: str, tokenizer: str | None, renderer: Any,
                  sampling: dict[str, Any], timeout_s: float | None):
         self.harness, self.max_turns, self.client = harness, max_turns, client
-        self.tokenizer, self.sampling, self.timeout_s = tokenizer, sampling, timeout_s
+        self.tokenizer, self.renderer, self.sampling, self.timeout_s = tokenizer, renderer, sampling, timeout_s
         self._envs: dict[str, Any] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock: asyncio.Lock | None = None
@@ -96,7 +118,7 @@ class TasksetAgent:
         common = {"base_url": endpoint.base_url, "api_key_var": API_KEY_VAR}
         if self.client == "eval":
             return vf.EvalClientConfig(**common)
-        return vf.TrainClientConfig(**common, renderer_model_name=self.tokenizer)
+        return vf.TrainClientConfig(**common, renderer_model_name=self.tokenizer, renderer=self.renderer)
 
     async def _env(self, taskset_id: str, config: dict[str, Any]) -> Any:
         """One verifiers environment per taskset and config, serving (its interception server up) until exit."""
