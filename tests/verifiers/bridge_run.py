@@ -67,8 +67,8 @@ def train(tmp: Path, taskset: str, max_turns: int, context: int = 64, text_that_
           temperature: float = 1.0) -> Trained:
     """`frl train` of the recipe on ``taskset`` in a subprocess, offline, with a tiny model of ``context``
     positions (or the ``model`` folder given); ``text_that_renders_back``: its generation config suppresses what
-    verifiers' DefaultRenderer would not render back to the sampled ids (special tokens other than EOS, and the
-    newline: the char tokenizer reads two newlines as one ``<unk>``). ``client``: verifiers' client ("train": token ids to the generate route;
+    verifiers' DefaultRenderer would not render back to the sampled ids (special tokens other than EOS).
+    ``client``: verifiers' client ("train": token ids to the generate route;
     "eval": chat completions) and ``renderer`` (the training client's); ``max_tokens`` and ``temperature``: each
     call's sampling."""
     if model is None:
@@ -77,7 +77,7 @@ def train(tmp: Path, taskset: str, max_turns: int, context: int = 64, text_that_
         from transformers import AutoTokenizer, GenerationConfig
 
         tok, gen = AutoTokenizer.from_pretrained(model), GenerationConfig.from_pretrained(model)
-        gen.suppress_tokens = [tok.pad_token_id, tok.bos_token_id, tok.unk_token_id, tok.convert_tokens_to_ids("\n")]
+        gen.suppress_tokens = [tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]
         gen.save_pretrained(model)
     (tmp / "agent.py").write_text(AGENT.format(model=str(model), max_turns=max_turns, client=client,
                                                renderer=renderer, max_tokens=max_tokens))

@@ -23,10 +23,9 @@ def multi_turn(tmp_path_factory):
     # Two turns of a five-letter word's prompt and replies fill about 80 of the char tokenizer's positions.
     # verifiers' DefaultRenderer drops special tokens from a reply's content before it renders the conversation
     # again (docs/episodes.md, "verifiers"), so a first reply holding <unk>, <pad> or <bos> (one in seven of this
-    # model's, measured) comes back as other ids, a split verifiers made. So does a first reply that starts with a
-    # newline: the header's newline and the reply's, sampled as [99, 99], render back as "\n\n", which the char
-    # tokenizer reads as one <unk> ([3]; 2 of 8 runs here had such an episode, in two segments). The model here
-    # samples none of them, so what is measured is the bridge and the endpoint.
+    # model's, measured) comes back as other ids, a split verifiers made. The model here samples none of them, so
+    # what is measured is the bridge and the endpoint. (A first reply starting with a newline, rendered back as
+    # "\n\n", was one <unk> to the char tokenizer until it gave each newline its token: 2 of 8 runs split then.)
     return train(tmp_path_factory.mktemp("vf-grpo-again"), "again_taskset", max_turns=4, context=128,
                  text_that_renders_back=True)
 
