@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from plugin_site import install
 
 ROOT = Path(__file__).parents[2]
 PLUGIN = Path(__file__).with_name("rollout_ids_plugin.py")
@@ -96,12 +97,7 @@ def train(tmp_path: Path, agent_source: str, agent_ref: str, steps: int, timeout
     (tmp_path / "agent.py").write_text(agent_source)
     agent = f"{{function: '{agent_ref}', timeout_s: {timeout}, batch_wait_ms: {wait_ms}}}"
     (tmp_path / "recipe.yaml").write_text(RECIPE.format(agent=agent, steps=steps))
-    site = tmp_path / "site"
-    dist = site / "frl_rollout_ids-0.1.dist-info"
-    dist.mkdir(parents=True)
-    shutil.copy(PLUGIN, site / "frl_rollout_ids.py")
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: frl-rollout-ids\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[feedback_rl]\nrollout_ids = frl_rollout_ids\n")
+    site = install(tmp_path / "site", PLUGIN, "frl_rollout_ids", "rollout_ids")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site),
            "AGENT_LOG": str(tmp_path / "agent.jsonl"), "FRL_ROLLOUT_IDS": str(tmp_path / "rollouts.jsonl")}
     out = subprocess.run([sys.executable, "-m", "feedback_rl.commands.cli", "train", "recipe.yaml"],

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from transformers import AutoTokenizer
+
+from plugin_site import install
 
 ROOT = Path(__file__).parents[2]
 HELPER = Path(__file__).with_name("scripted_tool_backend.py")
@@ -40,12 +41,7 @@ def runs(mask):
 def scripted_plugin(tmp_path):
     """The helper as an installed plugin, without touching the environment: a module and its dist-info on
     PYTHONPATH (importlib.metadata finds entry points on sys.path)."""
-    site = tmp_path / "site"
-    dist = site / "frl_scripted_tool-0.1.dist-info"
-    dist.mkdir(parents=True)
-    shutil.copy(HELPER, site / "frl_scripted_tool.py")
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: frl-scripted-tool\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[feedback_rl]\nscripted_tool = frl_scripted_tool\n")
+    site = install(tmp_path / "site", HELPER, "frl_scripted_tool", "scripted_tool")
     return {"PYTHONPATH": str(site), "FRL_SCRIPT_LOG": str(tmp_path / "script.jsonl")}
 
 

@@ -73,9 +73,8 @@ def feedback(name: str, rs: list[Rollout]):
 OPTIMIZERS = {"grpo": (GRPO, {"beta": 0.1}), "ppo": (PPO, {"ppo_epochs": 1}), "dpo": (DPO, {}), "kto": (KTO, {})}
 
 
-def losses(name: str, tiny_model_dir, tmp_path, perturb: set[int] | None) -> float:
-    """The optimizer's first minibatch loss on the episodes; with ``perturb``, the policy's logits are noisy
-    wherever it predicts one of those ids (the batch, its old log-probs and the reference are the plain model's)."""
+def optimizer_on_tiny(name: str, tiny_model_dir, tmp_path):
+    """The optimizer ``name`` with its options above, the tiny model's tokenizer, and its models (seeded)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     cls, options = OPTIMIZERS[name]
     ctx = PluginContext(name=name, run_dir=tmp_path, stage="s", seed=0, sampling=SamplingParams(temperature=1.0),
@@ -83,7 +82,13 @@ def losses(name: str, tiny_model_dir, tmp_path, perturb: set[int] | None) -> flo
     opt = cls(cls.Options(**options), ctx)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    models = build_models(opt.roles(), AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
+    return opt, tok, build_models(opt.roles(), AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
+
+
+def losses(name: str, tiny_model_dir, tmp_path, perturb: set[int] | None) -> float:
+    """The optimizer's first minibatch loss on the episodes; with ``perturb``, the policy's logits are noisy
+    wherever it predicts one of those ids (the batch, its old log-probs and the reference are the plain model's)."""
+    opt, tok, models = optimizer_on_tiny(name, tiny_model_dir, tmp_path)
     fb = feedback(name, rollouts(tok))
     with torch.no_grad():
         prepared = opt.prepare(for_optimizer(opt, fb, models), models)

@@ -14,15 +14,14 @@ import dataclasses
 import pytest
 import torch
 
-from feedback_rl import PluginContext, SamplingParams
+from feedback_rl import SamplingParams
 from feedback_rl.base import Environment, EnvironmentOptions, Episode, Generation, Reply
 from feedback_rl.loop.batch import build, for_optimizer
 from feedback_rl.loop.episodes import play_episodes
-from feedback_rl.modeling.roles import build_models
 from feedback_rl.types import ScalarFeedback
 from frl_plugins.optimizers.grpo import group_advantages
 from frl_plugins.optimizers.ppo import episode_gae, gae
-from test_episode_losses import OPTIMIZERS, feedback, rollouts
+from test_episode_losses import OPTIMIZERS, feedback, optimizer_on_tiny, rollouts
 
 
 def split_after_first_turn(r):
@@ -38,14 +37,7 @@ def split_after_first_turn(r):
 
 
 def loss_of(name, tiny_model_dir, tmp_path, split: bool, same_prompt: bool = False) -> tuple[float, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    cls, options = OPTIMIZERS[name]
-    ctx = PluginContext(name=name, run_dir=tmp_path, stage="s", seed=0, sampling=SamplingParams(temperature=1.0),
-                        warn=lambda msg: None)
-    opt = cls(cls.Options(**options), ctx)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    models = build_models(opt.roles(), AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok)
+    opt, tok, models = optimizer_on_tiny(name, tiny_model_dir, tmp_path)
     rs = rollouts(tok)
     if same_prompt:   # KTO's reference point reads first segments: with one prompt it has no mismatched pairs
         rs = [dataclasses.replace(r, prompt_ids=rs[0].prompt_ids, prompt=rs[0].prompt) for r in rs]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from feedback_rl.modeling.tiny import build_tiny_gpt2
+from plugin_site import install
 
 PLUGIN = Path(__file__).parents[1] / "integration" / "rollout_ids_plugin.py"
 
@@ -83,12 +83,7 @@ def train(tmp: Path, taskset: str, max_turns: int, context: int = 64, text_that_
                                                renderer=renderer, max_tokens=max_tokens))
     (tmp / "recipe.yaml").write_text(RECIPE.format(model=json.dumps(str(model)), taskset=taskset,
                                                    max_tokens=max_tokens, temperature=temperature))
-    site = tmp / "site"
-    dist = site / "frl_rollout_ids-0.1.dist-info"
-    dist.mkdir(parents=True)
-    shutil.copy(PLUGIN, site / "frl_rollout_ids.py")
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: frl-rollout-ids\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[feedback_rl]\nrollout_ids = frl_rollout_ids\n")
+    site = install(tmp / "site", PLUGIN, "frl_rollout_ids", "rollout_ids")
     offline = {key: "http://127.0.0.1:9" for key in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")}
     env = {**os.environ, **offline, "NO_PROXY": "127.0.0.1,localhost", "UV_CACHE_DIR": str(tmp / "uv-cache"),
            "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(site), os.environ["PYTHONPATH"]]),

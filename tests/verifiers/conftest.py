@@ -27,6 +27,7 @@ if not has_verifiers():
 
 TASKSETS = str(Path(__file__).parent / "tasksets")
 sys.path.insert(0, TASKSETS)
+sys.path.append(str(Path(__file__).parents[1] / "integration"))   # plugin_site, shared with the default tier
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TASKSETS, os.environ.get("PYTHONPATH")]))
 
 
