@@ -14,7 +14,7 @@ by them.
 
 An episode its chat template split over several rows (``Rollout.segments``) is still one trajectory: its score
 sits at the last token of its last row, and GAE runs on from each row into the row continuing it
-(:func:`episode_gae`), giving every token the advantage it would have had in one sequence.
+(:func:`episode_gae`), as over one sequence (the critic values each segment on its own prompt).
 
 Token alignment: log-probs are ``[B, T-1]`` (position t predicts token t+1); the value at position
 t has read tokens 0..t, so ``values[:, :-1]`` is the value of the state each log-prob acts from.
