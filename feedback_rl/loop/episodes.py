@@ -68,7 +68,7 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     groups = [g for g in range(len(rows)) for _ in range(num_generations)]
     opened = _reset_all(environment, rows, groups, policy_version, seed)
     try:
-        episodes = [_open(environment, tokenizer, rows[g], g, k, opened[k], stops, system_prompt)
+        episodes = [_open(tokenizer, rows[g], g, k, opened[k], stops, system_prompt)
                     for k, g in enumerate(groups)]
     except BaseException:
         for episode in opened:
@@ -126,7 +126,7 @@ def _reset_all(environment: Environment, rows: list[dict], groups: list[int], ve
                     f"({type(e).__name__}: {e})") from None
 
 
-def _open(environment: Environment, tokenizer: Any, row: dict, group: int, k: int, episode: Any, stops: list[int],
+def _open(tokenizer: Any, row: dict, group: int, k: int, episode: Any, stops: list[int],
           system_prompt: str | None) -> _Live:
     """The live episode of an opened environment episode: its opening turns (with the tools offered) tokenized."""
     messages = list(episode.messages)
@@ -188,29 +188,31 @@ def episode_rollout(ep: Any, tokenizer: Any, version: int) -> Rollout:
     fields (k, group, row, tokens, opening, offered, infos, done, truncated, error). A split episode's later
     segments are its ``segments``."""
     uid = f"v{version}-{ep.k}"
-    first, *later = [_segment_rollout(seg, ep, tokenizer, version, uid if j == 0 else f"{uid}/s{j}")
-                     for j, seg in enumerate(ep.tokens.segments)]
-    later = [r for r in later if any(r.completion_mask)]   # a segment the episode ended on at once has none
-    seg = ep.tokens.segments[0]
+    seg, *rest = ep.tokens.segments
     p = seg.prompt_length
     turns = ep.tokens.messages[ep.opening:]
-    first.completion, first.segments = _transcript(turns), later
+    first = _segment_rollout(seg, ep, version, uid, tokenizer.decode(seg.ids[:p], skip_special_tokens=True),
+                             _transcript(turns))
+    # later segments train; their text is the episode's transcript's, so none is decoded for them. A segment the
+    # episode ended on at once sampled nothing.
+    first.segments = [_segment_rollout(x, ep, version, f"{uid}/s{j}") for j, x in enumerate(rest, 1)
+                      if any(x.mask[x.prompt_length:])]
     first.episode = {"turns": turns, "rewards": list(ep.tokens.rewards), "infos": ep.infos, "done": ep.done,
                      "truncated": ep.truncated, "error": ep.error, "tools_offered": ep.offered,
-                     "bridge_fallback": ep.tokens.bridge_fallback, "end": ep.end, "segments": 1 + len(later),
+                     "bridge_fallback": ep.tokens.bridge_fallback, "end": ep.end,
+                     "segments": 1 + len(first.segments),
                      "spans": [[s.start - p, s.end - p, s.role, s.turn] for s in seg.spans[1:]]}
     return first
 
 
-def _segment_rollout(seg: Any, ep: Any, tokenizer: Any, version: int, uid: str) -> Rollout:
+def _segment_rollout(seg: Any, ep: Any, version: int, uid: str, prompt: str = "", completion: str = "") -> Rollout:
     """One segment of an episode as a sequence to train on: its prompt, then its turns (mask 1 on the sampled
     ids, with their behaviour log-probs)."""
     p = seg.prompt_length
     lp = torch.tensor(seg.logprobs[p:], dtype=torch.float32) if seg.logprobs is not None else None
-    return Rollout(prompt=tokenizer.decode(seg.ids[:p], skip_special_tokens=True),
-                   completion=tokenizer.decode(seg.ids[p:], skip_special_tokens=True), row=ep.row, group=ep.group,
-                   prompt_ids=seg.ids[:p], completion_ids=seg.ids[p:], logprobs=lp, truncated=ep.truncated,
-                   policy_version=version, uid=uid, completion_mask=seg.mask[p:])
+    return Rollout(prompt=prompt, completion=completion, row=ep.row, group=ep.group, prompt_ids=seg.ids[:p],
+                   completion_ids=seg.ids[p:], logprobs=lp, truncated=ep.truncated, policy_version=version, uid=uid,
+                   completion_mask=seg.mask[p:])
 
 
 def _transcript(turns: list[dict]) -> str:

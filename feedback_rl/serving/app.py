@@ -186,10 +186,11 @@ def build_app(engine: Engine, tokenizer: Any, model_name: str | None = "local", 
                 first = piece.index not in started
                 started.add(piece.index)
                 used += piece.completion_tokens
-                texts[piece.index] = texts.get(piece.index, "") + piece.text
                 finish, calls = piece.finish, None
-                if tools and finish is not None:   # the reply is whole: its calls go with its last piece
-                    calls, finish = tool_reply(texts[piece.index], finish, tools, f"call_{rid[4:]}_{piece.index}")
+                if tools:   # the reply's text is kept for its calls, which go with its last piece
+                    texts[piece.index] = texts.get(piece.index, "") + piece.text
+                    if finish is not None:
+                        calls, finish = tool_reply(texts[piece.index], finish, tools, f"call_{rid[4:]}_{piece.index}")
                 c = choice(is_chat, piece.index, piece.text, piece.toks, finish, delta=True, first=first,
                            token_ids=piece.token_ids, tool_calls=calls)
                 yield _event(envelope(is_chat, rid, created, name, [c], chunk=True, **extra))
