@@ -70,6 +70,7 @@ def play_episodes(backend: Backend, model: torch.nn.Module, tokenizer: Any, envi
     try:
         episodes = [_open(tokenizer, rows[g], g, k, opened[k], stops, system_prompt)
                     for k, g in enumerate(groups)]
+        _check_openings_fit(environment, episodes, context, sampling.max_new_tokens)
     except BaseException:
         for episode in opened:
             episode.close()
@@ -135,6 +136,21 @@ def _open(tokenizer: Any, row: dict, group: int, k: int, episode: Any, stops: li
     messages, schemas, offered = offer(tokenizer, messages, episode.tools)
     tokens = EpisodeTokens(tokenizer, messages, tools=schemas, stop_ids=set(stops))
     return _Live(k, group, row, episode, tokens, offered)
+
+
+def _check_openings_fit(environment: Environment, episodes: list[_Live], context: int, turn: int) -> None:
+    """An opening that leaves no room for one turn of ``turn`` tokens can play nothing, and a sequence past the
+    model's positions cannot be scored: the user's prompt, tools or model, refused on one line (a turn later in
+    an episode that finds no room ends it truncated instead)."""
+    for ep in episodes:
+        if ep.tokens.room(context) < turn:
+            size = len(ep.tokens.prompt_ids())
+            tools = {"system_prompt": ", its tools described in the system turn",
+                     "template": ", its tools in the template's tools block"}.get(ep.offered, "")
+            raise UserError(f"environment '{environment.name}': the opening of row {ep.group} takes {size} tokens "
+                            f"(its turns{tools}), leaving no room for a turn of "
+                            f"rollout.max_new_tokens {turn} in the model's {context} positions: shorten it, offer "
+                            "fewer tools, or use a model with a longer context")
 
 
 _TIME_UP = object()

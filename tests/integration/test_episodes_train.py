@@ -94,3 +94,16 @@ def test_grpo_trains_on_guess_number_episodes_sampled_by_the_tiny_model(tmp_path
         roles = [t["role"] for t in r["episode"]["turns"]]
         assert roles[:3] == ["assistant", "user", "assistant"]
         assert r["episode"]["turns"][1]["content"] in ("Higher.", "Lower.", "Answer with one whole number from 1 to 10.")
+
+
+def test_an_opening_longer_than_the_context_is_one_line_before_any_step(tmp_path):
+    # the tools' system turn alone is longer than 512 positions: no turn could be played, and a sequence past the
+    # model's positions cannot be scored (it crashed in the first update with an IndexError)
+    args = [sys.executable, "-m", "feedback_rl.commands.cli", "train", str(ROOT / "recipes" / "calculator-grpo.yaml"),
+            "--set", f"output_dir={tmp_path / 'runs'}", "--set", "model.tiny.n_positions=512"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: environment 'calculator': the opening of row 0 takes ") and \
+        "its tools described in the system turn" in line and "in the model's 512 positions" in line, line
+    assert not any((tmp_path / "runs").glob("*/checkpoints/*"))
